@@ -1,0 +1,3 @@
+//! Control: configuration (and later the admin API and metrics).
+
+pub mod config;

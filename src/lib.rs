@@ -1,0 +1,27 @@
+//! Ladder: a transcoding appliance for live video.
+//!
+//! The tree follows the data. Reading the modules top to bottom reads the path a
+//! frame takes:
+//!
+//! ```text
+//! encoder --RTMP push--> ingest ----> media ------------> packaging ------------> origin --> CDN edges, players
+//!                        (sessions,   (FLV tags -> H.264  (CMAF chunks, segment   (hyper: LL-HLS, LL-DASH,
+//!                         sans-IO      + AAC access units, store, LL-HLS and      blocking reloads, chunked
+//!                         RTMP)        64-bit timeline)    LL-DASH manifests)      segments)
+//! ```
+//!
+//! - [`ingest`]: RTMP server (sockets in `ingest::server` only) and the sans-IO
+//!   RTMP protocol in `ingest::rtmp`.
+//! - [`media`]: FLV, avcC/SPS, AAC config, timestamps. No I/O.
+//! - [`packaging`]: CMAF boxes and fragmenter, the segment store, LL-HLS and
+//!   LL-DASH renderers. No I/O.
+//! - [`origin`]: the HTTP origin that CDN edges and players pull from.
+//! - [`control`]: configuration.
+//! - [`app`]: wires it together: tasks, bounded queues, admission, shutdown.
+
+pub mod app;
+pub mod control;
+pub mod ingest;
+pub mod media;
+pub mod origin;
+pub mod packaging;

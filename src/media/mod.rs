@@ -1,0 +1,101 @@
+//! Media: FLV tags to access units, with no I/O.
+//!
+//! - [`flv`]: FLV video/audio tag headers (Adobe FLV spec v10.1, annex E) and the
+//!   demuxer that turns RTMP media messages into [`MediaEvent`]s.
+//! - [`avc`]: the AVCDecoderConfigurationRecord (ISO/IEC 14496-15 §5.3.3) and the
+//!   H.264 SPS fields a packager needs (ITU-T H.264 §7.3.2.1).
+//! - [`aac`]: AudioSpecificConfig (ISO/IEC 14496-3 §1.6.2.1).
+//! - [`timeline`]: 32-bit RTMP timestamps into one 64-bit timeline.
+//! - [`time`]: the timestamp newtype.
+
+pub mod aac;
+pub mod avc;
+pub mod flv;
+pub mod time;
+pub mod timeline;
+
+use bytes::Bytes;
+use std::sync::Arc;
+
+pub use time::{RtmpTimestamp, Timestamp, MILLIS, VIDEO_TIMESCALE};
+
+/// Video codecs Ladder understands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum VideoCodec {
+    H264,
+}
+
+/// Audio codecs Ladder understands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AudioCodec {
+    Aac,
+}
+
+/// A video decoder configuration, from the publisher's sequence header.
+#[derive(Clone, Debug, PartialEq)]
+pub struct VideoConfig {
+    pub codec: VideoCodec,
+    /// The decoder configuration record as sent (avcC payload, without box header).
+    pub record: Bytes,
+    /// Coded picture size after cropping, in pixels.
+    pub width: u32,
+    pub height: u32,
+    /// RFC 6381 codec string, e.g. `avc1.64001f`.
+    pub codec_string: String,
+    /// Bytes in each NALU length prefix: 1, 2 or 4.
+    pub nal_length_size: u8,
+    /// Frame rate from the SPS VUI timing info, when present.
+    pub frame_rate: Option<f64>,
+    pub profile_idc: u8,
+    pub level_idc: u8,
+    /// Interlaced (frame_mbs_only_flag == 0).
+    pub interlaced: bool,
+    /// Sample aspect ratio from the VUI (num, den); (1, 1) when absent.
+    pub sample_aspect: (u32, u32),
+}
+
+/// An audio decoder configuration, from the publisher's sequence header.
+#[derive(Clone, Debug, PartialEq)]
+pub struct AudioConfig {
+    pub codec: AudioCodec,
+    /// AudioSpecificConfig bytes as sent.
+    pub asc: Bytes,
+    /// Audio object type (2 = AAC-LC, 5 = SBR/HE-AAC, 29 = PS/HE-AACv2).
+    pub object_type: u8,
+    /// Output sample rate in Hz (the core rate; the timescale of the CMAF track).
+    pub sample_rate: u32,
+    pub channels: u8,
+    /// Samples per AAC frame (1024, or 960).
+    pub frame_samples: u32,
+    /// RFC 6381 codec string, e.g. `mp4a.40.2`.
+    pub codec_string: String,
+}
+
+/// One H.264 access unit.
+#[derive(Clone, Debug)]
+pub struct VideoFrame {
+    /// Decode time, normalised, in milliseconds.
+    pub dts: Timestamp,
+    /// Presentation time (dts + composition offset).
+    pub pts: Timestamp,
+    /// IDR (FLV frame type 1 with an IDR NAL unit).
+    pub keyframe: bool,
+    /// NAL units, each prefixed by its length in `nal_length_size` bytes (AVCC form).
+    pub data: Bytes,
+}
+
+/// One AAC frame (raw, no ADTS header).
+#[derive(Clone, Debug)]
+pub struct AudioFrame {
+    pub dts: Timestamp,
+    pub data: Bytes,
+}
+
+/// What the demuxer produces from RTMP media messages.
+#[derive(Clone, Debug)]
+pub enum MediaEvent {
+    VideoConfig(Arc<VideoConfig>),
+    AudioConfig(Arc<AudioConfig>),
+    Video(VideoFrame),
+    Audio(AudioFrame),
+}

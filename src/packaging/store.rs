@@ -1,0 +1,488 @@
+//! The segment store: what the packager writes and the origin (and later restream)
+//! reads, all in memory.
+//!
+//! One [`ChannelStore`] per channel holds its tracks (renditions): init segments,
+//! and a sliding window of segments made of parts (CMAF chunks). Writers never
+//! block on readers: the state sits behind a short-held `RwLock`, and every change
+//! bumps a `watch` generation counter that parked blocking requests wait on (no
+//! polling, no thread per request).
+//!
+//! Naming (the packager chooses names, SPEC.md): under `/live/<channel>/`
+//! - `<track>/init-<init_id>.mp4`: init segment
+//! - `<track>/seg-<msn>.m4s`: media segment (grows chunk by chunk while open)
+//! - `<track>/part-<part_seq>.m4s`: one part; `part_seq` counts parts of the
+//!   track across segments, so a preload hint never has to guess whether the next
+//!   part starts a new segment.
+
+use bytes::Bytes;
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::time::SystemTime;
+use tokio::sync::watch;
+
+/// How many segments beyond the playlist window stay downloadable: a player that
+/// fetched the playlist just before the window slid can still get what it lists.
+pub const RETAINED_BEYOND_WINDOW: usize = 4;
+
+/// Packaging targets, from `[packaging]` in the config.
+#[derive(Clone, Debug, PartialEq)]
+pub struct StoreConfig {
+    /// Segment target in seconds; segments start at IDR so a longer GOP wins.
+    pub segment_target: f64,
+    /// Part (CMAF chunk) target in seconds.
+    pub part_target: f64,
+    /// Complete segments listed in the playlists.
+    pub window_segments: usize,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig {
+            segment_target: 2.0,
+            part_target: 0.5,
+            window_segments: 8,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TrackKind {
+    Video,
+    Audio,
+}
+
+/// One part: a CMAF chunk (moof + mdat, with prft; the first of a segment starts
+/// with styp).
+#[derive(Clone, Debug)]
+pub struct Part {
+    /// Track-wide part number (URL `part-<seq>.m4s`).
+    pub seq: u64,
+    /// Duration in track ticks.
+    pub duration: u64,
+    /// Starts with a sync sample (INDEPENDENT=YES).
+    pub independent: bool,
+    pub data: Bytes,
+}
+
+/// One media segment: starts with an IDR (video), made of parts.
+#[derive(Clone, Debug)]
+pub struct Segment {
+    /// Media sequence number (URL `seg-<msn>.m4s`; DASH `$Number$`).
+    pub msn: u64,
+    /// Which init segment decodes it.
+    pub init_id: u32,
+    /// First segment after a discontinuity (reconnect, configuration change).
+    pub discontinuity: bool,
+    /// baseMediaDecodeTime of the first sample, in track ticks (tfdt).
+    pub start: u64,
+    /// Sum of part durations so far, in track ticks.
+    pub duration: u64,
+    /// Wall-clock time of the first sample's ingest (EXT-X-PROGRAM-DATE-TIME, prft).
+    pub program_date_time: SystemTime,
+    pub parts: Vec<Part>,
+    /// No more parts will be added.
+    pub complete: bool,
+    /// Total size of the parts, in bytes.
+    pub bytes: usize,
+}
+
+impl Segment {
+    /// The whole segment as one buffer (the parts back to back).
+    pub fn data(&self) -> Bytes {
+        if self.parts.len() == 1 {
+            return self.parts[0].data.clone();
+        }
+        let mut v = Vec::with_capacity(self.bytes);
+        for p in &self.parts {
+            v.extend_from_slice(&p.data);
+        }
+        Bytes::from(v)
+    }
+}
+
+/// Static description of a track, for manifests.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TrackInfo {
+    /// URL path component and rendition name: `source`, `720p`, `audio`.
+    pub id: String,
+    pub kind: TrackKind,
+    /// Ticks per second of `Segment::start`, `Segment::duration`, `Part::duration`.
+    pub timescale: u32,
+    /// RFC 6381 codec string.
+    pub codec: String,
+    pub width: u32,
+    pub height: u32,
+    pub frame_rate: Option<f64>,
+    pub sample_rate: u32,
+    pub channels: u8,
+    /// Configured or estimated bitrate, bits/s (used until measured).
+    pub nominal_bandwidth: u64,
+}
+
+/// A track's state: its init segments and segment window.
+#[derive(Clone, Debug)]
+pub struct Track {
+    pub info: TrackInfo,
+    /// (init_id, bytes); older ones kept while a retained segment refers to them.
+    pub inits: Vec<(u32, Bytes)>,
+    /// Oldest first; the back may be open (`complete == false`).
+    pub segments: VecDeque<Segment>,
+    /// Next part sequence number to be assigned.
+    pub next_part_seq: u64,
+    /// Largest bitrate of any complete segment seen, bits/s (BANDWIDTH).
+    pub peak_bandwidth: u64,
+    /// Bits/s over the complete segments in the window (AVERAGE-BANDWIDTH).
+    pub average_bandwidth: u64,
+}
+
+impl Track {
+    pub fn new(info: TrackInfo) -> Self {
+        Track {
+            info,
+            inits: Vec::new(),
+            segments: VecDeque::new(),
+            next_part_seq: 0,
+            peak_bandwidth: 0,
+            average_bandwidth: 0,
+        }
+    }
+
+    pub fn init(&self, init_id: u32) -> Option<&Bytes> {
+        self.inits
+            .iter()
+            .find(|(id, _)| *id == init_id)
+            .map(|(_, b)| b)
+    }
+
+    pub fn segment(&self, msn: u64) -> Option<&Segment> {
+        let first = self.segments.front()?.msn;
+        let idx = msn.checked_sub(first)?;
+        let seg = self.segments.get(usize::try_from(idx).ok()?)?;
+        debug_assert_eq!(seg.msn, msn);
+        Some(seg)
+    }
+
+    /// Find a part by its track-wide sequence number: (segment, index in segment).
+    pub fn part(&self, seq: u64) -> Option<(&Segment, usize)> {
+        // parts are numbered in order, so binary search over segments
+        let segs = &self.segments;
+        let pos = segs.partition_point(|s| s.parts.last().map(|p| p.seq < seq).unwrap_or(true));
+        let seg = segs.get(pos)?;
+        let first = seg.parts.first()?.seq;
+        let idx = usize::try_from(seq.checked_sub(first)?).ok()?;
+        if idx < seg.parts.len() {
+            Some((seg, idx))
+        } else {
+            None
+        }
+    }
+
+    /// The last segment, complete or not.
+    pub fn last_segment(&self) -> Option<&Segment> {
+        self.segments.back()
+    }
+
+    /// The segments a playlist lists: the last `window` complete ones and the open one.
+    pub fn window(&self, window: usize) -> impl Iterator<Item = &Segment> {
+        let complete = self.segments.iter().filter(|s| s.complete).count();
+        let skip = complete.saturating_sub(window);
+        self.segments.iter().skip(skip)
+    }
+
+    /// The (msn, part index) the next part will have if it continues the open
+    /// segment; `None` before the first segment.
+    pub fn last_part_position(&self) -> Option<(u64, usize)> {
+        let seg = self.segments.back()?;
+        if seg.parts.is_empty() {
+            return None;
+        }
+        Some((seg.msn, seg.parts.len() - 1))
+    }
+}
+
+/// Everything a channel's manifests are made from. Read it through
+/// [`ChannelStore::read`]; only the packager writes it.
+#[derive(Clone, Debug)]
+pub struct ChannelState {
+    pub config: StoreConfig,
+    /// A publisher is attached (between publish and unpublish).
+    pub live: bool,
+    /// Tracks in manifest order: video renditions first, then audio.
+    pub tracks: Vec<Track>,
+    /// EXT-X-DISCONTINUITY-SEQUENCE of the first listed segment: discontinuities
+    /// that slid out of the window. Shared by all tracks.
+    pub discontinuity_sequence: u64,
+    /// Wall-clock time of media time zero (DASH availabilityStartTime).
+    pub availability_start: SystemTime,
+    /// EXT-X-TARGETDURATION: ceil of the segment target and of the longest segment
+    /// seen; never decreases.
+    pub target_duration: u64,
+    /// Bumped on every change; what `changed` carries.
+    pub generation: u64,
+}
+
+impl ChannelState {
+    pub fn new(config: StoreConfig, availability_start: SystemTime) -> Self {
+        let target_duration = config.segment_target.ceil().max(1.0) as u64;
+        ChannelState {
+            config,
+            live: false,
+            tracks: Vec::new(),
+            discontinuity_sequence: 0,
+            availability_start,
+            target_duration,
+            generation: 0,
+        }
+    }
+
+    pub fn track(&self, id: &str) -> Option<&Track> {
+        self.tracks.iter().find(|t| t.info.id == id)
+    }
+
+    pub fn track_index(&self, id: &str) -> Option<usize> {
+        self.tracks.iter().position(|t| t.info.id == id)
+    }
+
+    /// Has any track produced a part yet (is there anything to play)?
+    pub fn has_media(&self) -> bool {
+        self.tracks.iter().any(|t| t.last_part_position().is_some())
+    }
+
+    /// Add or replace a track's description; returns its index.
+    pub fn upsert_track(&mut self, info: TrackInfo) -> usize {
+        if let Some(i) = self.track_index(&info.id) {
+            self.tracks[i].info = info;
+            i
+        } else {
+            let id = info.id.clone();
+            self.tracks.push(Track::new(info));
+            // video first, then audio; stable within a kind
+            self.tracks.sort_by_key(|t| match t.info.kind {
+                TrackKind::Video => 0,
+                TrackKind::Audio => 1,
+            });
+            self.track_index(&id).unwrap_or(0)
+        }
+    }
+
+    /// Register an init segment for a track.
+    pub fn add_init(&mut self, track: usize, init_id: u32, data: Bytes) {
+        if let Some(t) = self.tracks.get_mut(track) {
+            t.inits.retain(|(id, _)| *id != init_id);
+            t.inits.push((init_id, data));
+        }
+    }
+
+    /// Open a new segment on a track (closing the open one, if any).
+    #[allow(clippy::too_many_arguments)]
+    pub fn open_segment(
+        &mut self,
+        track: usize,
+        msn: u64,
+        init_id: u32,
+        discontinuity: bool,
+        start: u64,
+        program_date_time: SystemTime,
+    ) {
+        self.close_segment(track);
+        let Some(t) = self.tracks.get_mut(track) else {
+            return;
+        };
+        t.segments.push_back(Segment {
+            msn,
+            init_id,
+            discontinuity,
+            start,
+            duration: 0,
+            program_date_time,
+            parts: Vec::new(),
+            complete: false,
+            bytes: 0,
+        });
+    }
+
+    /// Append a part to a track's open segment; returns its part sequence number.
+    pub fn add_part(
+        &mut self,
+        track: usize,
+        duration: u64,
+        independent: bool,
+        data: Bytes,
+    ) -> Option<u64> {
+        let t = self.tracks.get_mut(track)?;
+        let seg = t.segments.back_mut().filter(|s| !s.complete)?;
+        let seq = t.next_part_seq;
+        t.next_part_seq += 1;
+        seg.duration += duration;
+        seg.bytes += data.len();
+        seg.parts.push(Part {
+            seq,
+            duration,
+            independent,
+            data,
+        });
+        Some(seq)
+    }
+
+    /// Mark a track's open segment complete, update bandwidth and target duration,
+    /// and slide the window.
+    pub fn close_segment(&mut self, track: usize) {
+        let window = self.config.window_segments;
+        let Some(t) = self.tracks.get_mut(track) else {
+            return;
+        };
+        let Some(seg) = t.segments.back_mut().filter(|s| !s.complete) else {
+            return;
+        };
+        if seg.parts.is_empty() {
+            // nothing was written: forget it rather than list an empty segment
+            t.segments.pop_back();
+            return;
+        }
+        seg.complete = true;
+        let secs = seg.duration as f64 / t.info.timescale.max(1) as f64;
+        if secs > 0.0 {
+            let bps = (seg.bytes as f64 * 8.0 / secs) as u64;
+            t.peak_bandwidth = t.peak_bandwidth.max(bps);
+            let td = secs.round().max(1.0) as u64;
+            // RFC 8216 §4.4.3.1: rounded segment duration <= target duration
+            if td > self.target_duration {
+                self.target_duration = td;
+            }
+        }
+        // average over the complete segments in the window
+        let (bytes, ticks) = t
+            .segments
+            .iter()
+            .filter(|s| s.complete)
+            .rev()
+            .take(window)
+            .fold((0usize, 0u64), |(b, d), s| (b + s.bytes, d + s.duration));
+        if ticks > 0 {
+            t.average_bandwidth =
+                (bytes as f64 * 8.0 / (ticks as f64 / t.info.timescale.max(1) as f64)) as u64;
+        }
+        self.slide(track);
+    }
+
+    /// Drop segments beyond the window and retention, and init segments no longer
+    /// referred to. Advances the discontinuity sequence when a discontinuity leaves
+    /// the window of the first (reference) track.
+    fn slide(&mut self, track: usize) {
+        let keep = self.config.window_segments + RETAINED_BEYOND_WINDOW;
+        let window = self.config.window_segments;
+        let Some(t) = self.tracks.get_mut(track) else {
+            return;
+        };
+        let before_first_listed = t.window(window).next().map(|s| s.msn);
+        while t.segments.iter().filter(|s| s.complete).count() > keep {
+            t.segments.pop_front();
+        }
+        let after_first_listed = t.window(window).next().map(|s| s.msn);
+        // Count discontinuities that left the playlist window, on the reference
+        // track only (track 0) so all playlists share the sequence.
+        if track == 0 {
+            if let (Some(a), Some(b)) = (before_first_listed, after_first_listed) {
+                let left = t
+                    .segments
+                    .iter()
+                    .filter(|s| s.msn > a && s.msn <= b && s.discontinuity)
+                    .count() as u64;
+                self.discontinuity_sequence += left;
+            }
+        }
+        let t = &mut self.tracks[track];
+        let used: Vec<u32> = t.segments.iter().map(|s| s.init_id).collect();
+        let newest = t.inits.iter().map(|(id, _)| *id).max();
+        t.inits
+            .retain(|(id, _)| used.contains(id) || Some(*id) == newest);
+    }
+}
+
+/// One channel's store: state plus change notification.
+#[derive(Debug)]
+pub struct ChannelStore {
+    /// Public channel name (appears in URLs).
+    pub name: String,
+    state: RwLock<ChannelState>,
+    changed: watch::Sender<u64>,
+}
+
+impl ChannelStore {
+    pub fn new(name: impl Into<String>, config: StoreConfig) -> Arc<Self> {
+        let (changed, _) = watch::channel(0);
+        Arc::new(ChannelStore {
+            name: name.into(),
+            state: RwLock::new(ChannelState::new(config, SystemTime::now())),
+            changed,
+        })
+    }
+
+    /// Read the state. Hold the guard only while rendering or copying out.
+    pub fn read(&self) -> RwLockReadGuard<'_, ChannelState> {
+        self.state.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Change the state and wake everyone waiting on it.
+    pub fn write<R>(&self, f: impl FnOnce(&mut ChannelState) -> R) -> R {
+        let r;
+        let gen;
+        {
+            let mut g: RwLockWriteGuard<'_, ChannelState> =
+                self.state.write().unwrap_or_else(|e| e.into_inner());
+            r = f(&mut g);
+            g.generation += 1;
+            gen = g.generation;
+        }
+        self.changed.send_replace(gen);
+        r
+    }
+
+    /// A receiver that sees every later change; `changed().await` parks cheaply.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.changed.subscribe()
+    }
+}
+
+/// All channels by public name.
+#[derive(Debug, Default)]
+pub struct Registry {
+    channels: RwLock<HashMap<String, Arc<ChannelStore>>>,
+}
+
+impl Registry {
+    pub fn new() -> Arc<Self> {
+        Arc::new(Registry::default())
+    }
+
+    pub fn get(&self, name: &str) -> Option<Arc<ChannelStore>> {
+        self.channels
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(name)
+            .cloned()
+    }
+
+    /// The channel's store, created on first use.
+    pub fn get_or_create(&self, name: &str, config: &StoreConfig) -> Arc<ChannelStore> {
+        if let Some(c) = self.get(name) {
+            return c;
+        }
+        let mut map = self.channels.write().unwrap_or_else(|e| e.into_inner());
+        map.entry(name.to_string())
+            .or_insert_with(|| ChannelStore::new(name, config.clone()))
+            .clone()
+    }
+
+    pub fn names(&self) -> Vec<String> {
+        let mut v: Vec<String> = self
+            .channels
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .keys()
+            .cloned()
+            .collect();
+        v.sort();
+        v
+    }
+}
