@@ -1,1 +1,308 @@
-//! placeholder: filled in by its owner
+//! Wiring: listeners, tasks, channels, admission, shutdown.
+//!
+//! - One tokio runtime does the I/O: the RTMP listener (`ingest::server`) and
+//!   the HTTP origin (`origin`).
+//! - Each channel has a [`ChannelRuntime`]: its segment store (what the origin
+//!   reads) and its packager (what the live publisher writes). Packaging the
+//!   passed-through source is a few memory copies per frame, done on the
+//!   publisher's task; the transcoding ladder will run on its own threads.
+//! - Admission: a semaphore caps publishers; a second publisher on a live
+//!   channel is refused or replaces the first (`[ingest] duplicate_publisher`).
+//! - Shutdown: one `watch` that every task selects on (SIGINT, SIGTERM).
+
+use crate::control::config::{Config, ConfigSource, DuplicatePolicy};
+use crate::ingest::server::{self as ingest_server, IngestLimits};
+use crate::origin::{self, OriginConfig};
+use crate::packaging::packager::Packager;
+use crate::packaging::store::{ChannelStore, Registry, StoreConfig};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+use tokio::sync::{watch, Notify, Semaphore};
+use tracing::{info, warn};
+
+/// How long shutdown waits for tasks to finish closing segments and connections.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    #[error("cannot listen for {what} on {addr}: {source}")]
+    Bind {
+        what: &'static str,
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("cannot start the runtime: {0}")]
+    Runtime(std::io::Error),
+    #[error("origin failed: {0}")]
+    Origin(String),
+}
+
+/// The live publisher of a channel, as seen by others.
+#[derive(Debug)]
+pub struct PublisherHandle {
+    /// Unique per session.
+    pub session_id: u64,
+    /// Peer address, for logs.
+    pub peer: SocketAddr,
+    /// Notified to make the session end (replaced by a newer publisher).
+    pub kick: Arc<Notify>,
+}
+
+/// One channel: its store, its packager, and who publishes to it.
+pub struct ChannelRuntime {
+    pub name: String,
+    pub store: Arc<ChannelStore>,
+    pub packager: Mutex<Packager>,
+    pub publisher: Mutex<Option<PublisherHandle>>,
+}
+
+/// Why a publish was refused, with the RTMP status the publisher gets.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Refusal {
+    UnknownKey,
+    BadName(String),
+    AlreadyLive,
+    TooManyPublishers,
+}
+
+impl Refusal {
+    pub fn status(&self) -> (&'static str, String) {
+        match self {
+            Refusal::UnknownKey => ("NetStream.Publish.Unauthorized", "unknown stream key".into()),
+            Refusal::BadName(why) => ("NetStream.Publish.BadName", why.clone()),
+            Refusal::AlreadyLive => ("NetStream.Publish.BadName", "channel is already live".into()),
+            Refusal::TooManyPublishers => ("NetStream.Publish.Rejected", "server is at its publisher limit".into()),
+        }
+    }
+}
+
+/// Shared state of the running appliance.
+pub struct App {
+    pub config: Config,
+    pub registry: Arc<Registry>,
+    channels: Mutex<HashMap<String, Arc<ChannelRuntime>>>,
+    publishers: Arc<Semaphore>,
+    next_session: std::sync::atomic::AtomicU64,
+}
+
+/// What a successful admission hands the publisher's session.
+pub struct Admission {
+    pub channel: Arc<ChannelRuntime>,
+    pub session_id: u64,
+    pub kick: Arc<Notify>,
+    /// Held for the session's life; dropping it frees the publisher slot.
+    pub permit: tokio::sync::OwnedSemaphorePermit,
+}
+
+impl App {
+    pub fn new(config: Config) -> Arc<App> {
+        let max = config.ingest.max_publishers.max(1);
+        Arc::new(App {
+            config,
+            registry: Registry::new(),
+            channels: Mutex::new(HashMap::new()),
+            publishers: Arc::new(Semaphore::new(max)),
+            next_session: std::sync::atomic::AtomicU64::new(1),
+        })
+    }
+
+    pub fn store_config(&self) -> StoreConfig {
+        StoreConfig {
+            segment_target: self.config.packaging.segment_seconds,
+            part_target: self.config.packaging.part_seconds,
+            window_segments: self.config.packaging.window_segments,
+        }
+    }
+
+    /// The rendition name the source is passed through as.
+    fn source_rendition(&self, channel: &str) -> String {
+        self.config
+            .ladder_for(channel)
+            .and_then(|l| l.renditions.iter().find(|r| r.passthrough))
+            .map(|r| r.name.clone())
+            .unwrap_or_else(|| "source".to_string())
+    }
+
+    /// Map a stream key to a channel name, per the auth mode.
+    pub fn channel_for_key(&self, key: &str) -> Result<String, Refusal> {
+        if let Some(c) = self.config.channel_by_key(key) {
+            return Ok(c.name.clone());
+        }
+        if !self.config.auth.open {
+            return Err(Refusal::UnknownKey);
+        }
+        // open mode: the key is the channel name, which appears in URLs
+        let ok = !key.is_empty()
+            && key.len() <= 64
+            && !key.starts_with('-')
+            && key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+        if !ok {
+            return Err(Refusal::BadName(
+                "in open mode the stream key is the channel name: use 1-64 of A-Z a-z 0-9 _ -".into(),
+            ));
+        }
+        // a configured channel's name cannot be taken by publishing to it by name
+        if self.config.channel_by_name(key).is_some() {
+            return Err(Refusal::UnknownKey);
+        }
+        Ok(key.to_string())
+    }
+
+    fn channel(&self, name: &str) -> Arc<ChannelRuntime> {
+        let mut map = self.channels.lock().unwrap_or_else(|e| e.into_inner());
+        map.entry(name.to_string())
+            .or_insert_with(|| {
+                let store = self.registry.get_or_create(name, &self.store_config());
+                let packager = Packager::new(store.clone(), &self.source_rendition(name), SystemTime::now());
+                Arc::new(ChannelRuntime {
+                    name: name.to_string(),
+                    store,
+                    packager: Mutex::new(packager),
+                    publisher: Mutex::new(None),
+                })
+            })
+            .clone()
+    }
+
+    /// Admit a publisher for a key. The caller logs the outcome.
+    pub fn admit(&self, key: &str, peer: SocketAddr) -> Result<Admission, Refusal> {
+        let name = self.channel_for_key(key)?;
+        let permit = self
+            .publishers
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| Refusal::TooManyPublishers)?;
+        let channel = self.channel(&name);
+        let session_id = self.next_session.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let kick = Arc::new(Notify::new());
+        let mut slot = channel.publisher.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(old) = slot.as_ref() {
+            match self.config.ingest.duplicate_publisher {
+                DuplicatePolicy::Refuse => return Err(Refusal::AlreadyLive),
+                DuplicatePolicy::Replace => {
+                    info!(channel = %name, old_peer = %old.peer, new_peer = %peer, "replacing the live publisher");
+                    old.kick.notify_one();
+                }
+            }
+        }
+        *slot = Some(PublisherHandle {
+            session_id,
+            peer,
+            kick: kick.clone(),
+        });
+        drop(slot);
+        Ok(Admission {
+            channel,
+            session_id,
+            kick,
+            permit,
+        })
+    }
+
+    /// A publisher session ended: free the channel if it still holds it.
+    pub fn release(&self, channel: &ChannelRuntime, session_id: u64) {
+        let mut slot = channel.publisher.lock().unwrap_or_else(|e| e.into_inner());
+        if slot.as_ref().map(|p| p.session_id) == Some(session_id) {
+            *slot = None;
+        }
+    }
+}
+
+/// Run the appliance until SIGINT or SIGTERM.
+pub fn run(config: Config, source: ConfigSource) -> Result<(), AppError> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("ladder-io")
+        .build()
+        .map_err(AppError::Runtime)?;
+    rt.block_on(serve(config, source))
+}
+
+async fn serve(config: Config, source: ConfigSource) -> Result<(), AppError> {
+    let rtmp_addr = config.server.rtmp_listen;
+    let http_addr = config.server.http_listen;
+    let rtmp = tokio::net::TcpListener::bind(rtmp_addr).await.map_err(|e| AppError::Bind {
+        what: "RTMP",
+        addr: rtmp_addr,
+        source: e,
+    })?;
+    let http = tokio::net::TcpListener::bind(http_addr).await.map_err(|e| AppError::Bind {
+        what: "HTTP",
+        addr: http_addr,
+        source: e,
+    })?;
+    let app = App::new(config);
+    info!(
+        version = env!("CARGO_PKG_VERSION"),
+        config = %source,
+        rtmp = %rtmp.local_addr().unwrap_or(rtmp_addr),
+        http = %http.local_addr().unwrap_or(http_addr),
+        mode = if app.config.auth.open { "open" } else { "closed" },
+        channels = app.config.channels.len(),
+        "ladder started"
+    );
+    for (name, ladder) in &app.config.ladders {
+        let encoded: Vec<&str> = ladder
+            .renditions
+            .iter()
+            .filter(|r| !r.passthrough)
+            .map(|r| r.name.as_str())
+            .collect();
+        if !encoded.is_empty() {
+            warn!(
+                ladder = %name,
+                renditions = %encoded.join(","),
+                "this build passes the source through; transcoded renditions are not produced yet"
+            );
+        }
+    }
+
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let limits = IngestLimits::from_config(&app.config);
+    let ingest = tokio::spawn(ingest_server::serve(rtmp, app.clone(), limits, shutdown_rx.clone()));
+    let mut origin_shutdown = shutdown_rx.clone();
+    let origin_task = tokio::spawn(origin::serve(
+        http,
+        app.registry.clone(),
+        OriginConfig::default(),
+        async move {
+            let _ = origin_shutdown.wait_for(|v| *v).await;
+        },
+    ));
+
+    wait_for_signal().await;
+    info!("shutting down: closing publishers and open segments");
+    let _ = shutdown_tx.send(true);
+    let _ = tokio::time::timeout(SHUTDOWN_GRACE, ingest).await;
+    match tokio::time::timeout(SHUTDOWN_GRACE, origin_task).await {
+        Ok(Ok(Err(e))) => return Err(AppError::Origin(e.to_string())),
+        Ok(_) => {}
+        Err(_) => warn!("origin did not stop within {:?}", SHUTDOWN_GRACE),
+    }
+    info!("stopped");
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

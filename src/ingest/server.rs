@@ -1,1 +1,427 @@
-//! placeholder: filled in by its owner
+//! The RTMP listener: the only ingest file that touches sockets.
+//!
+//! Each connection runs on its own task: handshake (with a deadline), then the
+//! sans-IO [`ServerSession`] fed from the socket, its output written back, its
+//! events turned into admission decisions and media for the channel's packager.
+//! Nothing here waits on viewers: the packager writes the in-memory store and
+//! returns.
+//!
+//! Limits (named, with the attack each one stops):
+//! - [`MAX_CONNECTIONS`]: open connections, so a flood cannot exhaust file
+//!   descriptors (over it, a connection is accepted and closed at once).
+//! - the handshake deadline (`rtmp::handshake::HANDSHAKE_TIMEOUT`): a peer that
+//!   sends only C0, or 1535 bytes of C1, or never C2, is closed.
+//! - `idle_timeout` (config): a peer that sends nothing, or one byte now and then
+//!   below a useful rate, is closed after that long without a complete message.
+//! - bytes buffered per connection, chunk streams, message size, chunk size:
+//!   enforced by the chunk decoder (`rtmp::chunk`).
+//! - publishers: the app's admission semaphore (`[ingest] max_publishers`).
+
+use super::rtmp::handshake::{self, HandshakeOutcome, ServerHandshake};
+use super::rtmp::session::{ServerEvent, ServerSession, SessionConfig};
+use crate::app::{Admission, App};
+use crate::control::config::Config;
+use crate::media::flv::Demuxer;
+use crate::packaging::packager::PackagerNotice;
+use bytes::Bytes;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{watch, Semaphore};
+use tracing::{debug, error, info, warn};
+
+/// Open RTMP connections at most (publishers are capped separately).
+pub const MAX_CONNECTIONS: usize = 1024;
+/// Socket read buffer per connection.
+const READ_BUFFER: usize = 64 * 1024;
+/// The only application name publishers use: `rtmp://HOST/live/<key>`.
+pub const APP_NAME: &str = "live";
+/// Longest wait after an accept error (file descriptors exhausted, say).
+const MAX_ACCEPT_BACKOFF: Duration = Duration::from_secs(2);
+/// Media warnings (malformed frames, timestamp jumps) logged per session, at most.
+const MAX_MEDIA_WARNINGS: u32 = 20;
+
+/// Ingest limits from the configuration.
+#[derive(Clone, Debug)]
+pub struct IngestLimits {
+    pub idle_timeout: Duration,
+    pub handshake_timeout: Duration,
+    pub max_connections: usize,
+}
+
+impl IngestLimits {
+    pub fn from_config(config: &Config) -> Self {
+        IngestLimits {
+            idle_timeout: Duration::from_secs_f64(config.ingest.idle_timeout.max(0.1)),
+            handshake_timeout: handshake::HANDSHAKE_TIMEOUT,
+            max_connections: MAX_CONNECTIONS,
+        }
+    }
+}
+
+/// Accept RTMP connections until shutdown.
+pub async fn serve(listener: TcpListener, app: Arc<App>, limits: IngestLimits, mut shutdown: watch::Receiver<bool>) {
+    let slots = Arc::new(Semaphore::new(limits.max_connections));
+    let mut backoff = Duration::from_millis(10);
+    loop {
+        let accepted = tokio::select! {
+            r = listener.accept() => r,
+            _ = shutdown.wait_for(|v| *v) => break,
+        };
+        let (socket, peer) = match accepted {
+            Ok(x) => {
+                backoff = Duration::from_millis(10);
+                x
+            }
+            Err(e) => {
+                warn!(error = %e, "RTMP accept failed; backing off {:?}", backoff);
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(MAX_ACCEPT_BACKOFF);
+                continue;
+            }
+        };
+        let Ok(permit) = slots.clone().try_acquire_owned() else {
+            warn!(%peer, limit = limits.max_connections, "RTMP connection refused: connection limit reached");
+            drop(socket);
+            continue;
+        };
+        let _ = socket.set_nodelay(true);
+        let app = app.clone();
+        let limits = limits.clone();
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            let _permit = permit;
+            Connection::new(app, peer, limits).run(socket, shutdown).await;
+        });
+    }
+}
+
+/// Why a connection ended, for the unpublish log line.
+#[derive(Debug)]
+enum End {
+    PeerClosed,
+    Unpublished,
+    Idle,
+    HandshakeTimeout,
+    Protocol(String),
+    Io(std::io::Error),
+    Kicked,
+    Shutdown,
+    Refused,
+    Media(String),
+}
+
+impl std::fmt::Display for End {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            End::PeerClosed => write!(f, "publisher closed the connection"),
+            End::Unpublished => write!(f, "publisher stopped publishing"),
+            End::Idle => write!(f, "no data from the publisher within the idle timeout"),
+            End::HandshakeTimeout => write!(f, "handshake not completed in time"),
+            End::Protocol(e) => write!(f, "protocol error: {e}"),
+            End::Io(e) => write!(f, "connection error: {e}"),
+            End::Kicked => write!(f, "replaced by a new publisher"),
+            End::Shutdown => write!(f, "server shutting down"),
+            End::Refused => write!(f, "publish refused"),
+            End::Media(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+/// A live publishing session on a connection.
+struct Live {
+    admission: Admission,
+    stream_id: u32,
+    demuxer: Demuxer,
+    started: Instant,
+    warnings: u32,
+}
+
+struct Connection {
+    app: Arc<App>,
+    peer: SocketAddr,
+    limits: IngestLimits,
+    live: Option<Live>,
+}
+
+impl Connection {
+    fn new(app: Arc<App>, peer: SocketAddr, limits: IngestLimits) -> Self {
+        Connection {
+            app,
+            peer,
+            limits,
+            live: None,
+        }
+    }
+
+    async fn run(mut self, mut socket: TcpStream, mut shutdown: watch::Receiver<bool>) {
+        let mut buf = vec![0u8; READ_BUFFER];
+        let leftover = match self.handshake(&mut socket, &mut buf).await {
+            Ok(rest) => rest,
+            Err(end) => {
+                debug!(peer = %self.peer, reason = %end, "RTMP connection closed during handshake");
+                return;
+            }
+        };
+        let mut session = ServerSession::new(SessionConfig::default());
+        let end = self.session(&mut socket, &mut buf, &mut session, leftover, &mut shutdown).await;
+        self.finish(end);
+        let _ = socket.shutdown().await;
+    }
+
+    async fn handshake(&self, socket: &mut TcpStream, buf: &mut [u8]) -> Result<Bytes, End> {
+        let deadline = tokio::time::Instant::now() + self.limits.handshake_timeout;
+        let mut hs = ServerHandshake::new();
+        loop {
+            let n = match tokio::time::timeout_at(deadline, socket.read(buf)).await {
+                Err(_) => return Err(End::HandshakeTimeout),
+                Ok(Err(e)) => return Err(End::Io(e)),
+                Ok(Ok(0)) => return Err(End::PeerClosed),
+                Ok(Ok(n)) => n,
+            };
+            let outcome = hs.feed(&buf[..n]).map_err(|e| {
+                info!(peer = %self.peer, error = %e, "RTMP handshake refused");
+                End::Protocol(e.to_string())
+            })?;
+            if let Some(out) = hs.take_output() {
+                write_all(socket, &out, deadline).await?;
+            }
+            if let HandshakeOutcome::Done { leftover } = outcome {
+                return Ok(leftover);
+            }
+        }
+    }
+
+    async fn session(
+        &mut self,
+        socket: &mut TcpStream,
+        buf: &mut [u8],
+        session: &mut ServerSession,
+        leftover: Bytes,
+        shutdown: &mut watch::Receiver<bool>,
+    ) -> End {
+        if !leftover.is_empty() {
+            if let Err(e) = session.feed(&leftover) {
+                return End::Protocol(e.to_string());
+            }
+            if let Err(end) = self.pump(socket, session).await {
+                return end;
+            }
+        }
+        loop {
+            let kick = self.live.as_ref().map(|l| l.admission.kick.clone());
+            let read = tokio::select! {
+                r = tokio::time::timeout(self.limits.idle_timeout, socket.read(buf)) => r,
+                _ = async { match &kick { Some(k) => k.notified().await, None => std::future::pending().await } } => {
+                    return End::Kicked;
+                }
+                _ = shutdown.wait_for(|v| *v) => return End::Shutdown,
+            };
+            let n = match read {
+                Err(_) => return End::Idle,
+                Ok(Err(e)) => return End::Io(e),
+                Ok(Ok(0)) => return End::PeerClosed,
+                Ok(Ok(n)) => n,
+            };
+            if let Err(e) = session.feed(&buf[..n]) {
+                return End::Protocol(e.to_string());
+            }
+            if let Err(end) = self.pump(socket, session).await {
+                return end;
+            }
+        }
+    }
+
+    /// Write the session's output and act on its events.
+    async fn pump(&mut self, socket: &mut TcpStream, session: &mut ServerSession) -> Result<(), End> {
+        loop {
+            let mut progressed = false;
+            while let Some(event) = session.poll_event() {
+                progressed = true;
+                self.on_event(event, session)?;
+            }
+            let deadline = tokio::time::Instant::now() + self.limits.idle_timeout;
+            while let Some(out) = session.take_output() {
+                progressed = true;
+                write_all(socket, &out, deadline).await?;
+            }
+            if !progressed {
+                return Ok(());
+            }
+        }
+    }
+
+    fn on_event(&mut self, event: ServerEvent, session: &mut ServerSession) -> Result<(), End> {
+        match event {
+            ServerEvent::Connected { app, .. } => {
+                debug!(peer = %self.peer, %app, "RTMP connect");
+            }
+            ServerEvent::PublishRequested {
+                stream_id,
+                app,
+                stream_name,
+                ..
+            } => self.on_publish(session, stream_id, &app, &stream_name),
+            ServerEvent::Video {
+                stream_id,
+                timestamp,
+                payload,
+            } => {
+                if let Some(live) = self.live.as_mut().filter(|l| l.stream_id == stream_id) {
+                    let r = live.demuxer.video(timestamp, payload);
+                    self.media(r)?;
+                }
+            }
+            ServerEvent::Audio {
+                stream_id,
+                timestamp,
+                payload,
+            } => {
+                if let Some(live) = self.live.as_mut().filter(|l| l.stream_id == stream_id) {
+                    let r = live.demuxer.audio(timestamp, payload);
+                    self.media(r)?;
+                }
+            }
+            ServerEvent::Metadata { .. } => {}
+            ServerEvent::Unpublished { stream_id } => {
+                if self.live.as_ref().map(|l| l.stream_id) == Some(stream_id) {
+                    self.finish(End::Unpublished);
+                }
+            }
+            ServerEvent::PlayRefused { .. } => {
+                info!(peer = %self.peer, "RTMP play refused: playback is over HTTP (LL-HLS, LL-DASH)");
+            }
+        }
+        Ok(())
+    }
+
+    fn on_publish(&mut self, session: &mut ServerSession, stream_id: u32, app: &str, stream_name: &str) {
+        let peer = self.peer;
+        if self.live.is_some() {
+            session.reject_publish(stream_id, "NetStream.Publish.BadName", "already publishing on this connection");
+            return;
+        }
+        if app != APP_NAME {
+            info!(%peer, app = %app, "publish refused: unknown application (publish to rtmp://HOST/live/<key>)");
+            session.reject_publish(stream_id, "NetStream.Publish.BadName", "unknown application: use /live/<key>");
+            return;
+        }
+        // Query parameters after the key (`key?foo=bar`) are not part of it.
+        let key = stream_name.split('?').next().unwrap_or("");
+        match self.app.admit(key, peer) {
+            Ok(admission) => {
+                let start = {
+                    let mut p = admission.channel.packager.lock().unwrap_or_else(|e| e.into_inner());
+                    p.start_session(SystemTime::now())
+                };
+                info!(channel = %admission.channel.name, %peer, "publish started");
+                session.accept_publish(stream_id);
+                self.live = Some(Live {
+                    admission,
+                    stream_id,
+                    demuxer: Demuxer::new(start),
+                    started: Instant::now(),
+                    warnings: 0,
+                });
+            }
+            Err(refusal) => {
+                let (code, description) = refusal.status();
+                // never log the key
+                warn!(%peer, reason = %description, "publish refused");
+                session.reject_publish(stream_id, code, &description);
+            }
+        }
+    }
+
+    /// Hand a demuxed event to the packager; log what deserves it.
+    fn media(&mut self, r: Result<Option<crate::media::MediaEvent>, crate::media::flv::MediaError>) -> Result<(), End> {
+        let Some(live) = self.live.as_mut() else {
+            return Ok(());
+        };
+        let channel = live.admission.channel.clone();
+        match r {
+            Ok(Some(event)) => {
+                let mut p = channel.packager.lock().unwrap_or_else(|e| e.into_inner());
+                if let Err(e) = p.push(event, SystemTime::now()) {
+                    if live.warnings < MAX_MEDIA_WARNINGS {
+                        live.warnings += 1;
+                        warn!(channel = %channel.name, peer = %self.peer, error = %e, "frame dropped");
+                    }
+                }
+                for n in p.take_notices() {
+                    match n {
+                        PackagerNotice::LongGop { gop_secs, target_secs } => warn!(
+                            channel = %channel.name, peer = %self.peer,
+                            "publisher keyframe interval is {gop_secs:.1} s, longer than segment_seconds {target_secs:.1}: segments and latency grow; set the encoder's keyframe interval to {target_secs} s"
+                        ),
+                        PackagerNotice::Discontinuity { msn, reason } => {
+                            info!(channel = %channel.name, msn, reason, "discontinuity")
+                        }
+                    }
+                }
+            }
+            Ok(None) => {}
+            Err(e) if e.is_fatal() => {
+                error!(channel = %channel.name, peer = %self.peer, error = %e, "publish stopped: unsupported media");
+                return Err(End::Media(e.to_string()));
+            }
+            Err(e) => {
+                if live.warnings < MAX_MEDIA_WARNINGS {
+                    live.warnings += 1;
+                    warn!(channel = %channel.name, peer = %self.peer, error = %e, "malformed media dropped");
+                }
+            }
+        }
+        for n in live.demuxer.take_notices() {
+            if live.warnings < MAX_MEDIA_WARNINGS {
+                live.warnings += 1;
+                warn!(channel = %channel.name, peer = %self.peer, notice = ?n, "publisher timestamps");
+            }
+        }
+        Ok(())
+    }
+
+    /// End the live session, if any: close its segments and log one line.
+    fn finish(&mut self, end: End) {
+        let Some(live) = self.live.take() else {
+            match end {
+                End::PeerClosed | End::Shutdown | End::Refused | End::Unpublished => {
+                    debug!(peer = %self.peer, reason = %end, "RTMP connection closed")
+                }
+                _ => info!(peer = %self.peer, reason = %end, "RTMP connection closed"),
+            }
+            return;
+        };
+        let channel = &live.admission.channel;
+        {
+            let mut p = channel.packager.lock().unwrap_or_else(|e| e.into_inner());
+            // Only the current publisher closes the channel's segments; a kicked
+            // one already lost them to its replacement.
+            if !matches!(end, End::Kicked) {
+                p.end_session();
+            }
+        }
+        self.app.release(channel, live.admission.session_id);
+        let stats = live.demuxer.stats();
+        info!(
+            channel = %channel.name,
+            peer = %self.peer,
+            duration_s = format!("{:.1}", live.started.elapsed().as_secs_f64()),
+            video_frames = stats.video_frames,
+            audio_frames = stats.audio_frames,
+            bytes = stats.video_bytes + stats.audio_bytes,
+            reason = %end,
+            "publish ended"
+        );
+    }
+}
+
+async fn write_all(socket: &mut TcpStream, data: &[u8], deadline: tokio::time::Instant) -> Result<(), End> {
+    match tokio::time::timeout_at(deadline, socket.write_all(data)).await {
+        Err(_) => Err(End::Idle),
+        Ok(Err(e)) => Err(End::Io(e)),
+        Ok(Ok(())) => Ok(()),
+    }
+}

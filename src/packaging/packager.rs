@@ -1,1 +1,708 @@
-//! placeholder: filled in by its owner
+//! The packager: access units in, CMAF segments and parts into the store.
+//!
+//! One `Packager` per channel, alive across publisher sessions so that sequence
+//! numbers never go back and a reconnect continues the same playlists behind a
+//! discontinuity (RFC 8216bis §6.2.2; CMAF ISO/IEC 23000-19 §7.3.2).
+//!
+//! Cutting rules:
+//! - Segments start at an IDR (CMAF §7.3.2.2). The video track drives the cuts:
+//!   a segment closes at the first IDR at least `segment_target` after its start,
+//!   so a longer source GOP makes longer segments (logged once per session).
+//! - Parts never exceed the part target (EXT-X-PART-INF:PART-TARGET is a maximum):
+//!   a part closes before the sample that would take it past the target.
+//! - The audio track cuts its segments at the first audio frame at or after the
+//!   video segment's start, so every track has the same sequence numbers.
+//! - A sample's duration is known when the next one arrives, so a part is written
+//!   when the first sample of the next part arrives (one frame interval).
+//! - A different decoder configuration, or a new publisher session, gives every
+//!   track a new init segment and flags the next segment (same msn on every
+//!   track) as a discontinuity.
+//!
+//! Numbering: msn, part sequence and init ids start from the wall clock when the
+//! channel is created, so URLs never repeat across restarts of the process and a
+//! CDN may cache media as immutable.
+
+use super::cmaf::{self, ChunkHeader, CodecSetup, ProducerReference, Sample, TrackSetup};
+use super::store::{ChannelStore, StoreConfig, TrackInfo, TrackKind};
+use crate::media::{AudioConfig, AudioFrame, MediaEvent, Timestamp, VideoConfig, VideoFrame, MILLIS, VIDEO_TIMESCALE};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// Track id (URL component) of the audio rendition.
+pub const AUDIO_TRACK: &str = "audio";
+/// Slack when comparing a part's length with the part target, in ms: RTMP's
+/// millisecond timestamps make 30 fps frames 33 or 34 ms long.
+const PART_SLACK_MS: i64 = 2;
+/// Slack when deciding that a segment has reached its target, in ms.
+const SEGMENT_SLACK_MS: i64 = 50;
+/// Audio timestamps are counted in samples; when the publisher's timestamp is
+/// further than this from the count (a gap, a jump), the count is re-anchored.
+const AUDIO_RESYNC_MS: i64 = 100;
+
+#[derive(Debug, thiserror::Error)]
+pub enum PackagerError {
+    #[error("video frame has a composition offset of {0} ms, beyond what CMAF can carry")]
+    CompositionOffset(i64),
+}
+
+/// What the packager has done, for logs and metrics.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct PackagerStats {
+    pub video_frames: u64,
+    pub audio_frames: u64,
+    pub bytes: u64,
+    pub segments: u64,
+    pub parts: u64,
+    /// Video frames dropped while waiting for the first IDR of a session.
+    pub dropped_before_keyframe: u64,
+    /// Audio frames dropped before the first video segment began.
+    pub dropped_audio_before_video: u64,
+}
+
+/// Things the caller should log (with the channel name).
+#[derive(Clone, Debug, PartialEq)]
+pub enum PackagerNotice {
+    /// The source GOP is longer than the segment target.
+    LongGop { gop_secs: f64, target_secs: f64 },
+    /// A discontinuity starts at this msn.
+    Discontinuity { msn: u64, reason: &'static str },
+}
+
+/// A sample waiting for its successor to know its duration.
+#[derive(Clone, Debug)]
+struct Pending {
+    dts: i64,
+    cts: i32,
+    keyframe: bool,
+    data: bytes::Bytes,
+    wall: SystemTime,
+}
+
+/// One track's fragmenter state.
+#[derive(Debug)]
+struct TrackState {
+    id: String,
+    kind: TrackKind,
+    timescale: u32,
+    setup: TrackSetup,
+    init_id: u32,
+    /// The next segment this track opens is a discontinuity.
+    discontinuity: bool,
+    /// msn of the open segment, if one is open.
+    open_msn: Option<u64>,
+    segment_start: i64,
+    /// Samples of the part being built, with its start time and wall clock.
+    part: Vec<Sample>,
+    part_start: i64,
+    part_wall: SystemTime,
+    part_is_segment_start: bool,
+    pending: Option<Pending>,
+    /// Last sample duration, the estimate for the next one.
+    last_duration: i64,
+    /// This track's init segment for `init_id` is in the store.
+    init_written: bool,
+    /// msn of the last segment this track opened.
+    last_msn: Option<u64>,
+    /// mfhd sequence number.
+    chunk_seq: u32,
+    /// End of the last sample written (ticks).
+    end: i64,
+}
+
+impl TrackState {
+    fn new(id: &str, kind: TrackKind, setup: TrackSetup, init_id: u32) -> Self {
+        TrackState {
+            id: id.to_string(),
+            kind,
+            timescale: setup.timescale,
+            setup,
+            init_id,
+            discontinuity: false,
+            open_msn: None,
+            segment_start: 0,
+            part: Vec::new(),
+            part_start: 0,
+            part_wall: UNIX_EPOCH,
+            part_is_segment_start: false,
+            pending: None,
+            last_duration: 0,
+            init_written: false,
+            last_msn: None,
+            chunk_seq: 1,
+            end: 0,
+        }
+    }
+
+    fn ms(&self, ms: i64) -> i64 {
+        Timestamp::from_millis(ms).rescale(self.timescale).ticks
+    }
+
+    fn part_duration(&self) -> i64 {
+        self.part.iter().map(|s| s.duration as i64).sum()
+    }
+}
+
+/// The per-channel packager.
+pub struct Packager {
+    store: Arc<ChannelStore>,
+    config: StoreConfig,
+    /// Rendition name of the passed-through video (the "source" rung).
+    video_id: String,
+    video: Option<TrackState>,
+    audio: Option<TrackState>,
+    video_config: Option<Arc<VideoConfig>>,
+    audio_config: Option<Arc<AudioConfig>>,
+    next_msn: u64,
+    next_init_id: u32,
+    /// Audio sample counter anchor: (ticks of the next frame).
+    audio_next: Option<i64>,
+    /// A decoder configuration changed (or a session began): the leading
+    /// track's next segment renews every init and is a discontinuity.
+    init_dirty: bool,
+    /// Some segment was ever opened on this channel.
+    produced_any: bool,
+    /// Media end (ms) and wall clock of the last sample, for the next session.
+    last_end_ms: Option<(i64, SystemTime)>,
+    /// AST has been set for this channel.
+    anchored: bool,
+    long_gop_logged: bool,
+    notices: Vec<PackagerNotice>,
+    stats: PackagerStats,
+}
+
+fn unix_secs(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH).unwrap_or(Duration::ZERO).as_secs()
+}
+
+impl Packager {
+    /// `video_id`: the rendition name the source video is published under.
+    pub fn new(store: Arc<ChannelStore>, video_id: &str, now: SystemTime) -> Self {
+        let config = store.read().config.clone();
+        let base = unix_secs(now);
+        store.write(|s| {
+            // Parts are at least 0.1 s, so tenths of a second since the epoch
+            // keep part numbers increasing across restarts.
+            for t in &mut s.tracks {
+                t.next_part_seq = t.next_part_seq.max(base * 10);
+            }
+        });
+        Packager {
+            store,
+            config,
+            video_id: video_id.to_string(),
+            video: None,
+            audio: None,
+            video_config: None,
+            audio_config: None,
+            next_msn: base,
+            next_init_id: base as u32,
+            audio_next: None,
+            init_dirty: true,
+            produced_any: false,
+            last_end_ms: None,
+            anchored: false,
+            long_gop_logged: false,
+            notices: Vec::new(),
+            stats: PackagerStats::default(),
+        }
+    }
+
+    pub fn stats(&self) -> &PackagerStats {
+        &self.stats
+    }
+
+    pub fn take_notices(&mut self) -> Vec<PackagerNotice> {
+        std::mem::take(&mut self.notices)
+    }
+
+    /// A publisher session begins. Returns the media time (ms) its first
+    /// timestamp should map to: where the previous session ended plus the
+    /// wall-clock gap, so the timeline keeps pace with the wall clock.
+    pub fn start_session(&mut self, now: SystemTime) -> Timestamp {
+        self.init_dirty = true;
+        self.long_gop_logged = false;
+        self.audio_next = None;
+        self.video_config = None;
+        self.audio_config = None;
+        self.store.write(|s| s.live = true);
+        let start = match self.last_end_ms {
+            Some((end, wall)) => {
+                let gap = now.duration_since(wall).unwrap_or(Duration::ZERO).as_millis() as i64;
+                end + gap.max(1)
+            }
+            None => 0,
+        };
+        Timestamp::from_millis(start)
+    }
+
+    /// The publisher session ended: write what is pending and close segments.
+    pub fn end_session(&mut self) {
+        for kind in [TrackKind::Video, TrackKind::Audio] {
+            self.flush_track(kind);
+        }
+        let store = self.store.clone();
+        let ids: Vec<String> = self.tracks().map(|t| t.id.clone()).collect();
+        store.write(|s| {
+            for id in &ids {
+                if let Some(i) = s.track_index(id) {
+                    s.close_segment(i);
+                }
+            }
+            s.live = false;
+        });
+        for t in self.tracks_mut() {
+            t.open_msn = None;
+            t.pending = None;
+        }
+        let end = self.tracks().map(|t| Timestamp::new(t.end, t.timescale).as_millis()).max();
+        if let Some(end) = end {
+            self.last_end_ms = Some((end, SystemTime::now()));
+        }
+    }
+
+    fn tracks(&self) -> impl Iterator<Item = &TrackState> {
+        self.video.iter().chain(self.audio.iter())
+    }
+
+    fn tracks_mut(&mut self) -> impl Iterator<Item = &mut TrackState> {
+        self.video.iter_mut().chain(self.audio.iter_mut())
+    }
+
+    /// Feed one demuxed event, with the wall-clock time it arrived.
+    pub fn push(&mut self, event: MediaEvent, wall: SystemTime) -> Result<(), PackagerError> {
+        match event {
+            MediaEvent::VideoConfig(c) => {
+                self.on_video_config(c);
+                Ok(())
+            }
+            MediaEvent::AudioConfig(c) => {
+                self.on_audio_config(c);
+                Ok(())
+            }
+            MediaEvent::Video(f) => self.on_video(f, wall),
+            MediaEvent::Audio(f) => {
+                self.on_audio(f, wall);
+                Ok(())
+            }
+        }
+    }
+
+    /// Renew every track's init segment (new init id) and, when media came
+    /// before, flag each track's next segment as a discontinuity.
+    fn begin_discontinuity(&mut self) {
+        let init_id = self.next_init_id;
+        self.next_init_id = self.next_init_id.wrapping_add(1);
+        let produced_any = self.produced_any;
+        let mut inits = Vec::new();
+        for t in self.tracks_mut() {
+            t.init_id = init_id;
+            t.discontinuity = produced_any;
+            t.init_written = true;
+            inits.push((t.id.clone(), cmaf::init_segment(&t.setup)));
+        }
+        self.store.write(|s| {
+            for (id, data) in inits {
+                if let Some(i) = s.track_index(&id) {
+                    s.add_init(i, init_id, data);
+                }
+            }
+        });
+    }
+
+    /// Close a track's open segment in the store (a configuration change: what
+    /// follows must not be decoded with the old init).
+    fn end_track_segment(&mut self, kind: TrackKind) {
+        self.flush_track(kind);
+        let t = match kind {
+            TrackKind::Video => self.video.as_mut(),
+            TrackKind::Audio => self.audio.as_mut(),
+        };
+        let Some(t) = t else { return };
+        t.pending = None;
+        if t.open_msn.take().is_some() {
+            let id = t.id.clone();
+            self.store.write(|s| {
+                if let Some(i) = s.track_index(&id) {
+                    s.close_segment(i);
+                }
+            });
+        }
+    }
+
+    fn on_video_config(&mut self, c: Arc<VideoConfig>) {
+        if self.video_config.as_deref() == Some(&*c) {
+            return;
+        }
+        if self.video_config.is_some() {
+            self.notices.push(PackagerNotice::Discontinuity {
+                msn: self.next_msn,
+                reason: "video configuration changed",
+            });
+        }
+        // What the old configuration produced ends here; the next IDR starts a
+        // segment with the new init.
+        self.end_track_segment(TrackKind::Video);
+        self.video_config = Some(c.clone());
+        let setup = TrackSetup {
+            track_id: 1,
+            timescale: VIDEO_TIMESCALE,
+            codec: CodecSetup::Avc {
+                avcc: c.record.clone(),
+                width: c.width,
+                height: c.height,
+                sar: c.sample_aspect,
+            },
+        };
+        let info = TrackInfo {
+            id: self.video_id.clone(),
+            kind: TrackKind::Video,
+            timescale: VIDEO_TIMESCALE,
+            codec: c.codec_string.clone(),
+            width: c.width,
+            height: c.height,
+            frame_rate: c.frame_rate,
+            sample_rate: 0,
+            channels: 0,
+            nominal_bandwidth: 0,
+        };
+        self.store.write(|s| {
+            s.upsert_track(info);
+        });
+        match &mut self.video {
+            Some(t) => {
+                t.setup = setup;
+                t.init_written = false;
+            }
+            None => self.video = Some(TrackState::new(&self.video_id, TrackKind::Video, setup, 0)),
+        }
+        self.init_dirty = true;
+    }
+
+    fn on_audio_config(&mut self, c: Arc<AudioConfig>) {
+        if self.audio_config.as_deref() == Some(&*c) {
+            return;
+        }
+        if self.audio_config.is_some() {
+            self.notices.push(PackagerNotice::Discontinuity {
+                msn: self.next_msn,
+                reason: "audio configuration changed",
+            });
+        }
+        self.end_track_segment(TrackKind::Audio);
+        self.audio_config = Some(c.clone());
+        let setup = TrackSetup {
+            track_id: 1,
+            timescale: c.sample_rate,
+            codec: CodecSetup::Aac {
+                asc: c.asc.clone(),
+                sample_rate: c.sample_rate,
+                channels: c.channels,
+            },
+        };
+        let info = TrackInfo {
+            id: AUDIO_TRACK.to_string(),
+            kind: TrackKind::Audio,
+            timescale: c.sample_rate,
+            codec: c.codec_string.clone(),
+            width: 0,
+            height: 0,
+            frame_rate: None,
+            sample_rate: c.sample_rate,
+            channels: c.channels,
+            nominal_bandwidth: 0,
+        };
+        self.store.write(|s| {
+            s.upsert_track(info);
+        });
+        match &mut self.audio {
+            Some(t) => {
+                t.timescale = c.sample_rate;
+                t.setup = setup;
+                t.init_written = false;
+            }
+            None => self.audio = Some(TrackState::new(AUDIO_TRACK, TrackKind::Audio, setup, 0)),
+        }
+        self.audio_next = None;
+        self.init_dirty = true;
+    }
+
+    fn on_video(&mut self, f: VideoFrame, wall: SystemTime) -> Result<(), PackagerError> {
+        let Some(t) = self.video.as_ref() else {
+            return Ok(());
+        };
+        let dts = t.ms(f.dts.as_millis());
+        let cts_ms = f.pts.as_millis() - f.dts.as_millis();
+        let cts = i32::try_from(t.ms(cts_ms)).map_err(|_| PackagerError::CompositionOffset(cts_ms))?;
+        let part_target = t.ms((self.config.part_target * MILLIS as f64) as i64);
+        let seg_target = t.ms((self.config.segment_target * MILLIS as f64) as i64);
+        let part_slack = t.ms(PART_SLACK_MS);
+        let seg_slack = t.ms(SEGMENT_SLACK_MS);
+        let open = t.open_msn.is_some();
+        if !open && !f.keyframe {
+            self.stats.dropped_before_keyframe += 1;
+            return Ok(());
+        }
+        self.stats.video_frames += 1;
+        self.stats.bytes += f.data.len() as u64;
+
+        // Give the pending sample its duration and add it to the part.
+        let t = self.video.as_mut().expect("checked above");
+        if let Some(p) = t.pending.take() {
+            let d = (dts - p.dts).max(1);
+            t.last_duration = d;
+            push_sample(t, p, d);
+        }
+        let est = if t.last_duration > 0 { t.last_duration } else { t.ms(33) };
+        let elapsed = dts - t.segment_start;
+        let cut_segment = f.keyframe && (!open || elapsed + seg_slack >= seg_target);
+        let part_len = t.part_duration();
+        let cut_part = !t.part.is_empty() && part_len + est > part_target + part_slack;
+
+        if cut_segment {
+            if open && elapsed > seg_target + seg_target / 2 && !self.long_gop_logged {
+                self.long_gop_logged = true;
+                self.notices.push(PackagerNotice::LongGop {
+                    gop_secs: elapsed as f64 / t.timescale as f64,
+                    target_secs: self.config.segment_target,
+                });
+            }
+            // audio follows at its first frame at or after `dts`
+            self.open_segment(TrackKind::Video, dts, wall);
+        } else if cut_part {
+            self.write_part(TrackKind::Video, false);
+            let t = self.video.as_mut().expect("video track");
+            t.part_start = dts;
+            t.part_wall = wall;
+        }
+        let t = self.video.as_mut().expect("video track");
+        if t.part.is_empty() {
+            t.part_start = dts;
+            t.part_wall = wall;
+        }
+        t.pending = Some(Pending {
+            dts,
+            cts,
+            keyframe: f.keyframe,
+            data: f.data,
+            wall,
+        });
+        self.anchor(dts, VIDEO_TIMESCALE, wall);
+        Ok(())
+    }
+
+    fn on_audio(&mut self, f: AudioFrame, wall: SystemTime) {
+        let Some(a) = self.audio.as_ref() else {
+            return;
+        };
+        let frame = self.audio_config.as_ref().map(|c| c.frame_samples as i64).unwrap_or(1024);
+        let reported = a.ms(f.dts.as_millis());
+        let dts = match self.audio_next {
+            Some(n) if (n - reported).abs() <= a.ms(AUDIO_RESYNC_MS) => n,
+            _ => reported,
+        };
+        // Where does this frame go?
+        let video_msn = self.video.as_ref().and_then(|v| v.open_msn);
+        let has_video = self.video.is_some();
+        let video_seg_start = self.video.as_ref().map(|v| v.segment_start);
+        let part_target = a.ms((self.config.part_target * MILLIS as f64) as i64);
+        let seg_target = a.ms((self.config.segment_target * MILLIS as f64) as i64);
+        let part_slack = a.ms(PART_SLACK_MS);
+        let audio_open = a.open_msn;
+        let audio_last = a.last_msn;
+        let audio_segment_start = a.segment_start;
+        let timescale = a.timescale;
+
+        let new_segment = if has_video {
+            let Some(v) = video_msn else {
+                // no video segment yet: nothing to align with
+                self.stats.dropped_audio_before_video += 1;
+                return;
+            };
+            let vs = Timestamp::new(video_seg_start.unwrap_or(0), VIDEO_TIMESCALE)
+                .rescale(timescale)
+                .ticks;
+            let follows = audio_last.map(|l| v > l).unwrap_or(true);
+            if audio_open.is_none() && (!follows || dts + frame / 2 < vs) {
+                // before the video segment it would belong to
+                self.stats.dropped_audio_before_video += 1;
+                return;
+            }
+            follows && dts + frame / 2 >= vs
+        } else {
+            audio_open.is_none() || self.init_dirty || dts - audio_segment_start >= seg_target
+        };
+        self.stats.audio_frames += 1;
+        self.stats.bytes += f.data.len() as u64;
+        if new_segment {
+            if let Some(a) = self.audio.as_mut() {
+                a.segment_start = dts;
+            }
+            self.open_segment(TrackKind::Audio, dts, wall);
+        } else {
+            let a = self.audio.as_ref().expect("audio track");
+            if !a.part.is_empty() && a.part_duration() + frame > part_target + part_slack {
+                self.write_part(TrackKind::Audio, false);
+            }
+        }
+        let a = self.audio.as_mut().expect("audio track");
+        if a.part.is_empty() {
+            a.part_start = dts;
+            a.part_wall = wall;
+        }
+        let p = Pending {
+            dts,
+            cts: 0,
+            keyframe: true,
+            data: f.data,
+            wall,
+        };
+        push_sample(a, p, frame);
+        self.audio_next = Some(dts + frame);
+        self.anchor(dts, timescale, wall);
+    }
+
+    /// Set the channel's availabilityStartTime from the first sample ever.
+    fn anchor(&mut self, dts: i64, timescale: u32, wall: SystemTime) {
+        if self.anchored {
+            return;
+        }
+        self.anchored = true;
+        let media = Timestamp::new(dts, timescale).as_secs_f64().max(0.0);
+        let ast = wall.checked_sub(Duration::from_secs_f64(media)).unwrap_or(wall);
+        self.store.write(|s| s.availability_start = ast);
+    }
+
+    /// Close the track's open segment (writing its last part) and open a new
+    /// one starting at `dts`. The video track allocates the msn; audio takes
+    /// the video's (or allocates its own when there is no video).
+    fn open_segment(&mut self, kind: TrackKind, dts: i64, wall: SystemTime) {
+        self.write_part(kind, false);
+        let msn = match kind {
+            TrackKind::Video => {
+                let m = self.next_msn;
+                self.next_msn += 1;
+                m
+            }
+            TrackKind::Audio => match self.video.as_ref().and_then(|v| v.open_msn) {
+                Some(m) => m,
+                None => {
+                    let m = self.next_msn;
+                    self.next_msn += 1;
+                    m
+                }
+            },
+        };
+        let leader = kind == TrackKind::Video || self.video.is_none();
+        if leader && self.init_dirty {
+            self.init_dirty = false;
+            self.begin_discontinuity();
+        }
+        self.produced_any = true;
+        let fallback_init = self.next_init_id.wrapping_sub(1);
+        let t = match kind {
+            TrackKind::Video => self.video.as_mut(),
+            TrackKind::Audio => self.audio.as_mut(),
+        };
+        let Some(t) = t else { return };
+        let discontinuity = std::mem::take(&mut t.discontinuity);
+        let mut new_init = None;
+        if !t.init_written {
+            // a track that appeared (or changed) after the leader's segment began
+            t.init_id = fallback_init;
+            t.init_written = true;
+            new_init = Some(cmaf::init_segment(&t.setup));
+        }
+        t.open_msn = Some(msn);
+        t.last_msn = Some(msn);
+        t.segment_start = dts;
+        t.part_start = dts;
+        t.part_wall = wall;
+        t.part_is_segment_start = true;
+        let (id, init_id) = (t.id.clone(), t.init_id);
+        self.stats.segments += u64::from(leader);
+        self.store.write(|s| {
+            if let Some(i) = s.track_index(&id) {
+                if let Some(data) = new_init {
+                    s.add_init(i, init_id, data);
+                }
+                s.open_segment(i, msn, init_id, discontinuity, dts.max(0) as u64, wall);
+            }
+        });
+    }
+
+    /// Write the track's current part (if any) as a CMAF chunk into the store.
+    /// With `with_pending`, the pending sample is added first (end of stream).
+    fn write_part(&mut self, kind: TrackKind, with_pending: bool) {
+        let t = match kind {
+            TrackKind::Video => self.video.as_mut(),
+            TrackKind::Audio => self.audio.as_mut(),
+        };
+        let Some(t) = t else { return };
+        if with_pending {
+            if let Some(p) = t.pending.take() {
+                let d = if t.last_duration > 0 { t.last_duration } else { t.ms(33) };
+                push_sample(t, p, d);
+            }
+        }
+        if t.part.is_empty() || t.open_msn.is_none() {
+            return;
+        }
+        let samples = std::mem::take(&mut t.part);
+        let duration: u64 = samples.iter().map(|s| u64::from(s.duration)).sum();
+        let independent = samples.first().map(|s| s.keyframe).unwrap_or(false);
+        let header = ChunkHeader {
+            sequence_number: t.chunk_seq,
+            track_id: t.setup.track_id,
+            base_media_decode_time: t.part_start.max(0) as u64,
+            segment_start: std::mem::take(&mut t.part_is_segment_start),
+            producer_reference: Some(ProducerReference {
+                wall_clock: t.part_wall,
+                media_time: t.part_start.max(0) as u64,
+            }),
+            video: t.kind == TrackKind::Video,
+        };
+        t.chunk_seq = t.chunk_seq.wrapping_add(1);
+        t.end = t.part_start + duration as i64;
+        t.part_start = t.end;
+        let data = cmaf::chunk(&header, &samples);
+        let id = t.id.clone();
+        self.stats.parts += 1;
+        self.store.write(|s| {
+            if let Some(i) = s.track_index(&id) {
+                s.add_part(i, duration, independent, data);
+                // Until a segment is complete, estimate the bitrate from what we have.
+                let tr = &mut s.tracks[i];
+                if tr.peak_bandwidth == 0 {
+                    if let Some(seg) = tr.segments.back() {
+                        let secs = seg.duration as f64 / tr.info.timescale.max(1) as f64;
+                        if secs > 0.0 {
+                            tr.info.nominal_bandwidth = (seg.bytes as f64 * 8.0 / secs) as u64;
+                        }
+                    }
+                }
+            }
+        });
+    }
+
+    /// Write everything the track holds (end of session, configuration change).
+    fn flush_track(&mut self, kind: TrackKind) {
+        self.write_part(kind, true);
+    }
+}
+
+fn push_sample(t: &mut TrackState, p: Pending, duration: i64) {
+    let d = u32::try_from(duration.max(1)).unwrap_or(u32::MAX);
+    if t.part.is_empty() {
+        t.part_start = p.dts;
+        t.part_wall = p.wall;
+    }
+    t.part.push(Sample {
+        duration: d,
+        composition_offset: p.cts,
+        keyframe: p.keyframe,
+        data: p.data,
+    });
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,58 @@
+# Ladder: the set-up and the everyday commands. See README.md.
+#
+# `make demo` and `make test` install what is missing on Debian 12 (apt-get;
+# nothing is done when everything is there), build, and run.
+
+SHELL := /bin/bash
+CARGO ?= cargo
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+# Debian packages: ffmpeg publishes the demo's test pattern and the tests' streams,
+# ffprobe checks what the origin serves, curl fetches it.
+DEB_PACKAGES := ffmpeg curl ca-certificates pkg-config
+RUST_MIN := 1.85
+
+.PHONY: all deps build release demo test bench lint fmt clean
+
+all: build
+
+deps:
+	@missing=""; for p in $(DEB_PACKAGES); do \
+	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "install ok installed" || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing:$$missing"; \
+	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $$missing; \
+	fi
+	@command -v $(CARGO) >/dev/null || { echo "Rust $(RUST_MIN) or newer is needed: install it with rustup (https://rustup.rs), then run make again." >&2; exit 1; }
+	@v=$$($(CARGO) --version | awk '{print $$2}'); \
+	if [ "$$(printf '%s\n%s\n' $(RUST_MIN) $$v | sort -V | head -1)" != "$(RUST_MIN)" ]; then \
+	  echo "Rust $$v is too old: $(RUST_MIN) or newer is needed (rustup update)." >&2; exit 1; fi
+
+build: deps
+	$(CARGO) build --locked
+
+release: deps
+	$(CARGO) build --release --locked
+
+# Run the appliance on its embedded default (open mode) and publish a test
+# pattern to it with ffmpeg. Ctrl-C stops both.
+demo: release
+	@bash scripts/demo.sh target/release/ladder
+
+# Every test that needs no GPU: unit, property, integration, and end to end
+# with real ffmpeg and ffprobe.
+test: deps
+	$(CARGO) test --locked --all-targets
+
+bench: deps
+	$(CARGO) bench --locked
+
+lint:
+	$(CARGO) fmt --check
+	$(CARGO) clippy --locked --all-targets -- -D warnings
+
+fmt:
+	$(CARGO) fmt
+
+clean:
+	$(CARGO) clean

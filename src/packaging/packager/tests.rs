@@ -1,0 +1,222 @@
+use super::*;
+use crate::media::{AudioCodec, VideoCodec};
+use crate::packaging::store::ChannelStore;
+use bytes::Bytes;
+
+const T0: u64 = 1_800_000_000;
+
+fn wall(ms: i64) -> SystemTime {
+    UNIX_EPOCH + Duration::from_secs(T0) + Duration::from_millis(ms as u64)
+}
+
+fn video_config(width: u32) -> Arc<VideoConfig> {
+    Arc::new(VideoConfig {
+        codec: VideoCodec::H264,
+        record: Bytes::from_static(&[1, 0x64, 0, 0x1f, 0xff, 0xe0, 0]),
+        width,
+        height: 720,
+        codec_string: "avc1.64001f".into(),
+        nal_length_size: 4,
+        frame_rate: Some(30.0),
+        profile_idc: 100,
+        level_idc: 31,
+        interlaced: false,
+        sample_aspect: (1, 1),
+    })
+}
+
+fn audio_config() -> Arc<AudioConfig> {
+    Arc::new(AudioConfig {
+        codec: AudioCodec::Aac,
+        asc: Bytes::from_static(&[0x11, 0x90]),
+        object_type: 2,
+        sample_rate: 48_000,
+        channels: 2,
+        frame_samples: 1024,
+        codec_string: "mp4a.40.2".into(),
+    })
+}
+
+/// Feed `secs` of 30 fps video (IDR every `gop` frames, ms timestamps as RTMP
+/// has them) and 48 kHz AAC, interleaved by time, starting at media `start_ms`.
+fn feed(p: &mut Packager, start_ms: i64, secs: f64, gop: u32, with_bframes: bool) {
+    let frames = (secs * 30.0) as i64;
+    let audio_frames = (secs * 48_000.0 / 1024.0) as i64;
+    let mut events: Vec<(i64, MediaEvent)> = Vec::new();
+    for i in 0..frames {
+        let dts = start_ms + i * 1000 / 30;
+        let cts = if with_bframes && i % 3 != 0 { 67 } else { 0 };
+        events.push((
+            dts,
+            MediaEvent::Video(VideoFrame {
+                dts: Timestamp::from_millis(dts),
+                pts: Timestamp::from_millis(dts + cts),
+                keyframe: i % gop as i64 == 0,
+                data: Bytes::from(vec![0u8; 1000]),
+            }),
+        ));
+    }
+    for i in 0..audio_frames {
+        let dts = start_ms + i * 1024 * 1000 / 48_000;
+        events.push((
+            dts,
+            MediaEvent::Audio(AudioFrame {
+                dts: Timestamp::from_millis(dts),
+                data: Bytes::from(vec![1u8; 300]),
+            }),
+        ));
+    }
+    events.sort_by_key(|(t, _)| *t);
+    for (t, e) in events {
+        p.push(e, wall(t)).unwrap();
+    }
+}
+
+fn setup() -> (Arc<ChannelStore>, Packager) {
+    let store = ChannelStore::new("news", StoreConfig::default());
+    let mut p = Packager::new(store.clone(), "source", wall(0));
+    let start = p.start_session(wall(0));
+    assert_eq!(start, Timestamp::from_millis(0));
+    p.push(MediaEvent::VideoConfig(video_config(1280)), wall(0)).unwrap();
+    p.push(MediaEvent::AudioConfig(audio_config()), wall(0)).unwrap();
+    (store, p)
+}
+
+#[test]
+fn segments_start_at_idr_and_parts_respect_the_target() {
+    let (store, mut p) = setup();
+    feed(&mut p, 0, 10.0, 60, false);
+    let s = store.read();
+    let v = s.track("source").unwrap();
+    let complete: Vec<_> = v.segments.iter().filter(|s| s.complete).collect();
+    assert_eq!(complete.len(), 4, "10 s of 2 s GOPs: 4 complete, 1 open");
+    for seg in &complete {
+        assert_eq!(seg.duration, 180_000, "2.000 s at 90 kHz");
+        assert_eq!(seg.parts.len(), 4);
+        assert!(seg.parts[0].independent, "segment starts with an IDR");
+        for part in &seg.parts {
+            assert!(part.duration <= 45_000 + 180, "part {} ticks > target", part.duration);
+        }
+        assert!(!seg.discontinuity);
+    }
+    // tfdt continuity
+    for w in v.segments.iter().collect::<Vec<_>>().windows(2) {
+        assert_eq!(w[0].start + w[0].duration, w[1].start);
+    }
+    // parts numbered across segments
+    let seqs: Vec<u64> = v.segments.iter().flat_map(|s| s.parts.iter().map(|p| p.seq)).collect();
+    assert!(seqs.windows(2).all(|w| w[1] == w[0] + 1));
+    // audio has the same msns, each segment starting at or just after the video's
+    let a = s.track("audio").unwrap();
+    let vm: Vec<u64> = v.segments.iter().map(|s| s.msn).collect();
+    let am: Vec<u64> = a.segments.iter().map(|s| s.msn).collect();
+    assert_eq!(vm, am);
+    for (vs, as_) in v.segments.iter().zip(a.segments.iter()) {
+        let vt = vs.start as f64 / 90_000.0;
+        let at = as_.start as f64 / 48_000.0;
+        assert!((at - vt).abs() < 0.022, "audio segment {at} vs video {vt}");
+        for part in &as_.parts {
+            assert!(part.duration <= 24_000, "audio part {} > 0.5 s", part.duration);
+        }
+    }
+    assert_eq!(s.target_duration, 2);
+    assert!(v.init(v.segments[0].init_id).is_some());
+    assert!(a.init(a.segments[0].init_id).is_some());
+    assert!(vm[0] >= T0, "msn counts from the wall clock");
+}
+
+#[test]
+fn a_longer_gop_makes_longer_segments_and_is_reported() {
+    let (store, mut p) = setup();
+    feed(&mut p, 0, 13.0, 120, false);
+    let s = store.read();
+    let v = s.track("source").unwrap();
+    let complete: Vec<_> = v.segments.iter().filter(|s| s.complete).collect();
+    assert_eq!(complete.len(), 3);
+    assert!(complete.iter().all(|s| s.duration == 360_000));
+    assert_eq!(s.target_duration, 4);
+    drop(s);
+    assert!(p
+        .take_notices()
+        .iter()
+        .any(|n| matches!(n, PackagerNotice::LongGop { gop_secs, .. } if (*gop_secs - 4.0).abs() < 0.01)));
+}
+
+#[test]
+fn composition_offsets_survive() {
+    let (store, mut p) = setup();
+    feed(&mut p, 0, 3.0, 60, true);
+    let s = store.read();
+    let v = s.track("source").unwrap();
+    assert!(v.segments[0].parts[0].data.len() > 15 * 1000);
+}
+
+#[test]
+fn video_before_the_first_idr_is_dropped() {
+    let store = ChannelStore::new("news", StoreConfig::default());
+    let mut p = Packager::new(store.clone(), "source", wall(0));
+    p.start_session(wall(0));
+    p.push(MediaEvent::VideoConfig(video_config(1280)), wall(0)).unwrap();
+    for i in 0..5 {
+        p.push(
+            MediaEvent::Video(VideoFrame {
+                dts: Timestamp::from_millis(i * 33),
+                pts: Timestamp::from_millis(i * 33),
+                keyframe: false,
+                data: Bytes::from_static(b"x"),
+            }),
+            wall(i * 33),
+        )
+        .unwrap();
+    }
+    assert_eq!(p.stats().dropped_before_keyframe, 5);
+    assert!(!store.read().has_media());
+}
+
+#[test]
+fn reconnect_continues_with_a_discontinuity() {
+    let (store, mut p) = setup();
+    feed(&mut p, 0, 4.5, 60, false);
+    p.end_session();
+    let (last_msn, first_init, end) = {
+        let s = store.read();
+        assert!(!s.live);
+        let v = s.track("source").unwrap();
+        assert!(v.segments.iter().all(|s| s.complete));
+        let last = v.segments.back().unwrap();
+        (last.msn, v.segments[0].init_id, last.start + last.duration)
+    };
+    let start = p.start_session(wall(6000));
+    assert!(start.as_millis() * 90 >= end as i64, "new session starts after the old end");
+    p.push(MediaEvent::VideoConfig(video_config(1280)), wall(6000)).unwrap();
+    p.push(MediaEvent::AudioConfig(audio_config()), wall(6000)).unwrap();
+    feed(&mut p, start.as_millis(), 4.5, 60, false);
+    let s = store.read();
+    for id in ["source", "audio"] {
+        let t = s.track(id).unwrap();
+        let next = t.segments.iter().find(|s| s.msn == last_msn + 1).unwrap();
+        assert!(next.discontinuity, "{id}: discontinuity after reconnect");
+        assert_ne!(next.init_id, first_init, "{id}: new init segment");
+        assert!(t.init(next.init_id).is_some());
+        let msns: Vec<u64> = t.segments.iter().map(|s| s.msn).collect();
+        assert!(msns.windows(2).all(|w| w[1] == w[0] + 1), "{id}: {msns:?}");
+        assert_eq!(t.segments.iter().filter(|s| s.discontinuity).count(), 1);
+    }
+}
+
+#[test]
+fn a_new_resolution_starts_a_new_init_and_a_discontinuity() {
+    let (store, mut p) = setup();
+    feed(&mut p, 0, 3.0, 60, false);
+    p.push(MediaEvent::VideoConfig(video_config(640)), wall(3000)).unwrap();
+    feed(&mut p, 3000, 3.0, 60, false);
+    let s = store.read();
+    let v = s.track("source").unwrap();
+    assert_eq!(v.info.width, 640);
+    let disc: Vec<_> = v.segments.iter().filter(|s| s.discontinuity).collect();
+    assert_eq!(disc.len(), 1);
+    assert_ne!(disc[0].init_id, v.segments[0].init_id);
+    assert!(disc[0].start >= 3000 * 90);
+    let a = s.track("audio").unwrap();
+    assert_eq!(a.segments.iter().filter(|s| s.discontinuity).count(), 1);
+}
