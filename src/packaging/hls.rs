@@ -639,3 +639,782 @@ pub fn segment_availability(state: &ChannelState, track: usize, msn: u64) -> Seg
         _ => SegmentAvailability::NotFound,
     }
 }
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::packaging::store::{StoreConfig, TrackInfo};
+    use bytes::Bytes;
+    use std::time::{Duration, UNIX_EPOCH};
+
+    pub const VIDEO_TS: u64 = 90_000;
+    pub const AUDIO_TS: u64 = 48_000;
+    /// 2023-11-14T22:13:20Z
+    pub fn epoch() -> SystemTime {
+        UNIX_EPOCH + Duration::from_secs(1_700_000_000)
+    }
+
+    /// A channel of one video track (90 kHz, track 0) and one audio track
+    /// (48 kHz, track 1): 2 s segments of 4 x 0.5 s parts of 1000 bytes.
+    pub struct Fx {
+        pub st: ChannelState,
+        pub msn: u64,
+        pub init: u32,
+        /// media time of the next segment, seconds x 2 (segment units of 0.5 s)
+        pub halves: u64,
+    }
+
+    impl Fx {
+        pub fn new(window: usize) -> Fx {
+            Fx::with(StoreConfig {
+                segment_target: 2.0,
+                part_target: 0.5,
+                window_segments: window,
+            })
+        }
+
+        pub fn with(config: StoreConfig) -> Fx {
+            let mut st = ChannelState::new(config, epoch());
+            let v = st.upsert_track(TrackInfo {
+                id: "720p".into(),
+                kind: TrackKind::Video,
+                timescale: VIDEO_TS as u32,
+                codec: "avc1.64001f".into(),
+                width: 1280,
+                height: 720,
+                frame_rate: Some(30.0),
+                sample_rate: 0,
+                channels: 0,
+                nominal_bandwidth: 3_000_000,
+            });
+            let a = st.upsert_track(TrackInfo {
+                id: "audio".into(),
+                kind: TrackKind::Audio,
+                timescale: AUDIO_TS as u32,
+                codec: "mp4a.40.2".into(),
+                width: 0,
+                height: 0,
+                frame_rate: None,
+                sample_rate: 48_000,
+                channels: 2,
+                nominal_bandwidth: 128_000,
+            });
+            assert_eq!((v, a), (0, 1));
+            st.add_init(0, 0, Bytes::from_static(b"v0"));
+            st.add_init(1, 0, Bytes::from_static(b"a0"));
+            Fx {
+                st,
+                msn: 0,
+                init: 0,
+                halves: 0,
+            }
+        }
+
+        /// Open the next segment on both tracks (closing the open ones).
+        pub fn open(&mut self, discontinuity: bool) {
+            let secs = self.halves as f64 / 2.0;
+            let pdt = epoch() + Duration::from_secs_f64(secs);
+            for (track, ts) in [(0, VIDEO_TS), (1, AUDIO_TS)] {
+                let start = self.halves * ts / 2;
+                self.st
+                    .open_segment(track, self.msn, self.init, discontinuity, start, pdt);
+            }
+            self.msn += 1;
+        }
+
+        /// Add one 0.5 s part to both tracks.
+        pub fn part(&mut self) {
+            let first = self.st.tracks[0]
+                .segments
+                .back()
+                .is_some_and(|s| s.parts.is_empty());
+            self.st
+                .add_part(0, VIDEO_TS / 2, first, Bytes::from(vec![0u8; 1000]));
+            self.st
+                .add_part(1, AUDIO_TS / 2, true, Bytes::from(vec![0u8; 1000]));
+            self.halves += 1;
+        }
+
+        pub fn close(&mut self) {
+            self.st.close_segment(0);
+            self.st.close_segment(1);
+        }
+
+        /// A complete segment of `parts` parts.
+        pub fn segment(&mut self, parts: usize) {
+            self.open(false);
+            for _ in 0..parts {
+                self.part();
+            }
+            self.close();
+        }
+
+        /// Start a new init id; the next segment opened is a discontinuity.
+        pub fn new_init(&mut self) {
+            self.init += 1;
+            self.st.add_init(0, self.init, Bytes::from_static(b"v"));
+            self.st.add_init(1, self.init, Bytes::from_static(b"a"));
+        }
+    }
+
+    fn lines_with<'a>(s: &'a str, prefix: &str) -> Vec<&'a str> {
+        s.lines().filter(|l| l.starts_with(prefix)).collect()
+    }
+
+    fn attr_f64(line: &str, name: &str) -> f64 {
+        let key = format!("{name}=");
+        let v = line
+            .split([':', ','])
+            .find_map(|kv| kv.strip_prefix(&key))
+            .unwrap_or_else(|| panic!("{name} in {line}"));
+        v.trim_matches('"').parse().unwrap()
+    }
+
+    fn d(msn: Option<u64>, part: Option<u64>) -> Directives {
+        Directives {
+            msn,
+            part,
+            skip: Skip::No,
+        }
+    }
+
+    #[test]
+    fn media_playlist_snapshot() {
+        let mut fx = Fx::new(8);
+        fx.segment(4);
+        fx.segment(4);
+        fx.open(false);
+        fx.part();
+        fx.part();
+        let expected = "\
+#EXTM3U
+#EXT-X-VERSION:9
+#EXT-X-TARGETDURATION:2
+#EXT-X-SERVER-CONTROL:CAN-BLOCK-RELOAD=YES,CAN-SKIP-UNTIL=12,PART-HOLD-BACK=1.5,HOLD-BACK=6
+#EXT-X-PART-INF:PART-TARGET=0.5
+#EXT-X-INDEPENDENT-SEGMENTS
+#EXT-X-MEDIA-SEQUENCE:0
+#EXT-X-DISCONTINUITY-SEQUENCE:0
+#EXT-X-MAP:URI=\"init-0.mp4\"
+#EXT-X-PROGRAM-DATE-TIME:2023-11-14T22:13:20.000Z
+#EXT-X-PART:DURATION=0.50000,URI=\"part-0.m4s\",INDEPENDENT=YES
+#EXT-X-PART:DURATION=0.50000,URI=\"part-1.m4s\"
+#EXT-X-PART:DURATION=0.50000,URI=\"part-2.m4s\"
+#EXT-X-PART:DURATION=0.50000,URI=\"part-3.m4s\"
+#EXTINF:2.00000,
+seg-0.m4s
+#EXT-X-PROGRAM-DATE-TIME:2023-11-14T22:13:22.000Z
+#EXT-X-PART:DURATION=0.50000,URI=\"part-4.m4s\",INDEPENDENT=YES
+#EXT-X-PART:DURATION=0.50000,URI=\"part-5.m4s\"
+#EXT-X-PART:DURATION=0.50000,URI=\"part-6.m4s\"
+#EXT-X-PART:DURATION=0.50000,URI=\"part-7.m4s\"
+#EXTINF:2.00000,
+seg-1.m4s
+#EXT-X-PROGRAM-DATE-TIME:2023-11-14T22:13:24.000Z
+#EXT-X-PART:DURATION=0.50000,URI=\"part-8.m4s\",INDEPENDENT=YES
+#EXT-X-PART:DURATION=0.50000,URI=\"part-9.m4s\"
+#EXT-X-PRELOAD-HINT:TYPE=PART,URI=\"part-10.m4s\"
+#EXT-X-RENDITION-REPORT:URI=\"../audio/index.m3u8\",LAST-MSN=2,LAST-PART=1
+";
+        assert_eq!(media_playlist(&fx.st, 0, Skip::No), expected);
+        // the audio playlist reports the video rendition
+        let audio = media_playlist(&fx.st, 1, Skip::No);
+        assert!(audio.ends_with(
+            "#EXT-X-PRELOAD-HINT:TYPE=PART,URI=\"part-10.m4s\"\n\
+#EXT-X-RENDITION-REPORT:URI=\"../720p/index.m3u8\",LAST-MSN=2,LAST-PART=1\n"
+        ));
+    }
+
+    #[test]
+    fn master_playlist_snapshot_nominal_then_measured() {
+        let mut fx = Fx::new(8);
+        fx.open(false);
+        fx.part();
+        // no complete segment yet: nominal rates
+        assert_eq!(
+            master_playlist(&fx.st),
+            "#EXTM3U
+#EXT-X-INDEPENDENT-SEGMENTS
+#EXT-X-MEDIA:TYPE=AUDIO,GROUP-ID=\"audio\",NAME=\"audio\",DEFAULT=YES,AUTOSELECT=YES,CHANNELS=\"2\",URI=\"audio/index.m3u8\"
+#EXT-X-STREAM-INF:BANDWIDTH=3128000,AVERAGE-BANDWIDTH=3128000,CODECS=\"avc1.64001f,mp4a.40.2\",RESOLUTION=1280x720,FRAME-RATE=30.000,AUDIO=\"audio\"
+720p/index.m3u8
+"
+        );
+        fx.part();
+        fx.part();
+        fx.part();
+        fx.close();
+        // 4 x 1000 bytes in 2 s = 16 kbit/s per track; video + audio
+        let m = master_playlist(&fx.st);
+        assert!(
+            m.contains("#EXT-X-STREAM-INF:BANDWIDTH=32000,AVERAGE-BANDWIDTH=32000,"),
+            "{m}"
+        );
+    }
+
+    #[test]
+    fn master_playlist_audio_only() {
+        let mut st = ChannelState::new(StoreConfig::default(), epoch());
+        st.upsert_track(TrackInfo {
+            id: "audio".into(),
+            kind: TrackKind::Audio,
+            timescale: 48_000,
+            codec: "mp4a.40.2".into(),
+            width: 0,
+            height: 0,
+            frame_rate: None,
+            sample_rate: 48_000,
+            channels: 2,
+            nominal_bandwidth: 128_000,
+        });
+        assert_eq!(
+            master_playlist(&st),
+            "#EXTM3U\n#EXT-X-INDEPENDENT-SEGMENTS\n\
+#EXT-X-STREAM-INF:BANDWIDTH=128000,AVERAGE-BANDWIDTH=128000,CODECS=\"mp4a.40.2\"\naudio/index.m3u8\n"
+        );
+    }
+
+    #[test]
+    fn hold_back_arithmetic() {
+        for (seg, part) in [(2.0, 0.5), (4.0, 1.0), (6.0, 0.333), (1.0, 0.2)] {
+            let mut fx = Fx::with(StoreConfig {
+                segment_target: seg,
+                part_target: part,
+                window_segments: 8,
+            });
+            fx.segment(4);
+            let p = media_playlist(&fx.st, 0, Skip::No);
+            let sc = lines_with(&p, "#EXT-X-SERVER-CONTROL:")[0];
+            let td = fx.st.target_duration as f64;
+            let pt = attr_f64(lines_with(&p, "#EXT-X-PART-INF:")[0], "PART-TARGET");
+            assert_eq!(pt, part);
+            assert!(attr_f64(sc, "PART-HOLD-BACK") >= 3.0 * pt - 1e-9, "{sc}");
+            assert!(attr_f64(sc, "HOLD-BACK") >= 3.0 * td, "{sc}");
+            assert!(attr_f64(sc, "CAN-SKIP-UNTIL") >= 6.0 * td, "{sc}");
+        }
+        let fx = Fx::with(StoreConfig {
+            segment_target: 4.0,
+            part_target: 0.333,
+            window_segments: 8,
+        });
+        let p = media_playlist(&fx.st, 0, Skip::No);
+        assert!(p.contains(
+            "#EXT-X-SERVER-CONTROL:CAN-BLOCK-RELOAD=YES,CAN-SKIP-UNTIL=24,PART-HOLD-BACK=0.999,HOLD-BACK=12\n"
+        ));
+        assert!(p.contains("#EXT-X-TARGETDURATION:4\n#EXT-X-SERVER-CONTROL"));
+    }
+
+    #[test]
+    fn parts_only_in_the_last_three_target_durations() {
+        let mut fx = Fx::new(8);
+        for _ in 0..10 {
+            fx.segment(4);
+        }
+        fx.open(false);
+        fx.part();
+        let p = media_playlist(&fx.st, 0, Skip::No);
+        // listed: seg-2..seg-9 (16 s) + 0.5 s of seg-10. Segments starting within
+        // 6 s of the end: seg-10 (0.5 s), seg-9 (2.5 s), seg-8 (4.5 s); seg-7
+        // starts 6.5 s from the end.
+        let parts = lines_with(&p, "#EXT-X-PART:");
+        assert_eq!(parts.len(), 4 + 4 + 1);
+        assert!(parts[0].contains("URI=\"part-32.m4s\""), "{}", parts[0]);
+        assert!(parts[8].contains("URI=\"part-40.m4s\""));
+        assert_eq!(lines_with(&p, "#EXTINF:").len(), 8);
+        assert!(p.contains("#EXT-X-MEDIA-SEQUENCE:2\n"));
+        let pt = attr_f64(lines_with(&p, "#EXT-X-PART-INF:")[0], "PART-TARGET");
+        for l in parts {
+            assert!(attr_f64(l, "DURATION") <= pt, "{l}");
+        }
+        for l in lines_with(&p, "#EXTINF:") {
+            let secs: f64 = l["#EXTINF:".len()..].trim_end_matches(',').parse().unwrap();
+            assert!(secs.round() <= fx.st.target_duration as f64);
+        }
+    }
+
+    #[test]
+    fn exactly_one_preload_hint_for_the_next_part() {
+        let mut fx = Fx::new(8);
+        fx.segment(4);
+        fx.open(false);
+        fx.part();
+        let p = media_playlist(&fx.st, 0, Skip::No);
+        assert_eq!(
+            lines_with(&p, "#EXT-X-PRELOAD-HINT"),
+            ["#EXT-X-PRELOAD-HINT:TYPE=PART,URI=\"part-5.m4s\""]
+        );
+        // a segment just opened, no part yet: the hint is its first part, and it
+        // is not listed otherwise
+        fx.part();
+        fx.part();
+        fx.part();
+        fx.open(false);
+        let p = media_playlist(&fx.st, 0, Skip::No);
+        assert_eq!(
+            lines_with(&p, "#EXT-X-PRELOAD-HINT"),
+            ["#EXT-X-PRELOAD-HINT:TYPE=PART,URI=\"part-8.m4s\""]
+        );
+        assert!(p.ends_with("seg-1.m4s\n#EXT-X-PRELOAD-HINT:TYPE=PART,URI=\"part-8.m4s\"\n#EXT-X-RENDITION-REPORT:URI=\"../audio/index.m3u8\",LAST-MSN=1,LAST-PART=3\n"), "{p}");
+    }
+
+    #[test]
+    fn rendition_reports_track_the_other_renditions() {
+        let mut fx = Fx::new(8);
+        fx.segment(4);
+        fx.open(false);
+        fx.part();
+        fx.part();
+        fx.part();
+        // audio one part behind video
+        fx.st
+            .add_part(0, VIDEO_TS / 2, false, Bytes::from_static(b"x"));
+        let v = media_playlist(&fx.st, 0, Skip::No);
+        let a = media_playlist(&fx.st, 1, Skip::No);
+        assert_eq!(
+            lines_with(&v, "#EXT-X-RENDITION-REPORT"),
+            ["#EXT-X-RENDITION-REPORT:URI=\"../audio/index.m3u8\",LAST-MSN=1,LAST-PART=2"]
+        );
+        assert_eq!(
+            lines_with(&a, "#EXT-X-RENDITION-REPORT"),
+            ["#EXT-X-RENDITION-REPORT:URI=\"../720p/index.m3u8\",LAST-MSN=1,LAST-PART=3"]
+        );
+    }
+
+    #[test]
+    fn delta_update_skips_segments_beyond_the_skip_boundary() {
+        let mut fx = Fx::new(8);
+        for _ in 0..10 {
+            fx.segment(4);
+        }
+        fx.open(false);
+        fx.part();
+        let full = media_playlist(&fx.st, 0, Skip::No);
+        let delta = media_playlist(&fx.st, 0, Skip::Yes);
+        assert!(!full.contains("#EXT-X-SKIP"));
+        // 16.5 s listed, boundary 12 s: seg-2 ends 14.5 s and seg-3 12.5 s before
+        // the end, seg-4 10.5 s.
+        assert!(
+            delta.contains(
+                "#EXT-X-MEDIA-SEQUENCE:2\n#EXT-X-DISCONTINUITY-SEQUENCE:0\n\
+#EXT-X-SKIP:SKIPPED-SEGMENTS=2\n#EXT-X-MAP:URI=\"init-0.mp4\"\n\
+#EXT-X-PROGRAM-DATE-TIME:2023-11-14T22:13:28.000Z\n#EXTINF:2.00000,\nseg-4.m4s\n"
+            ),
+            "{delta}"
+        );
+        assert_eq!(lines_with(&delta, "#EXTINF:").len(), 6);
+        assert_eq!(lines_with(&delta, "#EXT-X-MAP:").len(), 1);
+        // the skipped lines are exactly what the full playlist has before seg-4
+        let tail = &full[full
+            .find("#EXT-X-PROGRAM-DATE-TIME:2023-11-14T22:13:28")
+            .unwrap()..];
+        assert!(delta.ends_with(tail));
+
+        // a boundary hit exactly: 16 s listed, seg-3 ends 12 s before the end
+        let mut fx = Fx::new(8);
+        for _ in 0..10 {
+            fx.segment(4);
+        }
+        let delta = media_playlist(&fx.st, 0, Skip::Yes);
+        assert!(
+            delta.contains("#EXT-X-SKIP:SKIPPED-SEGMENTS=2\n"),
+            "{delta}"
+        );
+
+        // shorter than the boundary: nothing to skip
+        let mut fx = Fx::new(8);
+        for _ in 0..6 {
+            fx.segment(4);
+        }
+        assert_eq!(
+            media_playlist(&fx.st, 0, Skip::Yes),
+            media_playlist(&fx.st, 0, Skip::No)
+        );
+    }
+
+    #[test]
+    fn delta_update_keeps_discontinuity_and_map_state() {
+        let mut fx = Fx::new(8);
+        fx.segment(4);
+        fx.new_init();
+        fx.open(true);
+        for _ in 0..4 {
+            fx.part();
+        }
+        fx.close();
+        for _ in 0..6 {
+            fx.segment(4);
+        }
+        let delta = media_playlist(&fx.st, 0, Skip::Yes);
+        // 16 s listed: seg-0 and seg-1 skipped; the discontinuity went with them,
+        // the map of what follows is repeated
+        assert!(delta.contains(
+            "#EXT-X-DISCONTINUITY-SEQUENCE:0\n#EXT-X-SKIP:SKIPPED-SEGMENTS=2\n#EXT-X-MAP:URI=\"init-1.mp4\"\n"
+        ), "{delta}");
+        assert!(!delta.contains("#EXT-X-DISCONTINUITY\n"));
+    }
+
+    #[test]
+    fn discontinuity_tags_and_sequence_as_the_window_slides() {
+        let mut fx = Fx::new(3);
+        fx.segment(4);
+        fx.segment(4);
+        fx.new_init();
+        fx.open(true);
+        for _ in 0..4 {
+            fx.part();
+        }
+        fx.close();
+        let p = media_playlist(&fx.st, 0, Skip::No);
+        assert!(p.contains("#EXT-X-DISCONTINUITY-SEQUENCE:0\n"));
+        assert!(p.contains(
+            "seg-1.m4s\n#EXT-X-DISCONTINUITY\n#EXT-X-MAP:URI=\"init-1.mp4\"\n#EXT-X-PROGRAM-DATE-TIME:2023-11-14T22:13:24.000Z\n"
+        ), "{p}");
+        assert_eq!(lines_with(&p, "#EXT-X-MAP:").len(), 2);
+
+        // one more: seg-1 first
+        fx.segment(4);
+        let p = media_playlist(&fx.st, 0, Skip::No);
+        assert!(p.contains("#EXT-X-MEDIA-SEQUENCE:1\n#EXT-X-DISCONTINUITY-SEQUENCE:0\n"));
+        assert_eq!(lines_with(&p, "#EXT-X-DISCONTINUITY\n").len(), 0);
+        assert_eq!(p.matches("#EXT-X-DISCONTINUITY\n").count(), 1);
+
+        // the discontinuity is first listed: counted in the sequence, no tag
+        fx.segment(4);
+        for track in [0, 1] {
+            let p = media_playlist(&fx.st, track, Skip::No);
+            assert!(
+                p.contains("#EXT-X-MEDIA-SEQUENCE:2\n#EXT-X-DISCONTINUITY-SEQUENCE:1\n"),
+                "{p}"
+            );
+            assert_eq!(p.matches("#EXT-X-DISCONTINUITY\n").count(), 0);
+            assert!(p.contains("#EXT-X-DISCONTINUITY-SEQUENCE:1\n#EXT-X-MAP:URI=\"init-1.mp4\"\n"));
+        }
+        // and stays counted after it slid out
+        fx.segment(4);
+        fx.segment(4);
+        assert!(media_playlist(&fx.st, 0, Skip::No).contains("#EXT-X-DISCONTINUITY-SEQUENCE:1\n"));
+    }
+
+    #[test]
+    fn lagging_rendition_keeps_the_same_discontinuity_numbers() {
+        let mut fx = Fx::new(3);
+        fx.segment(4);
+        fx.segment(4);
+        fx.new_init();
+        fx.open(true);
+        for _ in 0..4 {
+            fx.part();
+        }
+        fx.close();
+        fx.segment(4); // window seg-1..seg-3, seg-2 flagged
+                       // video moves on first: seg-4 closes on video only, seg-2 becomes its
+                       // first listed segment and the channel sequence becomes 1
+        fx.st.open_segment(0, 4, 1, false, 8 * VIDEO_TS, epoch());
+        fx.st
+            .add_part(0, VIDEO_TS * 2, true, Bytes::from_static(b"x"));
+        fx.st.close_segment(0);
+        assert_eq!(fx.st.discontinuity_sequence, 1);
+        let v = media_playlist(&fx.st, 0, Skip::No);
+        let a = media_playlist(&fx.st, 1, Skip::No);
+        assert!(v.contains("#EXT-X-MEDIA-SEQUENCE:2\n#EXT-X-DISCONTINUITY-SEQUENCE:1\n"));
+        // audio still lists seg-1: sequence 0 and a tag before seg-2, so seg-2
+        // has Discontinuity Sequence Number 1 in both
+        assert!(
+            a.contains("#EXT-X-MEDIA-SEQUENCE:1\n#EXT-X-DISCONTINUITY-SEQUENCE:0\n"),
+            "{a}"
+        );
+        assert_eq!(a.matches("#EXT-X-DISCONTINUITY\n").count(), 1);
+    }
+
+    #[test]
+    fn directive_parsing() {
+        assert_eq!(parse_directives(None), Ok(Directives::default()));
+        assert_eq!(parse_directives(Some("")), Ok(Directives::default()));
+        assert_eq!(
+            parse_directives(Some("_HLS_msn=5&_HLS_part=2&_HLS_skip=YES")),
+            Ok(Directives {
+                msn: Some(5),
+                part: Some(2),
+                skip: Skip::Yes
+            })
+        );
+        assert_eq!(
+            parse_directives(Some("cb=123&_HLS_skip=v2&x")).map(|d| d.skip),
+            Ok(Skip::Yes)
+        );
+        assert_eq!(
+            parse_directives(Some("_HLS_msn=9223372036854775808")).map(|d| d.msn),
+            Ok(Some(1 << 63))
+        );
+        assert_eq!(
+            parse_directives(Some("_HLS_msn=18446744073709551615")).map(|d| d.msn),
+            Ok(Some(u64::MAX))
+        );
+        assert_eq!(
+            parse_directives(Some("_HLS_part=1")),
+            Err(DirectiveError::PartWithoutMsn)
+        );
+        for bad in [
+            "-1",
+            "abc",
+            "",
+            "+5",
+            " 5",
+            "1e3",
+            "0x10",
+            "5.0",
+            "18446744073709551616",
+            "000000000000000000001",
+            "%35",
+        ] {
+            assert_eq!(
+                parse_directives(Some(&format!("_HLS_msn={bad}"))),
+                Err(DirectiveError::NotANumber("_HLS_msn")),
+                "{bad}"
+            );
+            assert_eq!(
+                parse_directives(Some(&format!("_HLS_msn=1&_HLS_part={bad}"))),
+                Err(DirectiveError::NotANumber("_HLS_part")),
+                "{bad}"
+            );
+        }
+        assert_eq!(
+            parse_directives(Some("_HLS_msn")),
+            Err(DirectiveError::NotANumber("_HLS_msn"))
+        );
+        assert_eq!(
+            parse_directives(Some("_HLS_msn=1&_HLS_msn=2")),
+            Err(DirectiveError::Repeated("_HLS_msn"))
+        );
+        assert_eq!(
+            parse_directives(Some("_HLS_skip=NO")),
+            Err(DirectiveError::BadSkip)
+        );
+        let huge = format!("_HLS_msn=1&pad={}", "a".repeat(MAX_QUERY_LEN));
+        assert_eq!(
+            parse_directives(Some(&huge)),
+            Err(DirectiveError::TooLong(huge.len()))
+        );
+        let many = "&".repeat(MAX_QUERY_LEN);
+        assert_eq!(parse_directives(Some(&many)), Ok(Directives::default()));
+    }
+
+    /// seg-0..seg-3 complete (parts 0..15), seg-4 open with parts 16 and 17.
+    fn live() -> Fx {
+        let mut fx = Fx::new(8);
+        for _ in 0..4 {
+            fx.segment(4);
+        }
+        fx.open(false);
+        fx.part();
+        fx.part();
+        fx
+    }
+
+    #[test]
+    fn blocking_reload_on_segments() {
+        let fx = live();
+        let r = |msn| readiness(&fx.st, 0, &d(Some(msn), None));
+        assert_eq!(readiness(&fx.st, 0, &d(None, None)), Readiness::Ready);
+        assert_eq!(r(2), Readiness::Ready);
+        assert_eq!(r(3), Readiness::Ready); // last complete
+        assert_eq!(r(4), Readiness::Wait); // open: not a Media Segment yet
+        assert_eq!(r(5), Readiness::Wait); // last + 2
+        assert!(matches!(r(6), Readiness::Bad(_))); // last + 3
+        assert!(matches!(r(1 << 63), Readiness::Bad(_)));
+        assert!(matches!(r(u64::MAX), Readiness::Bad(_)));
+    }
+
+    #[test]
+    fn blocking_reload_on_parts() {
+        let fx = live();
+        let r = |msn, part| readiness(&fx.st, 0, &d(Some(msn), Some(part)));
+        assert_eq!(r(4, 0), Readiness::Ready);
+        assert_eq!(r(4, 1), Readiness::Ready);
+        assert_eq!(r(4, 2), Readiness::Wait);
+        assert_eq!(r(3, 3), Readiness::Ready);
+        // past the end of complete seg-3: part 0 of seg-4, which exists
+        assert_eq!(r(3, 4), Readiness::Ready);
+        assert_eq!(r(3, 1 << 40), Readiness::Ready);
+        // Advance Part Limit at PART-TARGET 0.5 s: 6 parts past the last (17)
+        assert_eq!(r(4, 7), Readiness::Wait); // part 23: 6 ahead
+        assert!(matches!(r(4, 8), Readiness::Bad(_))); // 7 ahead
+        assert_eq!(r(5, 0), Readiness::Wait); // 16 + 4 = 20: 3 ahead
+        assert_eq!(r(5, 3), Readiness::Wait); // 6 ahead
+        assert!(matches!(r(5, 4), Readiness::Bad(_)));
+        assert!(matches!(r(5, u64::MAX), Readiness::Bad(_)));
+        assert!(matches!(r(6, 0), Readiness::Bad(_))); // msn limit first
+        assert!(matches!(r(4, u64::MAX), Readiness::Bad(_)));
+    }
+
+    #[test]
+    fn part_past_the_end_waits_for_the_next_segment() {
+        let mut fx = live();
+        fx.part();
+        fx.part();
+        fx.open(false); // seg-4 complete, seg-5 open without parts
+        let r = |msn, part| readiness(&fx.st, 0, &d(Some(msn), Some(part)));
+        assert_eq!(r(4, 3), Readiness::Ready);
+        assert_eq!(r(4, 4), Readiness::Wait); // part 0 of seg-5
+        assert_eq!(r(5, 0), Readiness::Wait);
+        assert_eq!(readiness(&fx.st, 0, &d(Some(4), None)), Readiness::Ready);
+        assert_eq!(readiness(&fx.st, 0, &d(Some(6), None)), Readiness::Wait);
+        assert!(matches!(
+            readiness(&fx.st, 0, &d(Some(7), None)),
+            Readiness::Bad(_)
+        ));
+        fx.part();
+        assert_eq!(readiness(&fx.st, 0, &d(Some(4), Some(4))), Readiness::Ready);
+    }
+
+    #[test]
+    fn advance_part_limit_with_long_parts() {
+        assert_eq!(advance_part_limit(0.5), 6.0);
+        assert_eq!(advance_part_limit(0.2), 15.0);
+        assert_eq!(advance_part_limit(1.0), 3.0);
+        assert_eq!(advance_part_limit(2.0), 3.0);
+        assert_eq!(advance_part_limit(0.0), 3.0);
+        assert_eq!(advance_part_limit(f64::NAN), 3.0);
+        let mut fx = Fx::with(StoreConfig {
+            segment_target: 4.0,
+            part_target: 1.0,
+            window_segments: 8,
+        });
+        fx.segment(4);
+        fx.open(false);
+        fx.part(); // the fixture's parts are 0.5 s; the arithmetic is in parts
+        let r = |msn, part| readiness(&fx.st, 0, &d(Some(msn), Some(part)));
+        assert_eq!(r(1, 3), Readiness::Wait); // last is (1, 0): 3 ahead
+        assert!(matches!(r(1, 4), Readiness::Bad(_)));
+    }
+
+    #[test]
+    fn readiness_before_media_and_for_evicted_segments() {
+        let fx = Fx::new(8);
+        for dir in [d(None, None), d(Some(0), None), d(Some(1 << 63), Some(3))] {
+            assert_eq!(readiness(&fx.st, 0, &dir), Readiness::Wait);
+        }
+        let mut fx = Fx::new(8);
+        fx.open(false);
+        assert_eq!(readiness(&fx.st, 0, &d(None, None)), Readiness::Wait);
+        fx.part();
+        assert_eq!(readiness(&fx.st, 0, &d(None, None)), Readiness::Ready);
+        assert_eq!(readiness(&fx.st, 0, &d(Some(0), Some(0))), Readiness::Ready);
+        assert_eq!(readiness(&fx.st, 0, &d(Some(1), None)), Readiness::Wait);
+        assert!(matches!(
+            readiness(&fx.st, 0, &d(Some(2), None)),
+            Readiness::Bad(_)
+        ));
+
+        let mut fx = Fx::new(2);
+        for _ in 0..10 {
+            fx.segment(4);
+        }
+        assert_eq!(fx.st.tracks[0].segments.front().map(|s| s.msn), Some(4));
+        assert_eq!(readiness(&fx.st, 0, &d(Some(0), None)), Readiness::Ready);
+        assert_eq!(readiness(&fx.st, 0, &d(Some(0), Some(9))), Readiness::Ready);
+        assert!(matches!(
+            readiness(&fx.st, 7, &d(None, None)),
+            Readiness::Bad(_)
+        ));
+        assert!(matches!(
+            readiness(&fx.st, 0, &d(None, Some(1))),
+            Readiness::Bad(_)
+        ));
+    }
+
+    #[test]
+    fn part_and_segment_availability() {
+        let fx = live();
+        assert_eq!(part_availability(&fx.st, 0, 0), PartAvailability::Ready);
+        assert_eq!(part_availability(&fx.st, 0, 17), PartAvailability::Ready);
+        assert_eq!(part_availability(&fx.st, 0, 18), PartAvailability::Wait); // hinted
+        assert_eq!(part_availability(&fx.st, 0, 19), PartAvailability::Wait);
+        assert_eq!(part_availability(&fx.st, 0, 20), PartAvailability::NotFound);
+        assert_eq!(
+            part_availability(&fx.st, 0, u64::MAX),
+            PartAvailability::NotFound
+        );
+        assert_eq!(part_availability(&fx.st, 9, 0), PartAvailability::NotFound);
+
+        assert_eq!(
+            segment_availability(&fx.st, 0, 3),
+            SegmentAvailability::Complete
+        );
+        assert_eq!(
+            segment_availability(&fx.st, 1, 4),
+            SegmentAvailability::Growing
+        );
+        assert_eq!(
+            segment_availability(&fx.st, 0, 5),
+            SegmentAvailability::Wait
+        );
+        assert_eq!(
+            segment_availability(&fx.st, 0, 6),
+            SegmentAvailability::NotFound
+        );
+        assert_eq!(
+            segment_availability(&fx.st, 0, u64::MAX),
+            SegmentAvailability::NotFound
+        );
+        assert_eq!(
+            segment_availability(&fx.st, 5, 0),
+            SegmentAvailability::NotFound
+        );
+
+        // evicted parts and segments are gone
+        let mut fx = Fx::new(2);
+        for _ in 0..10 {
+            fx.segment(4);
+        }
+        assert_eq!(part_availability(&fx.st, 0, 0), PartAvailability::NotFound);
+        assert_eq!(part_availability(&fx.st, 0, 16), PartAvailability::Ready);
+        assert_eq!(
+            segment_availability(&fx.st, 0, 0),
+            SegmentAvailability::NotFound
+        );
+        assert_eq!(
+            segment_availability(&fx.st, 0, 10),
+            SegmentAvailability::Wait
+        );
+        assert_eq!(
+            segment_availability(&Fx::new(2).st, 0, 0),
+            SegmentAvailability::NotFound
+        );
+    }
+
+    #[test]
+    fn degenerate_states_do_not_panic() {
+        let fx = Fx::new(8);
+        assert_eq!(media_playlist(&fx.st, 3, Skip::Yes), "");
+        let p = media_playlist(&fx.st, 0, Skip::Yes);
+        assert!(p.contains("#EXT-X-MEDIA-SEQUENCE:0\n"));
+        assert!(p.contains("#EXT-X-PRELOAD-HINT:TYPE=PART,URI=\"part-0.m4s\"\n"));
+        for (seg, part) in [(0.0, 0.0), (f64::NAN, f64::INFINITY), (-1.0, -1.0)] {
+            let mut fx = Fx::with(StoreConfig {
+                segment_target: seg,
+                part_target: part,
+                window_segments: 0,
+            });
+            fx.segment(4);
+            fx.open(false);
+            fx.part();
+            let _ = media_playlist(&fx.st, 0, Skip::Yes);
+            let _ = master_playlist(&fx.st);
+            let _ = readiness(&fx.st, 0, &d(Some(1), Some(u64::MAX)));
+        }
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(256))]
+        #[test]
+        fn any_query_any_directive_never_panics(q in ".{0,80}", msn in proptest::prelude::any::<u64>(), part in proptest::prelude::any::<u64>()) {
+            let _ = parse_directives(Some(&q));
+            let fx = live();
+            let _ = readiness(&fx.st, 0, &d(Some(msn), Some(part)));
+            let _ = readiness(&fx.st, 1, &d(Some(msn), None));
+            let _ = part_availability(&fx.st, 0, part);
+            let _ = segment_availability(&fx.st, 0, msn);
+        }
+    }
+}
