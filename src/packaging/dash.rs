@@ -432,3 +432,385 @@ fn esc(s: &str) -> String {
     }
     o
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::packaging::hls::tests::{epoch, Fx, AUDIO_TS, VIDEO_TS};
+    use quick_xml::events::Event;
+    use std::time::Duration;
+
+    /// A parsed element: just enough DOM to check an MPD.
+    #[derive(Debug, Default)]
+    struct El {
+        name: String,
+        attrs: Vec<(String, String)>,
+        children: Vec<El>,
+    }
+
+    impl El {
+        fn attr(&self, k: &str) -> &str {
+            self.attrs
+                .iter()
+                .find(|(n, _)| n == k)
+                .map(|(_, v)| v.as_str())
+                .unwrap_or_else(|| panic!("{} has no {k}", self.name))
+        }
+        fn has(&self, k: &str) -> bool {
+            self.attrs.iter().any(|(n, _)| n == k)
+        }
+        fn num(&self, k: &str) -> u64 {
+            self.attr(k).parse().unwrap()
+        }
+        fn all(&self, name: &str) -> Vec<&El> {
+            self.children.iter().filter(|c| c.name == name).collect()
+        }
+        fn one(&self, name: &str) -> &El {
+            let v = self.all(name);
+            assert_eq!(v.len(), 1, "one {name} in {}", self.name);
+            v[0]
+        }
+    }
+
+    /// Parse with quick-xml, failing on any malformed input.
+    fn parse(xml: &str) -> El {
+        let mut r = quick_xml::Reader::from_str(xml);
+        let mut stack = vec![El::default()];
+        let element = |e: &quick_xml::events::BytesStart| El {
+            name: String::from_utf8(e.name().as_ref().to_vec()).unwrap(),
+            attrs: e
+                .attributes()
+                .map(|a| {
+                    let a = a.expect("well-formed attribute");
+                    (
+                        String::from_utf8(a.key.as_ref().to_vec()).unwrap(),
+                        a.normalized_value(quick_xml::XmlVersion::default())
+                            .expect("escaped value")
+                            .into_owned(),
+                    )
+                })
+                .collect(),
+            children: Vec::new(),
+        };
+        loop {
+            match r.read_event().expect("well-formed XML") {
+                Event::Start(e) => stack.push(element(&e)),
+                Event::Empty(e) => stack.last_mut().unwrap().children.push(element(&e)),
+                Event::End(e) => {
+                    let el = stack.pop().unwrap();
+                    assert_eq!(el.name.as_bytes(), e.name().as_ref());
+                    stack.last_mut().unwrap().children.push(el);
+                }
+                Event::Eof => break,
+                Event::Text(t) => assert!(t.iter().all(|b| b.is_ascii_whitespace())),
+                _ => {}
+            }
+        }
+        assert_eq!(stack.len(), 1, "unclosed elements");
+        let mut root = stack.pop().unwrap();
+        assert_eq!(root.children.len(), 1);
+        root.children.pop().unwrap()
+    }
+
+    fn now() -> SystemTime {
+        epoch() + Duration::from_millis(9_250)
+    }
+
+    fn reps<'a>(period: &'a El, content: &str) -> Vec<&'a El> {
+        period
+            .all("AdaptationSet")
+            .into_iter()
+            .filter(|a| a.attr("contentType") == content)
+            .flat_map(|a| a.all("Representation"))
+            .collect()
+    }
+
+    /// (t, d) of every segment a SegmentTimeline lists, expanding @r.
+    fn segments(rep: &El) -> Vec<(u64, u64)> {
+        let tl = rep.one("SegmentTemplate").one("SegmentTimeline");
+        let mut out = Vec::new();
+        let mut t = 0;
+        for (i, s) in tl.all("S").into_iter().enumerate() {
+            if i == 0 {
+                assert!(s.has("t"), "first S has t");
+            }
+            if s.has("t") {
+                t = s.num("t");
+            }
+            let d = s.num("d");
+            let r = if s.has("r") { s.num("r") } else { 0 };
+            for _ in 0..=r {
+                out.push((t, d));
+                t += d;
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn mpd_header_service_description_and_timing() {
+        let mut fx = Fx::new(8);
+        fx.segment(4);
+        fx.open(false);
+        fx.part();
+        let xml = mpd(&fx.st, now());
+        assert!(xml.starts_with("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<MPD "));
+        let m = parse(&xml);
+        assert_eq!(m.name, "MPD");
+        assert_eq!(m.attr("xmlns"), "urn:mpeg:dash:schema:mpd:2011");
+        assert_eq!(m.attr("type"), "dynamic");
+        assert!(m
+            .attr("profiles")
+            .split(',')
+            .any(|p| p == "urn:mpeg:dash:profile:isoff-live:2011"));
+        assert_eq!(m.attr("availabilityStartTime"), "2023-11-14T22:13:20.000Z");
+        assert_eq!(m.attr("publishTime"), "2023-11-14T22:13:29.250Z");
+        assert_eq!(m.attr("minimumUpdatePeriod"), "PT0.5S");
+        assert_eq!(m.attr("timeShiftBufferDepth"), "PT16S");
+        assert_eq!(m.attr("maxSegmentDuration"), "PT2S");
+        assert_eq!(m.attr("minBufferTime"), "PT2S");
+        assert_eq!(m.attr("suggestedPresentationDelay"), "PT2.5S");
+        let sd = m.one("ServiceDescription");
+        let lat = sd.one("Latency");
+        assert_eq!(
+            (lat.num("min"), lat.num("target"), lat.num("max")),
+            (1500, 2500, 6500)
+        );
+        // the target leaves room for at least three chunks
+        assert!(lat.num("target") as f64 >= 3.0 * fx.st.config.part_target * 1000.0);
+        let rate = sd.one("PlaybackRate");
+        assert_eq!((rate.attr("min"), rate.attr("max")), ("0.96", "1.04"));
+        let utc = m.one("UTCTiming");
+        assert_eq!(utc.attr("schemeIdUri"), "urn:mpeg:dash:utc:http-iso:2014");
+        assert_eq!(utc.attr("value"), "/time");
+        // schema order: ServiceDescription, Period(s), UTCTiming
+        let names: Vec<&str> = m.children.iter().map(|c| c.name.as_str()).collect();
+        assert_eq!(names, ["ServiceDescription", "Period", "UTCTiming"]);
+    }
+
+    #[test]
+    fn representations_and_segment_template() {
+        let mut fx = Fx::new(8);
+        for _ in 0..4 {
+            fx.segment(4);
+        }
+        fx.open(false);
+        fx.part();
+        fx.part();
+        let m = parse(&mpd(&fx.st, now()));
+        let p = m.one("Period");
+        assert_eq!((p.attr("id"), p.attr("start")), ("0-0", "PT0S"));
+
+        let sets = p.all("AdaptationSet");
+        assert_eq!(sets.len(), 2);
+        for a in &sets {
+            assert_eq!(a.attr("segmentAlignment"), "true");
+            assert_eq!(a.attr("startWithSAP"), "1");
+        }
+        let v = reps(p, "video");
+        assert_eq!(v.len(), 1);
+        let v = v[0];
+        assert_eq!(v.attr("id"), "720p");
+        assert_eq!(v.attr("codecs"), "avc1.64001f");
+        assert_eq!(v.num("bandwidth"), 16_000);
+        assert_eq!((v.num("width"), v.num("height")), (1280, 720));
+        assert_eq!(v.attr("frameRate"), "30");
+        let a = reps(p, "audio")[0];
+        assert_eq!(a.attr("id"), "audio");
+        assert_eq!(a.num("audioSamplingRate"), 48_000);
+        assert_eq!(a.one("AudioChannelConfiguration").attr("value"), "2");
+
+        for (rep, ts) in [(v, VIDEO_TS), (a, AUDIO_TS)] {
+            let st = rep.one("SegmentTemplate");
+            assert_eq!(st.num("timescale"), ts);
+            assert_eq!(st.attr("initialization"), "$RepresentationID$/init-0.mp4");
+            assert_eq!(st.attr("media"), "$RepresentationID$/seg-$Number$.m4s");
+            assert_eq!(st.num("startNumber"), 0);
+            assert_eq!(st.num("presentationTimeOffset"), 0);
+            // segment 2 s - chunk 0.5 s
+            assert_eq!(st.attr("availabilityTimeOffset"), "1.5");
+            assert_eq!(st.attr("availabilityTimeComplete"), "false");
+            // four complete segments and the growing one at its expected 2 s,
+            // all in one S
+            let s = st.one("SegmentTimeline").one("S");
+            assert_eq!((s.num("t"), s.num("d"), s.num("r")), (0, 2 * ts, 4));
+        }
+    }
+
+    #[test]
+    fn growing_segment_is_listed_once_it_has_a_chunk() {
+        let mut fx = Fx::new(8);
+        fx.segment(4);
+        fx.segment(4);
+        fx.open(false);
+        // no chunk yet: not listed
+        let m = parse(&mpd(&fx.st, now()));
+        let v = reps(m.one("Period"), "video")[0];
+        assert_eq!(segments(v), [(0, 180_000), (180_000, 180_000)]);
+        // one chunk: listed with the previous segment's duration; available
+        // (per ATO) at its start + one chunk
+        fx.part();
+        let m = parse(&mpd(&fx.st, now()));
+        let v = reps(m.one("Period"), "video")[0];
+        let segs = segments(v);
+        assert_eq!(segs.len(), 3);
+        assert_eq!(segs[2], (360_000, 180_000));
+        let ato: f64 = v
+            .one("SegmentTemplate")
+            .attr("availabilityTimeOffset")
+            .parse()
+            .unwrap();
+        let available = (segs[2].0 + segs[2].1) as f64 / VIDEO_TS as f64 - ato;
+        assert_eq!(available, 4.5);
+        // running longer than expected: never announced shorter than written
+        for _ in 0..4 {
+            fx.part();
+        }
+        let m = parse(&mpd(&fx.st, now()));
+        let v = reps(m.one("Period"), "video")[0];
+        assert_eq!(segments(v)[2], (360_000, 225_000));
+        assert_eq!(m.attr("maxSegmentDuration"), "PT2.5S");
+    }
+
+    #[test]
+    fn timeline_is_continuous_and_slides_with_the_window() {
+        let mut fx = Fx::new(4);
+        for _ in 0..10 {
+            fx.segment(4);
+        }
+        fx.open(false);
+        fx.part();
+        let m = parse(&mpd(&fx.st, now()));
+        assert_eq!(m.attr("timeShiftBufferDepth"), "PT8S");
+        let p = m.one("Period");
+        for (content, ts) in [("video", VIDEO_TS), ("audio", AUDIO_TS)] {
+            let r = reps(p, content)[0];
+            let st = r.one("SegmentTemplate");
+            // window: seg-6..seg-9 complete, seg-10 growing
+            assert_eq!(st.num("startNumber"), 6);
+            let segs = segments(r);
+            assert_eq!(segs.len(), 5);
+            assert_eq!(segs[0].0, 6 * 2 * ts);
+            for w in segs.windows(2) {
+                assert_eq!(w[0].0 + w[0].1, w[1].0, "gapless");
+            }
+            // $Number$ of each listed segment is its msn and its time is the
+            // store's start
+            for (i, (t, _)) in segs.iter().enumerate() {
+                let msn = st.num("startNumber") + i as u64;
+                let track = if content == "video" { 0 } else { 1 };
+                assert_eq!(fx.st.tracks[track].segment(msn).unwrap().start, *t);
+            }
+        }
+    }
+
+    #[test]
+    fn discontinuity_starts_a_period() {
+        let mut fx = Fx::new(8);
+        for _ in 0..3 {
+            fx.segment(4);
+        }
+        fx.new_init();
+        fx.open(true);
+        for _ in 0..4 {
+            fx.part();
+        }
+        fx.close();
+        fx.segment(4);
+        fx.open(false);
+        fx.part();
+        let m = parse(&mpd(&fx.st, now()));
+        let periods = m.all("Period");
+        assert_eq!(periods.len(), 2);
+        let (p0, p1) = (periods[0], periods[1]);
+        assert_eq!((p0.attr("id"), p0.attr("start")), ("0-0", "PT0S"));
+        assert_eq!((p1.attr("id"), p1.attr("start")), ("1-1", "PT6S"));
+        for (content, ts) in [("video", VIDEO_TS), ("audio", AUDIO_TS)] {
+            let r0 = reps(p0, content)[0];
+            let r1 = reps(p1, content)[0];
+            let (s0, s1) = (r0.one("SegmentTemplate"), r1.one("SegmentTemplate"));
+            assert_eq!(s0.num("startNumber"), 0);
+            assert_eq!(s0.attr("initialization"), "$RepresentationID$/init-0.mp4");
+            assert_eq!(segments(r0).len(), 3);
+            assert_eq!(s1.num("startNumber"), 3);
+            assert_eq!(s1.attr("initialization"), "$RepresentationID$/init-1.mp4");
+            assert_eq!(s1.num("presentationTimeOffset"), 6 * ts);
+            let segs1 = segments(r1);
+            assert_eq!(segs1.len(), 3); // seg-3, seg-4, growing seg-5
+                                        // wall clock of a segment = AST + Period@start + (t - PTO)/ts: the
+                                        // segment's program date time (and its prft)
+            for (i, (t, _)) in segs1.iter().enumerate() {
+                let secs = 6.0 + (t - s1.num("presentationTimeOffset")) as f64 / ts as f64;
+                let wall = epoch() + Duration::from_secs_f64(secs);
+                let seg = fx.st.tracks[0].segment(3 + i as u64).unwrap();
+                assert_eq!(wall, seg.program_date_time);
+            }
+        }
+
+        // the old period slides out: the later one is first and starts at 0
+        // with PTO 0 (the same mapping), keeping its id
+        for _ in 0..6 {
+            fx.segment(4);
+        }
+        let m = parse(&mpd(&fx.st, now()));
+        let p = m.one("Period");
+        assert_eq!((p.attr("id"), p.attr("start")), ("1-1", "PT0S"));
+        let v = reps(p, "video")[0];
+        assert_eq!(v.one("SegmentTemplate").num("presentationTimeOffset"), 0);
+        assert_eq!(
+            v.one("SegmentTemplate").attr("initialization"),
+            "$RepresentationID$/init-1.mp4"
+        );
+    }
+
+    #[test]
+    fn empty_channel_and_hostile_names_stay_well_formed() {
+        let fx = Fx::new(8);
+        let m = parse(&mpd(&fx.st, now()));
+        let p = m.one("Period");
+        assert_eq!(p.attr("start"), "PT0S");
+        assert!(p.children.is_empty());
+
+        let mut fx = Fx::new(8);
+        fx.st.tracks[0].info.id = "a\"<b>&'c\n".into();
+        fx.st.tracks[0].info.codec = "avc1\"".into();
+        fx.segment(4);
+        let m = parse(&mpd(&fx.st, now()));
+        assert_eq!(reps(m.one("Period"), "video")[0].attr("id"), "a\"<b>&'c");
+    }
+
+    #[test]
+    fn degenerate_config_does_not_panic() {
+        for (seg, part, window) in [(0.0, 0.0, 0), (f64::NAN, -1.0, 1), (1.0, 2.0, 3)] {
+            let mut fx = Fx::with(crate::packaging::store::StoreConfig {
+                segment_target: seg,
+                part_target: part,
+                window_segments: window,
+            });
+            fx.segment(4);
+            fx.open(false);
+            fx.part();
+            let m = parse(&mpd(&fx.st, now()));
+            assert_eq!(m.attr("type"), "dynamic");
+        }
+    }
+
+    #[test]
+    fn xs_duration_and_frame_rate_formats() {
+        assert_eq!(duration(0.0), "PT0S");
+        assert_eq!(duration(-3.0), "PT0S");
+        assert_eq!(duration(f64::NAN), "PT0S");
+        assert_eq!(duration(1.5), "PT1.5S");
+        assert_eq!(duration(3600.0), "PT3600S");
+        assert_eq!(duration(1.0 / 90_000.0), "PT0.000011S");
+        assert_eq!(frame_rate(30.0).as_deref(), Some("30"));
+        assert_eq!(frame_rate(29.97).as_deref(), Some("30000/1001"));
+        assert_eq!(frame_rate(30_000.0 / 1001.0).as_deref(), Some("30000/1001"));
+        assert_eq!(frame_rate(59.94).as_deref(), Some("60000/1001"));
+        assert_eq!(frame_rate(12.5).as_deref(), Some("12500/1000"));
+        assert_eq!(frame_rate(0.0), None);
+        assert_eq!(frame_rate(f64::INFINITY), None);
+        assert_eq!(rescale(540_000, 90_000, 48_000), 288_000);
+        assert_eq!(rescale(u64::MAX, 1, 90_000), u64::MAX);
+    }
+}
