@@ -1,8 +1,9 @@
 //! The LL-DASH manifest: one dynamic MPD per channel.
 //!
-//! ISO/IEC 23009-1 (DASH, 4th/5th edition: §5.3 MPD, §5.3.9.6 SegmentTimeline,
-//! §5.12 ServiceDescription, §5.8.5.7 UTCTiming) with the DASH-IF
-//! "Low-latency Modes for DASH" constraints (chunked CMAF segments,
+//! ISO/IEC 23009-1 (DASH, 4th/5th edition: §5.3 MPD and Period, §5.3.9
+//! SegmentTemplate and §5.3.9.6 SegmentTimeline, the `ServiceDescription` and
+//! `UTCTiming` elements) with the DASH-IF "Low-latency Modes for DASH" and
+//! IOP timing-model constraints (chunked CMAF segments,
 //! `availabilityTimeOffset` with `availabilityTimeComplete="false"`,
 //! `UTCTiming`, `ServiceDescription`). A pure function of the channel state and
 //! `now` (used for `publishTime` only).

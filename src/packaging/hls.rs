@@ -309,10 +309,16 @@ fn attr(s: &str) -> String {
         .collect()
 }
 
-/// Seconds as a decimal-floating-point with at most three decimals, trailing
-/// zeros trimmed (`1.5`, `6`, `0.333`).
+/// Seconds as a decimal-floating-point with at most three decimals, rounded
+/// up to the millisecond (PART-TARGET must not be below any part, hold-backs
+/// are minimums), trailing zeros trimmed (`1.5`, `6`, `0.334`).
 pub(crate) fn secs_trimmed(s: f64) -> String {
-    let s = if s.is_finite() && s > 0.0 { s } else { 0.0 };
+    if !(s.is_finite() && s > 0.0) {
+        return "0".into();
+    }
+    // the epsilon keeps float noise (0.333 * 3 = 0.9990000000000001) from
+    // rounding up a whole millisecond
+    let s = (s * 1000.0 - 1e-6).ceil().max(0.0) / 1000.0;
     let mut v = format!("{s:.3}");
     while v.ends_with('0') {
         v.pop();
@@ -892,6 +898,11 @@ seg-1.m4s
             assert!(attr_f64(sc, "HOLD-BACK") >= 3.0 * td, "{sc}");
             assert!(attr_f64(sc, "CAN-SKIP-UNTIL") >= 6.0 * td, "{sc}");
         }
+        assert_eq!(secs_trimmed(0.3333), "0.334");
+        assert_eq!(secs_trimmed(1.5), "1.5");
+        assert_eq!(secs_trimmed(12.0), "12");
+        assert_eq!(secs_trimmed(-1.0), "0");
+        assert_eq!(secs_trimmed(f64::NAN), "0");
         let fx = Fx::with(StoreConfig {
             segment_target: 4.0,
             part_target: 0.333,
