@@ -331,6 +331,9 @@ impl ChannelState {
         let Some(t) = self.tracks.get_mut(track) else {
             return;
         };
+        // The first listed segment before this one counts as complete (marking
+        // it complete is what slides the window).
+        let before_first_listed = t.window(window).next().map(|s| s.msn);
         let Some(seg) = t.segments.back_mut().filter(|s| !s.complete) else {
             return;
         };
@@ -362,19 +365,18 @@ impl ChannelState {
             t.average_bandwidth =
                 (bytes as f64 * 8.0 / (ticks as f64 / t.info.timescale.max(1) as f64)) as u64;
         }
-        self.slide(track);
+        self.slide(track, before_first_listed);
     }
 
     /// Drop segments beyond the window and retention, and init segments no longer
     /// referred to. Advances the discontinuity sequence when a discontinuity leaves
     /// the window of the first (reference) track.
-    fn slide(&mut self, track: usize) {
+    fn slide(&mut self, track: usize, before_first_listed: Option<u64>) {
         let keep = self.config.window_segments + RETAINED_BEYOND_WINDOW;
         let window = self.config.window_segments;
         let Some(t) = self.tracks.get_mut(track) else {
             return;
         };
-        let before_first_listed = t.window(window).next().map(|s| s.msn);
         while t.segments.iter().filter(|s| s.complete).count() > keep {
             t.segments.pop_front();
         }
