@@ -38,6 +38,12 @@ pub const MAX_EXP_GOLOMB_LEADING_ZEROS: u32 = 31;
 /// Largest `max_num_ref_frames` (H.264 §A.3.1: MaxDpbFrames is at most 16).
 pub const MAX_REF_FRAMES: u32 = 16;
 
+/// Highest frame rate reported from VUI timing info. `time_scale` and
+/// `num_units_in_tick` are arbitrary 32-bit numbers; a publisher claiming two
+/// billion frames a second would otherwise hand that to segment-duration and
+/// buffer arithmetic downstream. Above this the rate is reported as unknown.
+pub const MAX_FRAME_RATE: f64 = 1_000.0;
+
 /// The H.264 NAL unit type of an IDR slice (Table 7-1).
 pub const NAL_IDR: u8 = 5;
 /// The H.264 NAL unit type of a sequence parameter set.
@@ -442,13 +448,15 @@ impl Sps {
     }
 
     /// Frame rate from the VUI timing info: `time_scale / (2 * num_units_in_tick)`
-    /// (Annex E.2.1; a tick is a field period). `None` when absent or zero.
+    /// (Annex E.2.1; a tick is a field period). `None` when absent, zero, or
+    /// above [`MAX_FRAME_RATE`].
     pub fn frame_rate(&self) -> Option<f64> {
         let t = self.timing?;
         if t.num_units_in_tick == 0 || t.time_scale == 0 {
             return None;
         }
-        Some(f64::from(t.time_scale) / (2.0 * f64::from(t.num_units_in_tick)))
+        let rate = f64::from(t.time_scale) / (2.0 * f64::from(t.num_units_in_tick));
+        (rate <= MAX_FRAME_RATE).then_some(rate)
     }
 
     /// RFC 6381 codec string, e.g. `avc1.64001f`.
@@ -1050,6 +1058,24 @@ mod tests {
             None => w.bit(false),
         }
         w.nal()
+    }
+
+    #[test]
+    fn absurd_frame_rate_is_unknown() {
+        let mut sps = Sps::parse(&hex(SPS_HIGH_720P30)).unwrap();
+        let timing = |n, t| {
+            Some(TimingInfo {
+                num_units_in_tick: n,
+                time_scale: t,
+                fixed_frame_rate: true,
+            })
+        };
+        sps.timing = timing(1001, 60_000);
+        assert!((sps.frame_rate().unwrap() - 29.97).abs() < 0.001);
+        sps.timing = timing(1, u32::MAX);
+        assert_eq!(sps.frame_rate(), None);
+        sps.timing = timing(0, 60);
+        assert_eq!(sps.frame_rate(), None);
     }
 
     #[test]

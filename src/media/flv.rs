@@ -226,9 +226,11 @@ pub fn parse_video_tag(payload: &Bytes) -> Result<VideoTag, MediaError> {
         let packet = match packet_type {
             SEQUENCE_START => VideoPacket::SequenceHeader(payload.slice(5..)),
             CODED_FRAMES => {
-                let cts = payload.get(5..8).ok_or_else(truncated)?;
+                let &[c0, c1, c2] = payload.get(5..8).ok_or_else(truncated)? else {
+                    return Err(truncated());
+                };
                 VideoPacket::Frame {
-                    composition_time: si24([cts[0], cts[1], cts[2]]),
+                    composition_time: si24([c0, c1, c2]),
                     data: payload.slice(8..),
                 }
             }
@@ -268,9 +270,11 @@ pub fn parse_video_tag(payload: &Bytes) -> Result<VideoTag, MediaError> {
             codec: legacy_video_codec_name(codec_id),
         });
     }
-    let header = payload.get(1..5).ok_or_else(truncated)?;
-    let composition_time = si24([header[1], header[2], header[3]]);
-    let packet = match header[0] {
+    let &[packet_type, c0, c1, c2] = payload.get(1..5).ok_or_else(truncated)? else {
+        return Err(truncated());
+    };
+    let composition_time = si24([c0, c1, c2]);
+    let packet = match packet_type {
         0 => VideoPacket::SequenceHeader(payload.slice(5..)),
         1 => VideoPacket::Frame {
             composition_time,
@@ -376,6 +380,23 @@ pub enum DemuxNotice {
     Suppressed {
         count: u64,
     },
+}
+
+impl std::fmt::Display for DemuxNotice {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DemuxNotice::Timeline(n) => n.fmt(f),
+            DemuxNotice::DroppedBeforeConfig { kind } => write!(
+                f,
+                "dropping {kind} frames: no {kind} sequence header received yet"
+            ),
+            DemuxNotice::ConfigChanged { kind, codec } => write!(
+                f,
+                "publisher changed the {kind} configuration mid-stream (now {codec})"
+            ),
+            DemuxNotice::Suppressed { count } => write!(f, "{count} further notices suppressed"),
+        }
+    }
 }
 
 /// Counters for one track.
@@ -720,13 +741,17 @@ mod tests {
         };
         assert_eq!((cfg.width, cfg.height), (640, 360));
         assert_eq!(d.video_config().map(|c| c.width), Some(640));
+        let notices = d.take_notices();
         assert_eq!(
-            d.take_notices(),
+            notices,
             vec![DemuxNotice::ConfigChanged {
                 kind: TrackKind::Video,
                 codec: "avc1.42c01e".into()
             }]
         );
+        assert!(notices[0]
+            .to_string()
+            .contains("changed the video configuration"));
     }
 
     #[test]

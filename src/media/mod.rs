@@ -86,7 +86,8 @@ pub struct VideoFrame {
     pub dts: Timestamp,
     /// Presentation time (dts + composition offset).
     pub pts: Timestamp,
-    /// IDR (FLV frame type 1 with an IDR NAL unit).
+    /// Sync sample: the access unit holds an IDR NAL unit (the FLV frame type is
+    /// advisory and not used).
     pub keyframe: bool,
     /// NAL units, each prefixed by its length in `nal_length_size` bytes (AVCC form).
     pub data: Bytes,
