@@ -17,7 +17,9 @@ pub mod timeline;
 use bytes::Bytes;
 use std::sync::Arc;
 
+pub use flv::{DemuxNotice, DemuxStats, Demuxer, MediaError};
 pub use time::{RtmpTimestamp, Timestamp, MILLIS, VIDEO_TIMESCALE};
+pub use timeline::{Timeline, TimelineNotice, TrackKind};
 
 /// Video codecs Ladder understands.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -52,6 +54,12 @@ pub struct VideoConfig {
     pub interlaced: bool,
     /// Sample aspect ratio from the VUI (num, den); (1, 1) when absent.
     pub sample_aspect: (u32, u32),
+    /// 0 monochrome, 1 4:2:0, 2 4:2:2, 3 4:4:4 (from the SPS; 1 for profiles
+    /// that do not signal it).
+    pub chroma_format_idc: u8,
+    /// Luma and chroma sample bit depth (8 unless a high profile says otherwise).
+    pub bit_depth_luma: u8,
+    pub bit_depth_chroma: u8,
 }
 
 /// An audio decoder configuration, from the publisher's sequence header.
@@ -78,7 +86,8 @@ pub struct VideoFrame {
     pub dts: Timestamp,
     /// Presentation time (dts + composition offset).
     pub pts: Timestamp,
-    /// IDR (FLV frame type 1 with an IDR NAL unit).
+    /// Sync sample: the access unit holds an IDR NAL unit (the FLV frame type is
+    /// advisory and not used).
     pub keyframe: bool,
     /// NAL units, each prefixed by its length in `nal_length_size` bytes (AVCC form).
     pub data: Bytes,
