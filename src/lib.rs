@@ -10,14 +10,14 @@
 //!                         RTMP)        64-bit timeline)    LL-DASH manifests)      segments)
 //! ```
 //!
-//! - [`ingest`]: RTMP server (sockets in `ingest::server` only) and the sans-IO
+//! - [`ingest`] — RTMP server (sockets in `ingest::server` only) and the sans-IO
 //!   RTMP protocol in `ingest::rtmp`.
-//! - [`media`]: FLV, avcC/SPS, AAC config, timestamps. No I/O.
-//! - [`packaging`]: CMAF boxes and fragmenter, the segment store, LL-HLS and
+//! - [`media`] — FLV, avcC/SPS, AAC config, timestamps. No I/O.
+//! - [`packaging`] — CMAF boxes and fragmenter, the segment store, LL-HLS and
 //!   LL-DASH renderers. No I/O.
-//! - [`origin`]: the HTTP origin that CDN edges and players pull from.
-//! - [`control`]: configuration.
-//! - [`app`]: wires it together: tasks, bounded queues, admission, shutdown.
+//! - [`origin`] — the HTTP origin that CDN edges and players pull from.
+//! - [`control`] — configuration.
+//! - [`app`] — wires it together: tasks, bounded queues, admission, shutdown.
 
 pub mod app;
 pub mod control;

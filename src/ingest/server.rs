@@ -363,7 +363,7 @@ impl Connection {
                 }
             }
             Ok(None) => {}
-            Err(e) if e.is_fatal() => {
+            Err(e) if e.is_unsupported() => {
                 error!(channel = %channel.name, peer = %self.peer, error = %e, "publish stopped: unsupported media");
                 return Err(End::Media(e.to_string()));
             }
@@ -409,9 +409,9 @@ impl Connection {
             channel = %channel.name,
             peer = %self.peer,
             duration_s = format!("{:.1}", live.started.elapsed().as_secs_f64()),
-            video_frames = stats.video_frames,
-            audio_frames = stats.audio_frames,
-            bytes = stats.video_bytes + stats.audio_bytes,
+            video_frames = stats.video.frames,
+            audio_frames = stats.audio.frames,
+            bytes = stats.video.bytes + stats.audio.bytes,
             reason = %end,
             "publish ended"
         );

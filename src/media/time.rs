@@ -17,7 +17,7 @@ pub const VIDEO_TIMESCALE: u32 = 90_000;
 pub struct RtmpTimestamp(pub u32);
 
 /// A point (or a span) on a media timeline: `ticks / timescale` seconds.
-#[derive(Clone, Copy, Debug, Hash)]
+#[derive(Clone, Copy, Debug)]
 pub struct Timestamp {
     pub ticks: i64,
     pub timescale: u32,
@@ -75,17 +75,24 @@ impl Timestamp {
         self.ticks as f64 / self.timescale as f64
     }
 
-    /// `self - other`, in `self`'s timescale.
-    pub fn sub(self, other: Timestamp) -> Timestamp {
+}
+
+/// `self - other`, in `self`'s timescale (saturating).
+impl std::ops::Sub for Timestamp {
+    type Output = Timestamp;
+    fn sub(self, other: Timestamp) -> Timestamp {
         let o = other.rescale(self.timescale);
         Timestamp {
             ticks: self.ticks.saturating_sub(o.ticks),
             timescale: self.timescale,
         }
     }
+}
 
-    /// `self + other`, in `self`'s timescale.
-    pub fn add(self, other: Timestamp) -> Timestamp {
+/// `self + other`, in `self`'s timescale (saturating).
+impl std::ops::Add for Timestamp {
+    type Output = Timestamp;
+    fn add(self, other: Timestamp) -> Timestamp {
         let o = other.rescale(self.timescale);
         Timestamp {
             ticks: self.ticks.saturating_add(o.ticks),
@@ -137,7 +144,7 @@ mod tests {
         );
         assert!(Timestamp::from_millis(999) < Timestamp::new(90_000, VIDEO_TIMESCALE));
         assert_eq!(
-            Timestamp::from_millis(2000).sub(Timestamp::new(48_000, 48_000)),
+            Timestamp::from_millis(2000) - Timestamp::new(48_000, 48_000),
             Timestamp::from_millis(1000)
         );
     }

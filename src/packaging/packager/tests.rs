@@ -22,6 +22,9 @@ fn video_config(width: u32) -> Arc<VideoConfig> {
         level_idc: 31,
         interlaced: false,
         sample_aspect: (1, 1),
+        chroma_format_idc: 1,
+        bit_depth_luma: 8,
+        bit_depth_chroma: 8,
     })
 }
 
