@@ -17,7 +17,7 @@
 //!   enforced by the chunk decoder (`rtmp::chunk`).
 //! - publishers: the app's admission semaphore (`[ingest] max_publishers`).
 
-use super::rtmp::handshake::{self, HandshakeOutcome, ServerHandshake};
+use super::rtmp::handshake::{self, HandshakeProgress, ServerHandshake};
 use super::rtmp::session::{ServerEvent, ServerSession, SessionConfig};
 use crate::app::{Admission, App};
 use crate::control::config::Config;
@@ -173,7 +173,7 @@ impl Connection {
 
     async fn handshake(&self, socket: &mut TcpStream, buf: &mut [u8]) -> Result<Bytes, End> {
         let deadline = tokio::time::Instant::now() + self.limits.handshake_timeout;
-        let mut hs = ServerHandshake::new();
+        let mut hs = ServerHandshake::new(handshake_time_ms(), handshake_seed(self.peer));
         loop {
             let n = match tokio::time::timeout_at(deadline, socket.read(buf)).await {
                 Err(_) => return Err(End::HandshakeTimeout),
@@ -188,8 +188,8 @@ impl Connection {
             if let Some(out) = hs.take_output() {
                 write_all(socket, &out, deadline).await?;
             }
-            if let HandshakeOutcome::Done { leftover } = outcome {
-                return Ok(leftover);
+            if let HandshakeProgress::Done { remaining } = outcome {
+                return Ok(remaining);
             }
         }
     }
@@ -416,6 +416,23 @@ impl Connection {
             "publish ended"
         );
     }
+}
+
+/// S1's time field: milliseconds, wrapping (RTMP §5.2.3 leaves its epoch to us).
+fn handshake_time_ms() -> u32 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u32)
+        .unwrap_or(0)
+}
+
+/// Seed for S1's random bytes: not a secret, only needs to differ per connection.
+fn handshake_seed(peer: SocketAddr) -> u64 {
+    use std::hash::{BuildHasher, Hash, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    peer.hash(&mut h);
+    handshake_time_ms().hash(&mut h);
+    h.finish()
 }
 
 async fn write_all(socket: &mut TcpStream, data: &[u8], deadline: tokio::time::Instant) -> Result<(), End> {
