@@ -341,6 +341,16 @@ impl Connection {
             return Ok(());
         };
         let channel = live.admission.channel.clone();
+        // A replaced publisher must not write after its successor began.
+        let current = channel
+            .publisher
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .map(|p| p.session_id);
+        if current != Some(live.admission.session_id) {
+            return Err(End::Kicked);
+        }
         match r {
             Ok(Some(event)) => {
                 let mut p = channel.packager.lock().unwrap_or_else(|e| e.into_inner());

@@ -219,6 +219,10 @@ impl Packager {
     /// timestamp should map to: where the previous session ended plus the
     /// wall-clock gap, so the timeline keeps pace with the wall clock.
     pub fn start_session(&mut self, now: SystemTime) -> Timestamp {
+        if self.tracks().any(|t| t.open_msn.is_some()) {
+            // the previous publisher was replaced before it could finish
+            self.end_session();
+        }
         self.init_dirty = true;
         self.long_gop_logged = false;
         self.audio_next = None;
