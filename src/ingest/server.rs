@@ -109,7 +109,6 @@ enum End {
     Io(std::io::Error),
     Kicked,
     Shutdown,
-    Refused,
     Media(String),
 }
 
@@ -124,7 +123,6 @@ impl std::fmt::Display for End {
             End::Io(e) => write!(f, "connection error: {e}"),
             End::Kicked => write!(f, "replaced by a new publisher"),
             End::Shutdown => write!(f, "server shutting down"),
-            End::Refused => write!(f, "publish refused"),
             End::Media(e) => write!(f, "{e}"),
         }
     }
@@ -397,7 +395,7 @@ impl Connection {
     fn finish(&mut self, end: End) {
         let Some(live) = self.live.take() else {
             match end {
-                End::PeerClosed | End::Shutdown | End::Refused | End::Unpublished => {
+                End::PeerClosed | End::Shutdown | End::Unpublished => {
                     debug!(peer = %self.peer, reason = %end, "RTMP connection closed")
                 }
                 _ => info!(peer = %self.peer, reason = %end, "RTMP connection closed"),

@@ -38,6 +38,10 @@ const SEGMENT_SLACK_MS: i64 = 50;
 /// Audio timestamps are counted in samples; when the publisher's timestamp is
 /// further than this from the count (a gap, a jump), the count is re-anchored.
 const AUDIO_RESYNC_MS: i64 = 100;
+/// Audio frames held while waiting for the first video segment of a session
+/// (publishers send audio before the first keyframe): about 5 s of AAC. Over
+/// it, the oldest is dropped and counted.
+pub const MAX_AUDIO_PREROLL: usize = 256;
 
 #[derive(Debug, thiserror::Error)]
 pub enum PackagerError {
@@ -166,6 +170,10 @@ pub struct Packager {
     /// AST has been set for this channel.
     anchored: bool,
     long_gop_logged: bool,
+    /// First part number of a track (tenths of a second since the epoch).
+    part_base: u64,
+    /// Audio that arrived before the first video segment of the session.
+    audio_preroll: std::collections::VecDeque<(AudioFrame, SystemTime)>,
     notices: Vec<PackagerNotice>,
     stats: PackagerStats,
 }
@@ -179,13 +187,6 @@ impl Packager {
     pub fn new(store: Arc<ChannelStore>, video_id: &str, now: SystemTime) -> Self {
         let config = store.read().config.clone();
         let base = unix_secs(now);
-        store.write(|s| {
-            // Parts are at least 0.1 s, so tenths of a second since the epoch
-            // keep part numbers increasing across restarts.
-            for t in &mut s.tracks {
-                t.next_part_seq = t.next_part_seq.max(base * 10);
-            }
-        });
         Packager {
             store,
             config,
@@ -202,6 +203,10 @@ impl Packager {
             last_end_ms: None,
             anchored: false,
             long_gop_logged: false,
+            // Parts are at least 0.1 s, so tenths of a second since the epoch
+            // keep part numbers increasing across restarts.
+            part_base: base * 10,
+            audio_preroll: std::collections::VecDeque::new(),
             notices: Vec::new(),
             stats: PackagerStats::default(),
         }
@@ -226,6 +231,7 @@ impl Packager {
         self.init_dirty = true;
         self.long_gop_logged = false;
         self.audio_next = None;
+        self.audio_preroll.clear();
         self.video_config = None;
         self.audio_config = None;
         self.store.write(|s| s.live = true);
@@ -369,8 +375,10 @@ impl Packager {
             channels: 0,
             nominal_bandwidth: 0,
         };
+        let part_base = self.part_base;
         self.store.write(|s| {
-            s.upsert_track(info);
+            let i = s.upsert_track(info);
+            s.tracks[i].next_part_seq = s.tracks[i].next_part_seq.max(part_base);
         });
         match &mut self.video {
             Some(t) => {
@@ -415,8 +423,10 @@ impl Packager {
             channels: c.channels,
             nominal_bandwidth: 0,
         };
+        let part_base = self.part_base;
         self.store.write(|s| {
-            s.upsert_track(info);
+            let i = s.upsert_track(info);
+            s.tracks[i].next_part_seq = s.tracks[i].next_part_seq.max(part_base);
         });
         match &mut self.audio {
             Some(t) => {
@@ -472,6 +482,10 @@ impl Packager {
             }
             // audio follows at its first frame at or after `dts`
             self.open_segment(TrackKind::Video, dts, wall);
+            // audio that came before this first segment can now be placed
+            for (frame, w) in std::mem::take(&mut self.audio_preroll) {
+                self.on_audio(frame, w);
+            }
         } else if cut_part {
             self.write_part(TrackKind::Video, false);
             let t = self.video.as_mut().expect("video track");
@@ -518,8 +532,12 @@ impl Packager {
 
         let new_segment = if has_video {
             let Some(v) = video_msn else {
-                // no video segment yet: nothing to align with
-                self.stats.dropped_audio_before_video += 1;
+                // no video segment yet: hold the frame until one opens
+                if self.audio_preroll.len() >= MAX_AUDIO_PREROLL {
+                    self.audio_preroll.pop_front();
+                    self.stats.dropped_audio_before_video += 1;
+                }
+                self.audio_preroll.push_back((f, wall));
                 return;
             };
             let vs = Timestamp::new(video_seg_start.unwrap_or(0), VIDEO_TIMESCALE)
