@@ -110,7 +110,11 @@ async fn get(shared: &Shared, route: Route<'_>, query: Option<&str>) -> Response
                 return not_found();
             }
             let cache = manifest_cache(&state);
-            ok(DASH, &cache, body::full(dash::mpd(&state, SystemTime::now())))
+            ok(
+                DASH,
+                &cache,
+                body::full(dash::mpd(&state, SystemTime::now())),
+            )
         }
         Route::Media { track, .. } => media_playlist(shared, &store, track, query).await,
         Route::Init { track, id, .. } => {
@@ -232,10 +236,9 @@ async fn segment(
                 ),
                 None => not_found(),
             })),
-            hls::SegmentAvailability::Growing => Check::Done(Found::Growing(
-                media_type(t.info.kind),
-                park_limit(state),
-            )),
+            hls::SegmentAvailability::Growing => {
+                Check::Done(Found::Growing(media_type(t.info.kind), park_limit(state)))
+            }
             hls::SegmentAvailability::Wait => Check::Wait,
             hls::SegmentAvailability::NotFound => Check::Done(Found::Done(not_found())),
         }
@@ -426,7 +429,8 @@ fn preflight(request: &HeaderMap) -> Response<OriginBody> {
         .cloned();
     h.insert(
         header::ACCESS_CONTROL_ALLOW_HEADERS,
-        asked.unwrap_or_else(|| HeaderValue::from_static("Range, If-None-Match, If-Modified-Since")),
+        asked
+            .unwrap_or_else(|| HeaderValue::from_static("Range, If-None-Match, If-Modified-Since")),
     );
     h.insert(
         header::ACCESS_CONTROL_MAX_AGE,
@@ -436,7 +440,10 @@ fn preflight(request: &HeaderMap) -> Response<OriginBody> {
         header::VARY,
         HeaderValue::from_static("Access-Control-Request-Headers"),
     );
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static(CACHE_NO_STORE));
+    h.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static(CACHE_NO_STORE),
+    );
     r
 }
 

@@ -106,8 +106,7 @@ fn name(s: &str) -> Option<&str> {
         && s.len() <= MAX_NAME_BYTES
         && s != "."
         && s != ".."
-        && s
-            .bytes()
+        && s.bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'));
     ok.then_some(s)
 }
