@@ -821,3 +821,57 @@ async fn ten_thousand_parked_requests() {
     assert_eq!(released, PARKED);
     server.stop().await;
 }
+
+/// A viewer (or CDN edge) that gives up on a parked request frees its slot at
+/// once, not after 3 x target duration: over HTTP/1.1 by closing the
+/// connection, over HTTP/2 by resetting the stream.
+#[tokio::test]
+async fn abandoned_parked_requests_free_their_slot() {
+    let server = Server::start(
+        StoreConfig::default(),
+        OriginConfig {
+            max_parked: 1,
+            ..OriginConfig::default()
+        },
+    )
+    .await;
+    let path = "/live/news/720p/index.m3u8?_HLS_msn=100&_HLS_part=4";
+    let url = server.url(path);
+    let impatient =
+        |c: reqwest::ClientBuilder| c.timeout(Duration::from_millis(300)).build().unwrap();
+    let h1_short = impatient(reqwest::Client::builder().http1_only());
+    let h2_short = impatient(reqwest::Client::builder().http2_prior_knowledge());
+
+    // Does a new blocking request park (slot free) rather than get 503?
+    async fn parks(c: &reqwest::Client, url: &str) -> bool {
+        match c.get(url).send().await {
+            Err(e) => e.is_timeout(),
+            Ok(r) => {
+                assert_eq!(r.status(), 503);
+                false
+            }
+        }
+    }
+    async fn eventually_parks(c: &reqwest::Client, url: &str) {
+        let deadline = Instant::now() + Duration::from_secs(3);
+        while !parks(c, url).await {
+            assert!(Instant::now() < deadline, "slot never freed");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    // HTTP/1.1: park one, see the cap refuse another, close the connection
+    let mut s = TcpStream::connect(server.addr).await.unwrap();
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: o\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(!parks(&h1_short, &url).await, "cap of 1 not enforced");
+    drop(s);
+    eventually_parks(&h1_short, &url).await;
+
+    // HTTP/2: the timed-out request above was reset; the slot frees again
+    eventually_parks(&h2_short, &url).await;
+    eventually_parks(&h2_short, &url).await;
+    server.stop().await;
+}

@@ -6,7 +6,7 @@
 //! on the channel's change notification and re-checks after every change; no
 //! polling, no thread per request.
 
-use super::body::{self, Follower, GrowingBody, OriginBody};
+use super::body::{self, Follower, OriginBody};
 use super::route::{self, Route};
 use super::Shared;
 use crate::packaging::store::{ChannelState, ChannelStore, TrackKind};
@@ -259,7 +259,7 @@ async fn segment(
                 shared.shutdown.clone(),
                 stall,
             );
-            ok(content_type, CACHE_IMMUTABLE, GrowingBody::new(follower))
+            ok(content_type, CACHE_IMMUTABLE, body::growing(follower))
         }
     }
 }
