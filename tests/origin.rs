@@ -780,6 +780,8 @@ async fn ten_thousand_parked_requests() {
         );
         if let Ok(r) = probe.get(&url).send().await {
             if r.status() == 503 {
+                assert_eq!(header(&r, "retry-after"), "1");
+                assert_eq!(header(&r, "cache-control"), "no-store");
                 assert!(r.text().await.unwrap().contains("parked"));
                 break;
             }

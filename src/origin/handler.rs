@@ -9,7 +9,7 @@
 use super::body::{self, Follower, OriginBody};
 use super::route::{self, Route};
 use super::Shared;
-use crate::packaging::store::{ChannelState, ChannelStore, TrackKind};
+use crate::packaging::store::{ChannelState, ChannelStore, Track, TrackKind};
 use crate::packaging::{dash, hls};
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderValue};
@@ -149,10 +149,10 @@ async fn media_playlist(
     };
     let blocking = directives.msn.is_some();
     let outcome = park(shared, store, |state| {
-        let Some(i) = state.track_index(track) else {
+        let Some((i, t)) = find_track(state, track) else {
             return Check::Done(not_found());
         };
-        if !blocking && state.tracks[i].last_part_position().is_none() {
+        if !blocking && t.last_part_position().is_none() {
             // nothing to play yet
             return Check::Done(not_found());
         }
@@ -188,12 +188,11 @@ async fn part(
     seq: u64,
 ) -> Response<OriginBody> {
     park(shared, store, |state| {
-        let Some(i) = state.track_index(track) else {
+        let Some((i, t)) = find_track(state, track) else {
             return Check::Done(not_found());
         };
         match hls::part_availability(state, i, seq) {
             hls::PartAvailability::Ready => {
-                let t = &state.tracks[i];
                 let found = t
                     .part(seq)
                     .and_then(|(segment, idx)| segment.parts.get(idx))
@@ -223,10 +222,9 @@ async fn segment(
         Growing(&'static str, Duration),
     }
     let found = park(shared, store, |state| {
-        let Some(i) = state.track_index(track) else {
+        let Some((i, t)) = find_track(state, track) else {
             return Check::Done(Found::Done(not_found()));
         };
-        let t = &state.tracks[i];
         match hls::segment_availability(state, i, msn) {
             hls::SegmentAvailability::Complete => Check::Done(Found::Done(match t.segment(msn) {
                 Some(s) => ok(
@@ -287,10 +285,14 @@ async fn park<T>(
         park_limit(&state)
     };
     let Ok(_permit) = shared.parked.clone().try_acquire_owned() else {
-        return Err(text(
+        let mut r = text(
             StatusCode::SERVICE_UNAVAILABLE,
             "too many parked requests\n",
-        ));
+        );
+        // overloaded, not late: tell CDNs and players to back off a little
+        r.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        return Err(r);
     };
     let mut shutdown = shared.shutdown.clone();
     let deadline = tokio::time::sleep(limit);
@@ -314,6 +316,16 @@ async fn park<T>(
             return Ok(t);
         }
     }
+}
+
+/// A track by id, with its index (what the renderers take). Looked up under
+/// each read guard: indices move when tracks are added.
+fn find_track<'s>(state: &'s ChannelState, id: &str) -> Option<(usize, &'s Track)> {
+    state
+        .tracks
+        .iter()
+        .enumerate()
+        .find(|(_, t)| t.info.id == id)
 }
 
 /// 3 x target duration, at most [`MAX_PARK`].
