@@ -3,7 +3,7 @@
 //! - [`parts`]: a finished object (complete segment, part, init, manifest) sent
 //!   from the store's own buffers: no copy, exact length, so HTTP/1.1 gets a
 //!   `Content-Length` and HTTP/2 an `END_STREAM` on the last DATA frame.
-//! - [`GrowingBody`]: a segment still being written (LL-DASH chunked delivery,
+//! - [`growing`]: a segment still being written (LL-DASH chunked delivery,
 //!   DASH-IF low-latency modes). It sends the parts already in the store, then
 //!   each new part as soon as the packager adds it, one data frame per CMAF chunk
 //!   (one chunk of HTTP/1.1 chunked transfer coding, RFC 9112 §7.1; one or more
@@ -201,13 +201,12 @@ pub struct GrowingBody {
     step: Option<Step>,
 }
 
-impl GrowingBody {
-    pub fn new(follower: Follower) -> OriginBody {
-        GrowingBody {
-            step: Some(Box::pin(follower.next_owned())),
-        }
-        .boxed_unsync()
+/// The body of a segment being written, following it with `follower`.
+pub fn growing(follower: Follower) -> OriginBody {
+    GrowingBody {
+        step: Some(Box::pin(follower.next_owned())),
     }
+    .boxed_unsync()
 }
 
 impl Body for GrowingBody {

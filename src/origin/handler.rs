@@ -6,10 +6,10 @@
 //! on the channel's change notification and re-checks after every change; no
 //! polling, no thread per request.
 
-use super::body::{self, Follower, GrowingBody, OriginBody};
+use super::body::{self, Follower, OriginBody};
 use super::route::{self, Route};
 use super::Shared;
-use crate::packaging::store::{ChannelState, ChannelStore, TrackKind};
+use crate::packaging::store::{ChannelState, ChannelStore, Track, TrackKind};
 use crate::packaging::{dash, hls};
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderValue};
@@ -110,7 +110,11 @@ async fn get(shared: &Shared, route: Route<'_>, query: Option<&str>) -> Response
                 return not_found();
             }
             let cache = manifest_cache(&state);
-            ok(DASH, &cache, body::full(dash::mpd(&state, SystemTime::now())))
+            ok(
+                DASH,
+                &cache,
+                body::full(dash::mpd(&state, SystemTime::now())),
+            )
         }
         Route::Media { track, .. } => media_playlist(shared, &store, track, query).await,
         Route::Init { track, id, .. } => {
@@ -145,10 +149,10 @@ async fn media_playlist(
     };
     let blocking = directives.msn.is_some();
     let outcome = park(shared, store, |state| {
-        let Some(i) = state.track_index(track) else {
+        let Some((i, t)) = find_track(state, track) else {
             return Check::Done(not_found());
         };
-        if !blocking && state.tracks[i].last_part_position().is_none() {
+        if !blocking && t.last_part_position().is_none() {
             // nothing to play yet
             return Check::Done(not_found());
         }
@@ -184,12 +188,11 @@ async fn part(
     seq: u64,
 ) -> Response<OriginBody> {
     park(shared, store, |state| {
-        let Some(i) = state.track_index(track) else {
+        let Some((i, t)) = find_track(state, track) else {
             return Check::Done(not_found());
         };
         match hls::part_availability(state, i, seq) {
             hls::PartAvailability::Ready => {
-                let t = &state.tracks[i];
                 let found = t
                     .part(seq)
                     .and_then(|(segment, idx)| segment.parts.get(idx))
@@ -219,10 +222,9 @@ async fn segment(
         Growing(&'static str, Duration),
     }
     let found = park(shared, store, |state| {
-        let Some(i) = state.track_index(track) else {
+        let Some((i, t)) = find_track(state, track) else {
             return Check::Done(Found::Done(not_found()));
         };
-        let t = &state.tracks[i];
         match hls::segment_availability(state, i, msn) {
             hls::SegmentAvailability::Complete => Check::Done(Found::Done(match t.segment(msn) {
                 Some(s) => ok(
@@ -232,10 +234,9 @@ async fn segment(
                 ),
                 None => not_found(),
             })),
-            hls::SegmentAvailability::Growing => Check::Done(Found::Growing(
-                media_type(t.info.kind),
-                park_limit(state),
-            )),
+            hls::SegmentAvailability::Growing => {
+                Check::Done(Found::Growing(media_type(t.info.kind), park_limit(state)))
+            }
             hls::SegmentAvailability::Wait => Check::Wait,
             hls::SegmentAvailability::NotFound => Check::Done(Found::Done(not_found())),
         }
@@ -256,7 +257,7 @@ async fn segment(
                 shared.shutdown.clone(),
                 stall,
             );
-            ok(content_type, CACHE_IMMUTABLE, GrowingBody::new(follower))
+            ok(content_type, CACHE_IMMUTABLE, body::growing(follower))
         }
     }
 }
@@ -284,10 +285,14 @@ async fn park<T>(
         park_limit(&state)
     };
     let Ok(_permit) = shared.parked.clone().try_acquire_owned() else {
-        return Err(text(
+        let mut r = text(
             StatusCode::SERVICE_UNAVAILABLE,
             "too many parked requests\n",
-        ));
+        );
+        // overloaded, not late: tell CDNs and players to back off a little
+        r.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        return Err(r);
     };
     let mut shutdown = shared.shutdown.clone();
     let deadline = tokio::time::sleep(limit);
@@ -311,6 +316,16 @@ async fn park<T>(
             return Ok(t);
         }
     }
+}
+
+/// A track by id, with its index (what the renderers take). Looked up under
+/// each read guard: indices move when tracks are added.
+fn find_track<'s>(state: &'s ChannelState, id: &str) -> Option<(usize, &'s Track)> {
+    state
+        .tracks
+        .iter()
+        .enumerate()
+        .find(|(_, t)| t.info.id == id)
 }
 
 /// 3 x target duration, at most [`MAX_PARK`].
@@ -426,7 +441,8 @@ fn preflight(request: &HeaderMap) -> Response<OriginBody> {
         .cloned();
     h.insert(
         header::ACCESS_CONTROL_ALLOW_HEADERS,
-        asked.unwrap_or_else(|| HeaderValue::from_static("Range, If-None-Match, If-Modified-Since")),
+        asked
+            .unwrap_or_else(|| HeaderValue::from_static("Range, If-None-Match, If-Modified-Since")),
     );
     h.insert(
         header::ACCESS_CONTROL_MAX_AGE,
@@ -436,7 +452,10 @@ fn preflight(request: &HeaderMap) -> Response<OriginBody> {
         header::VARY,
         HeaderValue::from_static("Access-Control-Request-Headers"),
     );
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static(CACHE_NO_STORE));
+    h.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static(CACHE_NO_STORE),
+    );
     r
 }
 

@@ -106,8 +106,7 @@ fn name(s: &str) -> Option<&str> {
         && s.len() <= MAX_NAME_BYTES
         && s != "."
         && s != ".."
-        && s
-            .bytes()
+        && s.bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'));
     ok.then_some(s)
 }
@@ -215,6 +214,24 @@ mod tests {
             &long_path,
         ] {
             assert_eq!(parse(p), None, "{p:?}");
+        }
+    }
+
+    proptest::proptest! {
+        /// Any path: no panic, and what is accepted names only safe characters.
+        #[test]
+        fn any_path_is_safe(path in "(/|live|\\.|%2[eEfF]|[a-z0-9_-]|seg-|part-|init-|\\.m4s|\\.mp4|\\.m3u8|\\PC){0,40}") {
+            if let Some(route) = parse(&path) {
+                assert!(path.len() <= MAX_PATH_BYTES);
+                assert!(!path.contains('%'));
+                assert!(path.split('/').all(|seg| seg != ".." && seg != "."));
+                let (Route::Master { channel } | Route::Mpd { channel }
+                | Route::Media { channel, .. } | Route::Init { channel, .. }
+                | Route::Part { channel, .. } | Route::Segment { channel, .. }) = route else {
+                    return Ok(());
+                };
+                assert!(channel.bytes().all(|b| b.is_ascii_alphanumeric() || b"_-.".contains(&b)));
+            }
         }
     }
 }
