@@ -48,6 +48,17 @@
 //! Sample durations and decode times are in the track timescale (`mdhd`). There is
 //! no edit list: presentation time = decode time + composition offset, exactly as
 //! fed. The movie header uses [`MOVIE_TIMESCALE`]; all durations are 0 (live).
+//! Composition offsets may be negative (`trun` version 1), e.g. shifted so the
+//! first frame of a segment presents at its decode time as `cmf2` asks; note that
+//! ffmpeg's mov demuxer then reports every pts shifted up by the most negative
+//! offset (its `dts_shift`), while browser MSE parsers take them as written.
+//!
+//! # What the caller guarantees
+//!
+//! These functions serialise what they are given and never fail. The packager
+//! keeps the CMAF rules that span chunks: a non-zero track ID and timescale, a
+//! sync sample first in every chunk with `segment_start`, `mfhd` sequence numbers
+//! increasing per track, and `tfdt` continuous across chunks.
 
 use bytes::{BufMut, Bytes, BytesMut};
 use std::time::{SystemTime, UNIX_EPOCH};
