@@ -48,6 +48,17 @@
 //! Sample durations and decode times are in the track timescale (`mdhd`). There is
 //! no edit list: presentation time = decode time + composition offset, exactly as
 //! fed. The movie header uses [`MOVIE_TIMESCALE`]; all durations are 0 (live).
+//! Composition offsets may be negative (`trun` version 1), e.g. shifted so the
+//! first frame of a segment presents at its decode time as `cmf2` asks; note that
+//! ffmpeg's mov demuxer then reports every pts shifted up by the most negative
+//! offset (its `dts_shift`), while browser MSE parsers take them as written.
+//!
+//! # What the caller guarantees
+//!
+//! These functions serialise what they are given and never fail. The packager
+//! keeps the CMAF rules that span chunks: a non-zero track ID and timescale, a
+//! sync sample first in every chunk with `segment_start`, `mfhd` sequence numbers
+//! increasing per track, and `tfdt` continuous across chunks.
 
 use bytes::{BufMut, Bytes, BytesMut};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -1417,24 +1428,30 @@ mod tests {
 
     // -- end to end: real encoders in, ffprobe out --------------------------------
 
-    /// Runs a tool and returns its stdout, or `None` when it is not installed.
-    fn run_tool(name: &str, args: &[&str]) -> Option<String> {
-        let out = match Command::new(name).args(args).output() {
+    /// Runs a tool with whitespace-separated `args` and then `file`, and returns
+    /// its stdout, or `None` when the tool is not installed.
+    fn run_tool(name: &str, args: &str, file: Option<&Path>) -> Option<String> {
+        let mut command = Command::new(name);
+        command.args(args.split_whitespace());
+        if let Some(file) = file {
+            command.arg(file);
+        }
+        let out = match command.output() {
             Ok(out) => out,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
             Err(e) => panic!("{name}: {e}"),
         };
         assert!(
             out.status.success(),
-            "{name} {args:?} failed: {}",
+            "{name} {args} {file:?} failed: {}",
             String::from_utf8_lossy(&out.stderr)
         );
         Some(String::from_utf8(out.stdout).unwrap())
     }
 
     fn tools_present() -> bool {
-        let ok = run_tool("ffmpeg", &["-version"]).is_some()
-            && run_tool("ffprobe", &["-version"]).is_some();
+        let ok = run_tool("ffmpeg", "-version", None).is_some()
+            && run_tool("ffprobe", "-version", None).is_some();
         if !ok {
             eprintln!("SKIPPED: ffmpeg/ffprobe not found on PATH; end-to-end CMAF check not run");
         }
@@ -1569,14 +1586,12 @@ mod tests {
     }
 
     fn probe(path: &Path) -> Probed {
-        let path = path.to_str().unwrap();
+        const STREAM_ENTRIES: &str = "stream=codec_name,profile,width,height,sample_rate,\
+             channels,time_base,duration,nb_read_frames";
         let stream = run_tool(
             "ffprobe",
-            &[
-                "-v", "error", "-count_frames", "-show_entries",
-                "stream=codec_name,profile,width,height,sample_aspect_ratio,sample_rate,channels,time_base,duration,nb_read_frames",
-                "-of", "default=nw=1", path,
-            ],
+            &format!("-v error -count_frames -show_entries {STREAM_ENTRIES} -of default=nw=1"),
+            Some(path),
         )
         .unwrap();
         let stream: Vec<(String, String)> = stream
@@ -1586,15 +1601,8 @@ mod tests {
             .collect();
         let packets = run_tool(
             "ffprobe",
-            &[
-                "-v",
-                "error",
-                "-show_entries",
-                "packet=pts,dts,flags",
-                "-of",
-                "csv=p=0",
-                path,
-            ],
+            "-v error -show_entries packet=pts,dts,flags -of csv=p=0",
+            Some(path),
         )
         .unwrap();
         let packets = packets
@@ -1611,7 +1619,9 @@ mod tests {
             .collect();
         // Decoding everything must be silent: no decoder or demuxer complaints.
         let out = Command::new("ffmpeg")
-            .args(["-v", "error", "-i", path, "-f", "null", "-"])
+            .args(["-v", "error", "-i"])
+            .arg(path)
+            .args(["-f", "null", "-"])
             .output()
             .unwrap();
         assert!(out.status.success());
@@ -1650,42 +1660,29 @@ mod tests {
 
     #[test]
     fn ffprobe_accepts_h264_with_b_frames() {
+        check_h264("video", false);
+    }
+
+    /// The `cmf2` style: offsets shifted so the first frame presents at its decode
+    /// time, which makes the offsets of B-frames negative (`trun` version 1).
+    #[test]
+    fn ffprobe_accepts_h264_with_negative_composition_offsets() {
+        check_h264("video-negative", true);
+    }
+
+    fn check_h264(name: &str, negative_offsets: bool) {
         if !tools_present() {
             return;
         }
-        let dir = scratch_dir("video");
+        let dir = scratch_dir(name);
         let flv = dir.join("in.flv");
         // 120 frames, a keyframe every 60 (two segments), two B-frames.
         run_tool(
             "ffmpeg",
-            &[
-                "-v",
-                "error",
-                "-y",
-                "-f",
-                "lavfi",
-                "-i",
-                "testsrc2=size=640x360:rate=30",
-                "-frames:v",
-                "120",
-                "-c:v",
-                "libx264",
-                "-profile:v",
-                "high",
-                "-bf",
-                "2",
-                "-g",
-                "60",
-                "-keyint_min",
-                "60",
-                "-sc_threshold",
-                "0",
-                "-pix_fmt",
-                "yuv420p",
-                "-f",
-                "flv",
-                flv.to_str().unwrap(),
-            ],
+            "-v error -y -f lavfi -i testsrc2=size=640x360:rate=30 -frames:v 120 \
+             -c:v libx264 -profile:v high -bf 2 -g 60 -keyint_min 60 -sc_threshold 0 \
+             -pix_fmt yuv420p -f flv",
+            Some(&flv),
         )
         .unwrap();
         let (avcc, frames) = parse_flv_avc(&std::fs::read(&flv).unwrap());
@@ -1697,6 +1694,11 @@ mod tests {
 
         // 90 kHz media time from FLV milliseconds.
         let dts: Vec<u64> = frames.iter().map(|f| u64::from(f.dts_ms) * 90).collect();
+        let shift = if negative_offsets {
+            frames[0].cts_ms * 90
+        } else {
+            0
+        };
         let samples: Vec<Sample> = frames
             .iter()
             .enumerate()
@@ -1705,7 +1707,7 @@ mod tests {
                     Some(next) => (next - dts[i]) as u32,
                     None => 3000,
                 },
-                composition_offset: f.cts_ms * 90,
+                composition_offset: f.cts_ms * 90 - shift,
                 keyframe: f.keyframe,
                 data: f.data.clone(),
             })
@@ -1725,11 +1727,15 @@ mod tests {
             },
         };
         let file = package(&track, true, &dts, &samples, &segment_starts, 4);
+        assert_eq!(
+            samples.iter().any(|s| s.composition_offset < 0),
+            negative_offsets
+        );
         // 2 segments x 4 chunks: 2 styp, 8 moof.
         let top = kinds(&boxes_in(&file, 0, file.len()));
         assert_eq!(top.iter().filter(|k| *k == "styp").count(), 2);
         assert_eq!(top.iter().filter(|k| *k == "moof").count(), 8);
-        let path = dir.join("video.mp4");
+        let path = dir.join("track.mp4");
         std::fs::write(&path, &file).unwrap();
 
         let p = probe(&path);
@@ -1739,11 +1745,21 @@ mod tests {
         assert_eq!(field(&p, "time_base"), "1/90000");
         assert_eq!(p.decoded_frames, 120);
         assert_eq!(p.packets.len(), 120);
+        // ffmpeg's mov demuxer keeps pts >= dts: with negative offsets in a
+        // fragmented file it adds the largest negative offset to every pts
+        // (`dts_shift`) instead of honouring them as written. Browsers' MSE
+        // parsers take the offsets as written.
+        let ffmpeg_dts_shift = -samples
+            .iter()
+            .map(|s| i64::from(s.composition_offset))
+            .min()
+            .unwrap()
+            .min(0);
         for (i, (&(pts, dts_probed, key), s)) in p.packets.iter().zip(&samples).enumerate() {
             assert_eq!(dts_probed, dts[i] as i64, "dts of packet {i}");
             assert_eq!(
                 pts,
-                dts[i] as i64 + i64::from(s.composition_offset),
+                dts[i] as i64 + i64::from(s.composition_offset) + ffmpeg_dts_shift,
                 "pts of packet {i}"
             );
             assert_eq!(key, s.keyframe, "keyframe flag of packet {i}");
@@ -1769,26 +1785,9 @@ mod tests {
         let adts = dir.join("in.aac");
         run_tool(
             "ffmpeg",
-            &[
-                "-v",
-                "error",
-                "-y",
-                "-f",
-                "lavfi",
-                "-i",
-                "sine=frequency=440:sample_rate=48000",
-                "-t",
-                "4",
-                "-ac",
-                "2",
-                "-c:a",
-                "aac",
-                "-b:a",
-                "128k",
-                "-f",
-                "adts",
-                adts.to_str().unwrap(),
-            ],
+            "-v error -y -f lavfi -i sine=frequency=440:sample_rate=48000 -t 4 -ac 2 \
+             -c:a aac -b:a 128k -f adts",
+            Some(&adts),
         )
         .unwrap();
         let (asc, rate, frames) = parse_adts(&std::fs::read(&adts).unwrap());
