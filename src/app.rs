@@ -70,10 +70,19 @@ pub enum Refusal {
 impl Refusal {
     pub fn status(&self) -> (&'static str, String) {
         match self {
-            Refusal::UnknownKey => ("NetStream.Publish.Unauthorized", "unknown stream key".into()),
+            Refusal::UnknownKey => (
+                "NetStream.Publish.Unauthorized",
+                "unknown stream key".into(),
+            ),
             Refusal::BadName(why) => ("NetStream.Publish.BadName", why.clone()),
-            Refusal::AlreadyLive => ("NetStream.Publish.BadName", "channel is already live".into()),
-            Refusal::TooManyPublishers => ("NetStream.Publish.Rejected", "server is at its publisher limit".into()),
+            Refusal::AlreadyLive => (
+                "NetStream.Publish.BadName",
+                "channel is already live".into(),
+            ),
+            Refusal::TooManyPublishers => (
+                "NetStream.Publish.Rejected",
+                "server is at its publisher limit".into(),
+            ),
         }
     }
 }
@@ -137,10 +146,13 @@ impl App {
         let ok = !key.is_empty()
             && key.len() <= 64
             && !key.starts_with('-')
-            && key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+            && key
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
         if !ok {
             return Err(Refusal::BadName(
-                "in open mode the stream key is the channel name: use 1-64 of A-Z a-z 0-9 _ -".into(),
+                "in open mode the stream key is the channel name: use 1-64 of A-Z a-z 0-9 _ -"
+                    .into(),
             ));
         }
         // a configured channel's name cannot be taken by publishing to it by name
@@ -155,7 +167,11 @@ impl App {
         map.entry(name.to_string())
             .or_insert_with(|| {
                 let store = self.registry.get_or_create(name, &self.store_config());
-                let packager = Packager::new(store.clone(), &self.source_rendition(name), SystemTime::now());
+                let packager = Packager::new(
+                    store.clone(),
+                    &self.source_rendition(name),
+                    SystemTime::now(),
+                );
                 Arc::new(ChannelRuntime {
                     name: name.to_string(),
                     store,
@@ -175,7 +191,9 @@ impl App {
             .try_acquire_owned()
             .map_err(|_| Refusal::TooManyPublishers)?;
         let channel = self.channel(&name);
-        let session_id = self.next_session.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let session_id = self
+            .next_session
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let kick = Arc::new(Notify::new());
         let mut slot = channel.publisher.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(old) = slot.as_ref() {
@@ -223,16 +241,20 @@ pub fn run(config: Config, source: ConfigSource) -> Result<(), AppError> {
 async fn serve(config: Config, source: ConfigSource) -> Result<(), AppError> {
     let rtmp_addr = config.server.rtmp_listen;
     let http_addr = config.server.http_listen;
-    let rtmp = tokio::net::TcpListener::bind(rtmp_addr).await.map_err(|e| AppError::Bind {
-        what: "RTMP",
-        addr: rtmp_addr,
-        source: e,
-    })?;
-    let http = tokio::net::TcpListener::bind(http_addr).await.map_err(|e| AppError::Bind {
-        what: "HTTP",
-        addr: http_addr,
-        source: e,
-    })?;
+    let rtmp = tokio::net::TcpListener::bind(rtmp_addr)
+        .await
+        .map_err(|e| AppError::Bind {
+            what: "RTMP",
+            addr: rtmp_addr,
+            source: e,
+        })?;
+    let http = tokio::net::TcpListener::bind(http_addr)
+        .await
+        .map_err(|e| AppError::Bind {
+            what: "HTTP",
+            addr: http_addr,
+            source: e,
+        })?;
     let app = App::new(config);
     info!(
         version = env!("CARGO_PKG_VERSION"),
@@ -261,7 +283,12 @@ async fn serve(config: Config, source: ConfigSource) -> Result<(), AppError> {
 
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let limits = IngestLimits::from_config(&app.config);
-    let ingest = tokio::spawn(ingest_server::serve(rtmp, app.clone(), limits, shutdown_rx.clone()));
+    let ingest = tokio::spawn(ingest_server::serve(
+        rtmp,
+        app.clone(),
+        limits,
+        shutdown_rx.clone(),
+    ));
     let mut origin_shutdown = shutdown_rx.clone();
     let origin_task = tokio::spawn(origin::serve(
         http,

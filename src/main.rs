@@ -145,7 +145,9 @@ fn init_tracing() -> anyhow::Result<()> {
         .with_env_filter(filter)
         .with_writer(io::stderr)
         // colours only on a terminal: journald and log files get plain text
-        .with_ansi(io::IsTerminal::is_terminal(&io::stderr()) && std::env::var_os("NO_COLOR").is_none())
+        .with_ansi(
+            io::IsTerminal::is_terminal(&io::stderr()) && std::env::var_os("NO_COLOR").is_none(),
+        )
         .try_init()
         .map_err(|e| anyhow::anyhow!(e))
         .context("cannot set up logging")

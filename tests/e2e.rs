@@ -16,11 +16,18 @@ fn round_trip(src: Source, profile: &str) {
     let dir = tempdir::Dir::new("rt");
     let reference = dir.join("sent.flv");
     let ff = publish(&src, &ladder.rtmp_url("cam1"), Some(&reference));
-    let master = wait_200(&ladder.url("/live/cam1/master.m3u8"), Duration::from_secs(15));
+    let master = wait_200(
+        &ladder.url("/live/cam1/master.m3u8"),
+        Duration::from_secs(15),
+    );
     assert!(master.contains("CODECS=\"avc1."), "{master}");
     let (code, err) = wait(ff, Duration::from_secs(60));
     assert_eq!(code, Some(0), "ffmpeg failed: {err}");
-    assert!(ladder.wait_log("publish ended", Duration::from_secs(10)), "{}", ladder.log());
+    assert!(
+        ladder.wait_log("publish ended", Duration::from_secs(10)),
+        "{}",
+        ladder.log()
+    );
 
     let sent = ffprobe(&reference);
     let video_out = dir.join("video.mp4");
@@ -55,7 +62,12 @@ fn round_trip(src: Source, profile: &str) {
     let frame = 1.0 / src.rate as f64;
     let t0 = sv[0].1 - gv[0].1; // the served timeline may be offset; the shape must match
     for (s, g) in sv.iter().zip(gv.iter()) {
-        assert!((s.0 - t0 - g.0).abs() < 0.002, "pts {} vs {}", s.0 - t0, g.0);
+        assert!(
+            (s.0 - t0 - g.0).abs() < 0.002,
+            "pts {} vs {}",
+            s.0 - t0,
+            g.0
+        );
         assert_eq!(s.2, g.2, "keyframe flag at pts {}", s.0);
     }
     let sa = packets(&sent, "audio");
@@ -68,7 +80,12 @@ fn round_trip(src: Source, profile: &str) {
     );
     // durations within one frame
     let dur = |p: &[(f64, f64, bool)]| p.last().unwrap().0 - p.first().unwrap().0;
-    assert!((dur(&sv) - dur(&gv)).abs() <= frame, "video duration {} vs {}", dur(&sv), dur(&gv));
+    assert!(
+        (dur(&sv) - dur(&gv)).abs() <= frame,
+        "video duration {} vs {}",
+        dur(&sv),
+        dur(&gv)
+    );
     // A/V sync: the offset between the first video and first audio timestamps is
     // what the publisher sent, within one frame
     let sent_offset = sv[0].0 - sa[0].0;
@@ -101,7 +118,13 @@ fn round_trip(src: Source, profile: &str) {
     assert_eq!(log.matches("publish started").count(), 1, "{log}");
     assert_eq!(log.matches("publish ended").count(), 1, "{log}");
     let ended = log.lines().find(|l| l.contains("publish ended")).unwrap();
-    for f in ["duration_s=", "video_frames=", "audio_frames=", "bytes=", "reason="] {
+    for f in [
+        "duration_s=",
+        "video_frames=",
+        "audio_frames=",
+        "bytes=",
+        "reason=",
+    ] {
         assert!(ended.contains(f), "{ended}");
     }
 }
@@ -130,10 +153,17 @@ key = "s3cr3t-key-123"
     src.seconds = 2.0;
     let ff = publish(&src, &ladder.rtmp_url("wrong-key-456"), None);
     let (code, _) = wait(ff, Duration::from_secs(30));
-    assert_ne!(code, Some(0), "ffmpeg should fail to publish with a wrong key");
+    assert_ne!(
+        code,
+        Some(0),
+        "ffmpeg should fail to publish with a wrong key"
+    );
     assert!(ladder.wait_log("publish refused", Duration::from_secs(5)));
     let ff = publish(&src, &ladder.rtmp_url("s3cr3t-key-123"), None);
-    wait_200(&ladder.url("/live/news/master.m3u8"), Duration::from_secs(15));
+    wait_200(
+        &ladder.url("/live/news/master.m3u8"),
+        Duration::from_secs(15),
+    );
     let _ = wait(ff, Duration::from_secs(30));
     let log = ladder.log();
     assert!(!log.contains("wrong-key-456"), "key in log:\n{log}");
@@ -161,7 +191,8 @@ fn reconnect_gives_a_discontinuity_and_monotonic_sequence_numbers() {
     let ff = publish(&src, &ladder.rtmp_url("re"), None);
     let _ = wait(ff, Duration::from_secs(30));
     let t = Instant::now();
-    while ladder.log().matches("publish ended").count() < 2 && t.elapsed() < Duration::from_secs(10) {
+    while ladder.log().matches("publish ended").count() < 2 && t.elapsed() < Duration::from_secs(10)
+    {
         std::thread::sleep(Duration::from_millis(100));
     }
     for track in ["source", "audio"] {
@@ -170,11 +201,17 @@ fn reconnect_gives_a_discontinuity_and_monotonic_sequence_numbers() {
         let pl = parse_media_playlist(&text);
         assert!(pl.media_sequence >= before.media_sequence);
         let msns: Vec<u64> = pl.segments.iter().map(|s| s.0).collect();
-        assert!(msns.windows(2).all(|w| w[1] == w[0] + 1), "{track}: {msns:?}");
+        assert!(
+            msns.windows(2).all(|w| w[1] == w[0] + 1),
+            "{track}: {msns:?}"
+        );
         let disc: Vec<_> = pl.segments.iter().filter(|s| s.3).collect();
         assert_eq!(disc.len(), 1, "{track}: one discontinuity expected\n{text}");
         assert!(disc[0].0 > before.segments.last().unwrap().0);
-        assert!(pl.map.len() >= 2, "{track}: a new EXT-X-MAP after the discontinuity\n{text}");
+        assert!(
+            pl.map.len() >= 2,
+            "{track}: a new EXT-X-MAP after the discontinuity\n{text}"
+        );
     }
 }
 
@@ -186,44 +223,65 @@ fn bad_rtmp_connections_do_not_harm_a_live_channel() {
     let mut src = Source::baseline();
     src.seconds = 10.0;
     let ff = publish(&src, &ladder.rtmp_url("live1"), None);
-    wait_200(&ladder.url("/live/live1/master.m3u8"), Duration::from_secs(15));
+    wait_200(
+        &ladder.url("/live/live1/master.m3u8"),
+        Duration::from_secs(15),
+    );
 
-    let closed_quickly = |payload: &[u8]| {
-        let mut s = TcpStream::connect(ladder.rtmp).unwrap();
-        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-        s.write_all(payload).unwrap();
-        let t = Instant::now();
-        let mut buf = [0u8; 4096];
-        loop {
-            match s.read(&mut buf) {
-                Ok(0) | Err(_) => break,
-                Ok(_) => continue,
+    let rtmp = ladder.rtmp;
+    let closed_after = move |payload: Vec<u8>| {
+        std::thread::spawn(move || {
+            let mut s = TcpStream::connect(rtmp).unwrap();
+            s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+            s.write_all(&payload).unwrap();
+            let t = Instant::now();
+            let mut buf = [0u8; 4096];
+            loop {
+                match s.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(_) => continue,
+                }
             }
-        }
-        t.elapsed()
+            t.elapsed()
+        })
     };
     // an HTTP request: version byte 'P' (80)
-    assert!(closed_quickly(b"POST / HTTP/1.1\r\nHost: x\r\n\r\n") < Duration::from_secs(2));
+    let http = closed_after(b"POST / HTTP/1.1\r\nHost: x\r\n\r\n".to_vec());
     // garbage
-    assert!(closed_quickly(&[0xffu8; 3000]) < Duration::from_secs(2));
-    // a version-3 handshake, then a chunk stream claiming a 16 MiB message in 1-byte chunks
-    // (fmt 0 header, csid 3, length 0xFFFFFF) — refused without a large allocation
+    let garbage = closed_after(vec![0xffu8; 3000]);
+    // a version-3 handshake, then a chunk claiming a 16 MiB message (fmt 0, csid 3,
+    // length 0xFFFFFF): refused at the header, before any allocation
     let mut hs = vec![3u8];
-    hs.extend(std::iter::repeat(0u8).take(1536 * 2));
+    hs.extend(std::iter::repeat_n(0u8, 1536 * 2));
     hs.extend_from_slice(&[0x03, 0, 0, 0, 0xff, 0xff, 0xff, 0x14, 0, 0, 0, 0]);
-    let _ = closed_quickly(&hs);
-    // a truncated handshake: C0 and part of C1, then silence -> closed by the deadline
-    let took = closed_quickly(&[3u8; 100]);
-    assert!(took < Duration::from_secs(9), "truncated handshake held {took:?}");
+    let huge = closed_after(hs);
+    // a truncated handshake: C0 and part of C1, then silence: closed by the deadline
+    let truncated = closed_after(vec![3u8; 100]);
 
     // the live channel kept going: its playlist still advances
-    let msn = |t: &str| parse_media_playlist(t).segments.last().map(|s| s.0).unwrap_or(0);
+    let msn = |t: &str| {
+        parse_media_playlist(t)
+            .segments
+            .last()
+            .map(|s| s.0)
+            .unwrap_or(0)
+    };
     let (_, a) = get_text(&ladder.url("/live/live1/source/index.m3u8"));
     std::thread::sleep(Duration::from_millis(2500));
     let (_, b) = get_text(&ladder.url("/live/live1/source/index.m3u8"));
     assert!(msn(&b) > msn(&a), "playlist stalled:\n{a}\n---\n{b}");
+    assert!(http.join().unwrap() < Duration::from_secs(2));
+    assert!(garbage.join().unwrap() < Duration::from_secs(2));
+    assert!(huge.join().unwrap() < Duration::from_secs(2));
+    let took = truncated.join().unwrap();
+    assert!(
+        took < Duration::from_secs(9),
+        "truncated handshake held {took:?}"
+    );
     let (code, err) = wait(ff, Duration::from_secs(30));
     assert_eq!(code, Some(0), "the live publisher was harmed: {err}");
+    let log = ladder.log();
+    assert_eq!(log.matches("publish started").count(), 1, "{log}");
 }
 
 /// LL-HLS blocking reload and LL-DASH chunked delivery against a live stream.
@@ -243,27 +301,47 @@ fn blocking_reload_and_chunked_segments_on_a_live_stream() {
     let (s, _) = get_text(&ladder.url("/live/ll/source/index.m3u8?_HLS_msn=9223372036854775808"));
     assert_eq!(s, 400);
 
-    // ask for the segment after the last one: the answer waits for it
+    // ask for the part after the last one listed: the answer waits for it
     let (_, text) = get_text(&ladder.url("/live/ll/source/index.m3u8"));
     let pl = parse_media_playlist(&text);
-    let last = pl.segments.last().unwrap().0;
+    let open = pl.segments.last().unwrap().0 + 1;
+    let next_part = pl.open_parts;
     let t = Instant::now();
-    let (s, blocked) = get_text(&ladder.url(&format!("/live/ll/source/index.m3u8?_HLS_msn={}&_HLS_part=0", last + 1)));
+    let (s, blocked) = get_text(&ladder.url(&format!(
+        "/live/ll/source/index.m3u8?_HLS_msn={open}&_HLS_part={next_part}"
+    )));
     let waited = t.elapsed();
     assert_eq!(s, 200);
-    assert!(waited > Duration::from_millis(50), "answered at once ({waited:?}) for a future part");
     assert!(
-        blocked.contains(&format!("seg-{}.m4s", last + 1)) || blocked.contains("#EXT-X-PART"),
-        "{blocked}"
+        waited > Duration::from_millis(50),
+        "answered at once ({waited:?}) for a future part\n{text}"
+    );
+    assert!(
+        waited < Duration::from_secs(2),
+        "waited {waited:?} for one part"
+    );
+    let after = parse_media_playlist(&blocked);
+    let grew = after.segments.last().map(|s| s.0) > pl.segments.last().map(|s| s.0)
+        || after.open_parts > next_part;
+    assert!(
+        grew,
+        "the answer does not hold the part it waited for:\n{blocked}"
     );
 
     // the growing segment arrives chunk by chunk (LL-DASH): time the chunks
     let (_, text) = get_text(&ladder.url("/live/ll/source/index.m3u8"));
     let pl = parse_media_playlist(&text);
-    let next = pl.segments.last().unwrap().0 + 1;
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    // the segment after the open one: not begun yet, so the request is parked,
+    // then streamed as it is written
+    let next = pl.segments.last().unwrap().0 + 2;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     let arrivals = rt.block_on(async {
-        let mut r = reqwest::get(ladder.url(&format!("/live/ll/source/seg-{next}.m4s"))).await.unwrap();
+        let mut r = reqwest::get(ladder.url(&format!("/live/ll/source/seg-{next}.m4s")))
+            .await
+            .unwrap();
         assert_eq!(r.status(), 200);
         let mut times = Vec::new();
         let t = Instant::now();
@@ -272,14 +350,27 @@ fn blocking_reload_and_chunked_segments_on_a_live_stream() {
         }
         times
     });
-    assert!(arrivals.len() >= 3, "segment came in {} pieces", arrivals.len());
+    assert!(
+        arrivals.len() >= 3,
+        "segment came in {} pieces",
+        arrivals.len()
+    );
     let spread = arrivals.last().unwrap().0 - arrivals.first().unwrap().0;
-    assert!(spread > Duration::from_millis(900), "chunks not delivered as written: {arrivals:?}");
+    assert!(
+        spread > Duration::from_millis(900),
+        "chunks not delivered as written: {arrivals:?}"
+    );
 
     // DASH manifest
     let (s, mpd) = get_text(&ladder.url("/live/ll/manifest.mpd"));
     assert_eq!(s, 200);
-    for f in ["type=\"dynamic\"", "availabilityTimeOffset", "availabilityTimeComplete=\"false\"", "UTCTiming", "$Number$"] {
+    for f in [
+        "type=\"dynamic\"",
+        "availabilityTimeOffset",
+        "availabilityTimeComplete=\"false\"",
+        "UTCTiming",
+        "$Number$",
+    ] {
         assert!(mpd.contains(f), "MPD lacks {f}:\n{mpd}");
     }
     let _ = wait(ff, Duration::from_secs(30));

@@ -62,7 +62,12 @@ impl IngestLimits {
 }
 
 /// Accept RTMP connections until shutdown.
-pub async fn serve(listener: TcpListener, app: Arc<App>, limits: IngestLimits, mut shutdown: watch::Receiver<bool>) {
+pub async fn serve(
+    listener: TcpListener,
+    app: Arc<App>,
+    limits: IngestLimits,
+    mut shutdown: watch::Receiver<bool>,
+) {
     let slots = Arc::new(Semaphore::new(limits.max_connections));
     let mut backoff = Duration::from_millis(10);
     loop {
@@ -93,7 +98,9 @@ pub async fn serve(listener: TcpListener, app: Arc<App>, limits: IngestLimits, m
         let shutdown = shutdown.clone();
         tokio::spawn(async move {
             let _permit = permit;
-            Connection::new(app, peer, limits).run(socket, shutdown).await;
+            Connection::new(app, peer, limits)
+                .run(socket, shutdown)
+                .await;
         });
     }
 }
@@ -164,7 +171,9 @@ impl Connection {
             }
         };
         let mut session = ServerSession::new(SessionConfig::default());
-        let end = self.session(&mut socket, &mut buf, &mut session, leftover, &mut shutdown).await;
+        let end = self
+            .session(&mut socket, &mut buf, &mut session, leftover, &mut shutdown)
+            .await;
         self.finish(end);
         let _ = socket.shutdown().await;
     }
@@ -233,7 +242,11 @@ impl Connection {
     }
 
     /// Write the session's output and act on its events.
-    async fn pump(&mut self, socket: &mut TcpStream, session: &mut ServerSession) -> Result<(), End> {
+    async fn pump(
+        &mut self,
+        socket: &mut TcpStream,
+        session: &mut ServerSession,
+    ) -> Result<(), End> {
         loop {
             let mut progressed = false;
             while let Some(event) = session.poll_event() {
@@ -295,15 +308,29 @@ impl Connection {
         Ok(())
     }
 
-    fn on_publish(&mut self, session: &mut ServerSession, stream_id: u32, app: &str, stream_name: &str) {
+    fn on_publish(
+        &mut self,
+        session: &mut ServerSession,
+        stream_id: u32,
+        app: &str,
+        stream_name: &str,
+    ) {
         let peer = self.peer;
         if self.live.is_some() {
-            session.reject_publish(stream_id, "NetStream.Publish.BadName", "already publishing on this connection");
+            session.reject_publish(
+                stream_id,
+                "NetStream.Publish.BadName",
+                "already publishing on this connection",
+            );
             return;
         }
         if app != APP_NAME {
             info!(%peer, app = %app, "publish refused: unknown application (publish to rtmp://HOST/live/<key>)");
-            session.reject_publish(stream_id, "NetStream.Publish.BadName", "unknown application: use /live/<key>");
+            session.reject_publish(
+                stream_id,
+                "NetStream.Publish.BadName",
+                "unknown application: use /live/<key>",
+            );
             return;
         }
         // Query parameters after the key (`key?foo=bar`) are not part of it.
@@ -311,7 +338,11 @@ impl Connection {
         match self.app.admit(key, peer) {
             Ok(admission) => {
                 let start = {
-                    let mut p = admission.channel.packager.lock().unwrap_or_else(|e| e.into_inner());
+                    let mut p = admission
+                        .channel
+                        .packager
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner());
                     p.start_session(SystemTime::now())
                 };
                 info!(channel = %admission.channel.name, %peer, "publish started");
@@ -334,7 +365,10 @@ impl Connection {
     }
 
     /// Hand a demuxed event to the packager; log what deserves it.
-    fn media(&mut self, r: Result<Option<crate::media::MediaEvent>, crate::media::flv::MediaError>) -> Result<(), End> {
+    fn media(
+        &mut self,
+        r: Result<Option<crate::media::MediaEvent>, crate::media::flv::MediaError>,
+    ) -> Result<(), End> {
         let Some(live) = self.live.as_mut() else {
             return Ok(());
         };
@@ -360,7 +394,10 @@ impl Connection {
                 }
                 for n in p.take_notices() {
                     match n {
-                        PackagerNotice::LongGop { gop_secs, target_secs } => warn!(
+                        PackagerNotice::LongGop {
+                            gop_secs,
+                            target_secs,
+                        } => warn!(
                             channel = %channel.name, peer = %self.peer,
                             "publisher keyframe interval is {gop_secs:.1} s, longer than segment_seconds {target_secs:.1}: segments and latency grow; set the encoder's keyframe interval to {target_secs} s"
                         ),
@@ -443,7 +480,11 @@ fn handshake_seed(peer: SocketAddr) -> u64 {
     h.finish()
 }
 
-async fn write_all(socket: &mut TcpStream, data: &[u8], deadline: tokio::time::Instant) -> Result<(), End> {
+async fn write_all(
+    socket: &mut TcpStream,
+    data: &[u8],
+    deadline: tokio::time::Instant,
+) -> Result<(), End> {
     match tokio::time::timeout_at(deadline, socket.write_all(data)).await {
         Err(_) => Err(End::Idle),
         Ok(Err(e)) => Err(End::Io(e)),

@@ -74,7 +74,6 @@ impl Timestamp {
         }
         self.ticks as f64 / self.timescale as f64
     }
-
 }
 
 /// `self - other`, in `self`'s timescale (saturating).

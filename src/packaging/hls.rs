@@ -70,11 +70,11 @@ pub const SKIP_TARGET_DURATIONS: u64 = 6;
 pub const PART_LISTING_TARGET_DURATIONS: u64 = 3;
 /// `_HLS_msn` may be at most this far past the last complete segment (§6.2.5.2).
 pub const MSN_LOOKAHEAD: u64 = 2;
-/// A part request this many parts past the preload hint still waits instead of
-/// 404: slack for a request that races the playlist update, so that a CDN does
-/// not cache a 404 for a part about to exist. Anything further is Not Found
-/// (§6.2.6).
-pub const PART_REQUEST_LOOKAHEAD: u64 = 1;
+/// How many parts past the preload hint a part request still waits. Zero: only
+/// the hinted part is requestable before it exists; anything else neither
+/// present nor hinted is 404 (RFC 8216bis §6.2.6; PROTOCOL-RULES.md). A
+/// conforming player asks only for what its playlist lists or hints.
+pub const PART_REQUEST_LOOKAHEAD: u64 = 0;
 /// Longest query string parsed for directives; longer is refused (hostile
 /// input: a megabyte of `&`).
 pub const MAX_QUERY_LEN: usize = 1024;
@@ -1340,7 +1340,8 @@ seg-1.m4s
         assert_eq!(part_availability(&fx.st, 0, 0), PartAvailability::Ready);
         assert_eq!(part_availability(&fx.st, 0, 17), PartAvailability::Ready);
         assert_eq!(part_availability(&fx.st, 0, 18), PartAvailability::Wait); // hinted
-        assert_eq!(part_availability(&fx.st, 0, 19), PartAvailability::Wait);
+                                                                              // neither present nor hinted: 404
+        assert_eq!(part_availability(&fx.st, 0, 19), PartAvailability::NotFound);
         assert_eq!(part_availability(&fx.st, 0, 20), PartAvailability::NotFound);
         assert_eq!(
             part_availability(&fx.st, 0, u64::MAX),

@@ -24,7 +24,10 @@
 
 use super::cmaf::{self, ChunkHeader, CodecSetup, ProducerReference, Sample, TrackSetup};
 use super::store::{ChannelStore, StoreConfig, TrackInfo, TrackKind};
-use crate::media::{AudioConfig, AudioFrame, MediaEvent, Timestamp, VideoConfig, VideoFrame, MILLIS, VIDEO_TIMESCALE};
+use crate::media::{
+    AudioConfig, AudioFrame, MediaEvent, Timestamp, VideoConfig, VideoFrame, MILLIS,
+    VIDEO_TIMESCALE,
+};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -179,7 +182,9 @@ pub struct Packager {
 }
 
 fn unix_secs(t: SystemTime) -> u64 {
-    t.duration_since(UNIX_EPOCH).unwrap_or(Duration::ZERO).as_secs()
+    t.duration_since(UNIX_EPOCH)
+        .unwrap_or(Duration::ZERO)
+        .as_secs()
 }
 
 impl Packager {
@@ -237,7 +242,10 @@ impl Packager {
         self.store.write(|s| s.live = true);
         let start = match self.last_end_ms {
             Some((end, wall)) => {
-                let gap = now.duration_since(wall).unwrap_or(Duration::ZERO).as_millis() as i64;
+                let gap = now
+                    .duration_since(wall)
+                    .unwrap_or(Duration::ZERO)
+                    .as_millis() as i64;
                 end + gap.max(1)
             }
             None => 0,
@@ -264,7 +272,10 @@ impl Packager {
             t.open_msn = None;
             t.pending = None;
         }
-        let end = self.tracks().map(|t| Timestamp::new(t.end, t.timescale).as_millis()).max();
+        let end = self
+            .tracks()
+            .map(|t| Timestamp::new(t.end, t.timescale).as_millis())
+            .max();
         if let Some(end) = end {
             self.last_end_ms = Some((end, SystemTime::now()));
         }
@@ -446,7 +457,8 @@ impl Packager {
         };
         let dts = t.ms(f.dts.as_millis());
         let cts_ms = f.pts.as_millis() - f.dts.as_millis();
-        let cts = i32::try_from(t.ms(cts_ms)).map_err(|_| PackagerError::CompositionOffset(cts_ms))?;
+        let cts =
+            i32::try_from(t.ms(cts_ms)).map_err(|_| PackagerError::CompositionOffset(cts_ms))?;
         let part_target = t.ms((self.config.part_target * MILLIS as f64) as i64);
         let seg_target = t.ms((self.config.segment_target * MILLIS as f64) as i64);
         let part_slack = t.ms(PART_SLACK_MS);
@@ -466,7 +478,11 @@ impl Packager {
             t.last_duration = d;
             push_sample(t, p, d);
         }
-        let est = if t.last_duration > 0 { t.last_duration } else { t.ms(33) };
+        let est = if t.last_duration > 0 {
+            t.last_duration
+        } else {
+            t.ms(33)
+        };
         let elapsed = dts - t.segment_start;
         let cut_segment = f.keyframe && (!open || elapsed + seg_slack >= seg_target);
         let part_len = t.part_duration();
@@ -512,7 +528,11 @@ impl Packager {
         let Some(a) = self.audio.as_ref() else {
             return;
         };
-        let frame = self.audio_config.as_ref().map(|c| c.frame_samples as i64).unwrap_or(1024);
+        let frame = self
+            .audio_config
+            .as_ref()
+            .map(|c| c.frame_samples as i64)
+            .unwrap_or(1024);
         let reported = a.ms(f.dts.as_millis());
         let dts = match self.audio_next {
             Some(n) if (n - reported).abs() <= a.ms(AUDIO_RESYNC_MS) => n,
@@ -590,7 +610,9 @@ impl Packager {
         }
         self.anchored = true;
         let media = Timestamp::new(dts, timescale).as_secs_f64().max(0.0);
-        let ast = wall.checked_sub(Duration::from_secs_f64(media)).unwrap_or(wall);
+        let ast = wall
+            .checked_sub(Duration::from_secs_f64(media))
+            .unwrap_or(wall);
         self.store.write(|s| s.availability_start = ast);
     }
 
@@ -662,7 +684,11 @@ impl Packager {
         let Some(t) = t else { return };
         if with_pending {
             if let Some(p) = t.pending.take() {
-                let d = if t.last_duration > 0 { t.last_duration } else { t.ms(33) };
+                let d = if t.last_duration > 0 {
+                    t.last_duration
+                } else {
+                    t.ms(33)
+                };
                 push_sample(t, p, d);
             }
         }

@@ -152,7 +152,10 @@ impl Ladder {
     /// SIGTERM, then wait for exit.
     pub fn stop(mut self) -> (Option<i32>, String) {
         let pid = self.child.id() as i32;
-        let _ = Command::new("kill").arg("-TERM").arg(pid.to_string()).status();
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(pid.to_string())
+            .status();
         let t = Instant::now();
         loop {
             if let Ok(Some(status)) = self.child.try_wait() {
@@ -200,7 +203,7 @@ impl Source {
             size: "640x360",
             rate: 30,
             seconds: 6.0,
-            x264: "-profile:v high -bf 2 -g 60 -keyint_min 60 -sc_threshold 0",
+            x264: "-preset veryfast -profile:v high -bf 2 -g 60 -keyint_min 60 -sc_threshold 0",
             audio: true,
         }
     }
@@ -209,7 +212,7 @@ impl Source {
             size: "320x240",
             rate: 30,
             seconds: 5.0,
-            x264: "-profile:v baseline -g 30 -keyint_min 30 -sc_threshold 0",
+            x264: "-preset ultrafast -profile:v baseline -g 30 -keyint_min 30 -sc_threshold 0",
             audio: true,
         }
     }
@@ -229,7 +232,12 @@ pub fn have(tool: &str) -> bool {
 /// exact stream sent is also written there as FLV (the reference to compare with).
 pub fn publish(src: &Source, url: &str, copy_to: Option<&Path>) -> Child {
     assert!(have("ffmpeg"), "ffmpeg is required (make test installs it)");
-    let mut args: Vec<String> = vec!["-hide_banner".into(), "-loglevel".into(), "error".into(), "-re".into()];
+    let mut args: Vec<String> = vec![
+        "-hide_banner".into(),
+        "-loglevel".into(),
+        "error".into(),
+        "-re".into(),
+    ];
     args.extend(
         format!(
             "-f lavfi -i testsrc2=size={}:rate={}:duration={}",
@@ -240,12 +248,15 @@ pub fn publish(src: &Source, url: &str, copy_to: Option<&Path>) -> Child {
     );
     if src.audio {
         args.extend(
-            format!("-f lavfi -i sine=frequency=440:sample_rate=48000:duration={}", src.seconds)
-                .split(' ')
-                .map(String::from),
+            format!(
+                "-f lavfi -i sine=frequency=440:sample_rate=48000:duration={}",
+                src.seconds
+            )
+            .split(' ')
+            .map(String::from),
         );
     }
-    args.extend("-c:v libx264 -preset ultrafast -pix_fmt yuv420p".split(' ').map(String::from));
+    args.extend("-c:v libx264 -pix_fmt yuv420p".split(' ').map(String::from));
     args.extend(src.x264.split(' ').map(String::from));
     if src.audio {
         args.extend("-c:a aac -b:a 96k -ac 2".split(' ').map(String::from));
@@ -256,8 +267,14 @@ pub fn publish(src: &Source, url: &str, copy_to: Option<&Path>) -> Child {
             if src.audio {
                 args.extend(["-map".into(), "1:a".into()]);
             }
+            // the tee muxer needs global headers, or FLV gets an empty avcC
+            args.extend(["-flags".into(), "+global_header".into()]);
             args.extend(["-flvflags".into(), "no_duration_filesize".into()]);
-            args.extend(["-f".into(), "tee".into(), format!("[f=flv]{url}|[f=flv]{}", p.display())]);
+            args.extend([
+                "-f".into(),
+                "tee".into(),
+                format!("[f=flv]{url}|[f=flv]{}", p.display()),
+            ]);
         }
         None => args.extend(["-f".into(), "flv".into(), url.into()]),
     }
@@ -292,7 +309,10 @@ pub fn wait(mut child: Child, timeout: Duration) -> (Option<i32>, String) {
 
 /// Blocking HTTP GET: (status, headers, body).
 pub fn get(url: &str) -> (u16, reqwest::header::HeaderMap, Vec<u8>) {
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     rt.block_on(async {
         let client = reqwest::Client::builder()
             .timeout(Duration::from_secs(15))
@@ -319,7 +339,10 @@ pub fn wait_200(url: &str, timeout: Duration) -> String {
         if s == 200 {
             return body;
         }
-        assert!(t.elapsed() < timeout, "{url} did not become available: last status {s}");
+        assert!(
+            t.elapsed() < timeout,
+            "{url} did not become available: last status {s}"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
 }
@@ -332,6 +355,8 @@ pub struct MediaPlaylist {
     /// (msn, uri, duration, discontinuity-before)
     pub segments: Vec<(u64, String, f64, bool)>,
     pub media_sequence: u64,
+    /// Parts listed after the last complete segment (the open one).
+    pub open_parts: usize,
 }
 
 pub fn parse_media_playlist(text: &str) -> MediaPlaylist {
@@ -350,12 +375,23 @@ pub fn parse_media_playlist(text: &str) -> MediaPlaylist {
             msn += v.trim().parse::<u64>().unwrap();
         } else if let Some(v) = line.strip_prefix("#EXT-X-MAP:URI=") {
             p.map.push(v.trim_matches('"').to_string());
+        } else if line.starts_with("#EXT-X-PART:") {
+            p.open_parts += 1;
         } else if line == "#EXT-X-DISCONTINUITY" {
             disc = true;
         } else if let Some(v) = line.strip_prefix("#EXTINF:") {
-            dur = Some(v.trim_end_matches(',').split(',').next().unwrap().parse::<f64>().unwrap());
+            dur = Some(
+                v.trim_end_matches(',')
+                    .split(',')
+                    .next()
+                    .unwrap()
+                    .parse::<f64>()
+                    .unwrap(),
+            );
         } else if !line.starts_with('#') && !line.trim().is_empty() {
-            p.segments.push((msn, line.to_string(), dur.take().unwrap_or(0.0), disc));
+            p.segments
+                .push((msn, line.to_string(), dur.take().unwrap_or(0.0), disc));
+            p.open_parts = 0;
             disc = false;
             msn += 1;
         }
@@ -366,11 +402,23 @@ pub fn parse_media_playlist(text: &str) -> MediaPlaylist {
 /// ffprobe a file: JSON with streams and packets.
 pub fn ffprobe(path: &Path) -> serde_json::Value {
     let out = Command::new("ffprobe")
-        .args(["-v", "error", "-show_streams", "-show_packets", "-of", "json"])
+        .args([
+            "-v",
+            "error",
+            "-show_streams",
+            "-show_packets",
+            "-of",
+            "json",
+        ])
         .arg(path)
         .output()
         .expect("ffprobe");
-    assert!(out.status.success(), "ffprobe failed on {}: {}", path.display(), String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "ffprobe failed on {}: {}",
+        path.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
@@ -389,8 +437,16 @@ pub fn packets(probe: &serde_json::Value, kind: &str) -> Vec<(f64, f64, bool)> {
         .iter()
         .filter(|p| idx.contains(&p["stream_index"].as_i64().unwrap()))
         .map(|p| {
-            let f = |k: &str| p[k].as_str().and_then(|s| s.parse::<f64>().ok()).unwrap_or(f64::NAN);
-            (f("pts_time"), f("dts_time"), p["flags"].as_str().unwrap_or("").contains('K'))
+            let f = |k: &str| {
+                p[k].as_str()
+                    .and_then(|s| s.parse::<f64>().ok())
+                    .unwrap_or(f64::NAN)
+            };
+            (
+                f("pts_time"),
+                f("dts_time"),
+                p["flags"].as_str().unwrap_or("").contains('K'),
+            )
         })
         .collect()
 }

@@ -80,8 +80,10 @@ fn setup() -> (Arc<ChannelStore>, Packager) {
     let mut p = Packager::new(store.clone(), "source", wall(0));
     let start = p.start_session(wall(0));
     assert_eq!(start, Timestamp::from_millis(0));
-    p.push(MediaEvent::VideoConfig(video_config(1280)), wall(0)).unwrap();
-    p.push(MediaEvent::AudioConfig(audio_config()), wall(0)).unwrap();
+    p.push(MediaEvent::VideoConfig(video_config(1280)), wall(0))
+        .unwrap();
+    p.push(MediaEvent::AudioConfig(audio_config()), wall(0))
+        .unwrap();
     (store, p)
 }
 
@@ -98,7 +100,11 @@ fn segments_start_at_idr_and_parts_respect_the_target() {
         assert_eq!(seg.parts.len(), 4);
         assert!(seg.parts[0].independent, "segment starts with an IDR");
         for part in &seg.parts {
-            assert!(part.duration <= 45_000 + 180, "part {} ticks > target", part.duration);
+            assert!(
+                part.duration <= 45_000 + 180,
+                "part {} ticks > target",
+                part.duration
+            );
         }
         assert!(!seg.discontinuity);
     }
@@ -107,7 +113,11 @@ fn segments_start_at_idr_and_parts_respect_the_target() {
         assert_eq!(w[0].start + w[0].duration, w[1].start);
     }
     // parts numbered across segments
-    let seqs: Vec<u64> = v.segments.iter().flat_map(|s| s.parts.iter().map(|p| p.seq)).collect();
+    let seqs: Vec<u64> = v
+        .segments
+        .iter()
+        .flat_map(|s| s.parts.iter().map(|p| p.seq))
+        .collect();
     assert!(seqs.windows(2).all(|w| w[1] == w[0] + 1));
     // audio has the same msns, each segment starting at or just after the video's
     let a = s.track("audio").unwrap();
@@ -119,7 +129,11 @@ fn segments_start_at_idr_and_parts_respect_the_target() {
         let at = as_.start as f64 / 48_000.0;
         assert!((at - vt).abs() < 0.022, "audio segment {at} vs video {vt}");
         for part in &as_.parts {
-            assert!(part.duration <= 24_000, "audio part {} > 0.5 s", part.duration);
+            assert!(
+                part.duration <= 24_000,
+                "audio part {} > 0.5 s",
+                part.duration
+            );
         }
     }
     assert_eq!(s.target_duration, 2);
@@ -139,10 +153,9 @@ fn a_longer_gop_makes_longer_segments_and_is_reported() {
     assert!(complete.iter().all(|s| s.duration == 360_000));
     assert_eq!(s.target_duration, 4);
     drop(s);
-    assert!(p
-        .take_notices()
-        .iter()
-        .any(|n| matches!(n, PackagerNotice::LongGop { gop_secs, .. } if (*gop_secs - 4.0).abs() < 0.01)));
+    assert!(p.take_notices().iter().any(
+        |n| matches!(n, PackagerNotice::LongGop { gop_secs, .. } if (*gop_secs - 4.0).abs() < 0.01)
+    ));
 }
 
 #[test]
@@ -159,7 +172,8 @@ fn video_before_the_first_idr_is_dropped() {
     let store = ChannelStore::new("news", StoreConfig::default());
     let mut p = Packager::new(store.clone(), "source", wall(0));
     p.start_session(wall(0));
-    p.push(MediaEvent::VideoConfig(video_config(1280)), wall(0)).unwrap();
+    p.push(MediaEvent::VideoConfig(video_config(1280)), wall(0))
+        .unwrap();
     for i in 0..5 {
         p.push(
             MediaEvent::Video(VideoFrame {
@@ -190,9 +204,14 @@ fn reconnect_continues_with_a_discontinuity() {
         (last.msn, v.segments[0].init_id, last.start + last.duration)
     };
     let start = p.start_session(wall(6000));
-    assert!(start.as_millis() * 90 >= end as i64, "new session starts after the old end");
-    p.push(MediaEvent::VideoConfig(video_config(1280)), wall(6000)).unwrap();
-    p.push(MediaEvent::AudioConfig(audio_config()), wall(6000)).unwrap();
+    assert!(
+        start.as_millis() * 90 >= end as i64,
+        "new session starts after the old end"
+    );
+    p.push(MediaEvent::VideoConfig(video_config(1280)), wall(6000))
+        .unwrap();
+    p.push(MediaEvent::AudioConfig(audio_config()), wall(6000))
+        .unwrap();
     feed(&mut p, start.as_millis(), 4.5, 60, false);
     let s = store.read();
     for id in ["source", "audio"] {
@@ -211,7 +230,8 @@ fn reconnect_continues_with_a_discontinuity() {
 fn a_new_resolution_starts_a_new_init_and_a_discontinuity() {
     let (store, mut p) = setup();
     feed(&mut p, 0, 3.0, 60, false);
-    p.push(MediaEvent::VideoConfig(video_config(640)), wall(3000)).unwrap();
+    p.push(MediaEvent::VideoConfig(video_config(640)), wall(3000))
+        .unwrap();
     feed(&mut p, 3000, 3.0, 60, false);
     let s = store.read();
     let v = s.track("source").unwrap();
