@@ -391,3 +391,144 @@ fn origin_path_traversal_is_404() {
         assert_eq!(s, 404, "{p}");
     }
 }
+
+/// Two publishers on one key: the second is refused and the first goes on; with
+/// `duplicate_publisher = "replace"` the second takes over.
+#[test]
+fn second_publisher_is_refused_or_replaces() {
+    let ladder = Ladder::start(&config(true, PACKAGING, ""));
+    let mut src = Source::baseline();
+    src.seconds = 6.0;
+    let first = publish(&src, &ladder.rtmp_url("dup"), None);
+    wait_200(
+        &ladder.url("/live/dup/master.m3u8"),
+        Duration::from_secs(15),
+    );
+    let mut short = src.clone();
+    short.seconds = 2.0;
+    let (code, _) = wait(
+        publish(&short, &ladder.rtmp_url("dup"), None),
+        Duration::from_secs(30),
+    );
+    assert_ne!(code, Some(0), "the second publisher should be refused");
+    let (code, err) = wait(first, Duration::from_secs(30));
+    assert_eq!(code, Some(0), "the first publisher was harmed: {err}");
+    let log = ladder.log();
+    assert!(log.contains("channel is already live"), "{log}");
+    drop(ladder);
+
+    let ladder = Ladder::start(&config(
+        true,
+        PACKAGING,
+        "[ingest]\nduplicate_publisher = \"replace\"\n",
+    ));
+    let first = publish(&src, &ladder.rtmp_url("dup"), None);
+    wait_200(
+        &ladder.url("/live/dup/master.m3u8"),
+        Duration::from_secs(15),
+    );
+    let (code, err) = wait(
+        publish(&short, &ladder.rtmp_url("dup"), None),
+        Duration::from_secs(30),
+    );
+    assert_eq!(code, Some(0), "the replacing publisher failed: {err}");
+    let _ = wait(first, Duration::from_secs(30));
+    assert!(
+        ladder.wait_log("replaced by a new publisher", Duration::from_secs(5)),
+        "{}",
+        ladder.log()
+    );
+    let (_, text) = get_text(&ladder.url("/live/dup/source/index.m3u8"));
+    let pl = parse_media_playlist(&text);
+    assert!(
+        pl.segments.iter().any(|s| s.3),
+        "replacement starts a discontinuity\n{text}"
+    );
+}
+
+/// A publisher killed mid-GOP while a viewer waits on a growing segment, and the
+/// same key republished at once: the viewer's answer ends, the new session is
+/// accepted, the playlists continue behind a discontinuity.
+#[test]
+fn publisher_killed_mid_gop_with_a_viewer_waiting_and_republished_at_once() {
+    let ladder = Ladder::start(&config(true, PACKAGING, ""));
+    let mut src = Source::high_bframes();
+    src.seconds = 20.0;
+    let mut first = publish(&src, &ladder.rtmp_url("k"), None);
+    wait_200(&ladder.url("/live/k/master.m3u8"), Duration::from_secs(15));
+    // wait for a complete segment; the one after it is being written
+    let t = Instant::now();
+    let open = loop {
+        let (status, text) = get_text(&ladder.url("/live/k/source/index.m3u8"));
+        assert_eq!(
+            status,
+            200,
+            "video playlist missing while the master is served:\n{}\n{}",
+            get_text(&ladder.url("/live/k/master.m3u8")).1,
+            ladder.log()
+        );
+        if let Some(s) = parse_media_playlist(&text).segments.last() {
+            break s.0 + 1;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(15),
+            "no segment completed"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let url = ladder.url(&format!("/live/k/source/seg-{open}.m4s"));
+    let viewer = std::thread::spawn(move || {
+        let t = Instant::now();
+        let (status, _, body) = get(&url);
+        (status, body.len(), t.elapsed())
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    first.kill().unwrap();
+    let _ = first.wait();
+    let mut again = src.clone();
+    again.seconds = 4.5;
+    let second = publish(&again, &ladder.rtmp_url("k"), None);
+    let (status, len, took) = viewer.join().unwrap();
+    assert_eq!(status, 200);
+    assert!(len > 0);
+    assert!(
+        took < Duration::from_secs(8),
+        "viewer held {took:?} after the publisher died"
+    );
+    let (code, err) = wait(second, Duration::from_secs(30));
+    assert_eq!(code, Some(0), "republish failed: {err}\n{}", ladder.log());
+    let log = ladder.log();
+    assert_eq!(log.matches("publish started").count(), 2, "{log}");
+    assert!(!log.contains("publish refused"), "{log}");
+    let (_, text) = get_text(&ladder.url("/live/k/source/index.m3u8"));
+    let pl = parse_media_playlist(&text);
+    let msns: Vec<u64> = pl.segments.iter().map(|s| s.0).collect();
+    assert!(msns.windows(2).all(|w| w[1] == w[0] + 1), "{msns:?}");
+    assert_eq!(pl.segments.iter().filter(|s| s.3).count(), 1, "{text}");
+    // the killed session's last segment ended where the publisher died
+    let disc = pl.segments.iter().position(|s| s.3).unwrap();
+    assert!(disc > 0);
+    assert!(pl.segments[disc - 1].2 > 0.0);
+}
+
+/// SIGTERM: the live session ends with its segments closed, and the process
+/// exits 0 within the drain bound.
+#[test]
+fn sigterm_drains_and_exits() {
+    let ladder = Ladder::start(&config(true, PACKAGING, ""));
+    let mut src = Source::baseline();
+    src.seconds = 30.0;
+    let ff = publish(&src, &ladder.rtmp_url("t"), None);
+    wait_200(&ladder.url("/live/t/master.m3u8"), Duration::from_secs(15));
+    let t = Instant::now();
+    let (code, log) = ladder.stop();
+    assert!(
+        t.elapsed() < Duration::from_secs(8),
+        "drain took {:?}",
+        t.elapsed()
+    );
+    assert_eq!(code, Some(0), "{log}");
+    assert!(log.contains("reason=server shutting down"), "{log}");
+    assert!(log.contains("stopped"), "{log}");
+    let _ = wait(ff, Duration::from_secs(10));
+}

@@ -11,8 +11,11 @@
 //!   descriptors (over it, a connection is accepted and closed at once).
 //! - the handshake deadline (`rtmp::handshake::HANDSHAKE_TIMEOUT`): a peer that
 //!   sends only C0, or 1535 bytes of C1, or never C2, is closed.
-//! - `idle_timeout` (config): a peer that sends nothing, or one byte now and then
-//!   below a useful rate, is closed after that long without a complete message.
+//! - [`PUBLISH_DEADLINE`]: a connection that has not begun publishing this long
+//!   after its handshake is closed, however many bytes or small messages it
+//!   trickles in (slow-loris: one byte a second, or endless pings).
+//! - `idle_timeout` (config): a publisher that delivers no media message for that
+//!   long is closed, whatever else it sends.
 //! - bytes buffered per connection, chunk streams, message size, chunk size:
 //!   enforced by the chunk decoder (`rtmp::chunk`).
 //! - publishers: the app's admission semaphore (`[ingest] max_publishers`).
@@ -32,6 +35,8 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Semaphore};
 use tracing::{debug, error, info, warn};
 
+/// Time from the end of the handshake to an accepted publish.
+pub const PUBLISH_DEADLINE: Duration = Duration::from_secs(30);
 /// Open RTMP connections at most (publishers are capped separately).
 pub const MAX_CONNECTIONS: usize = 1024;
 /// Socket read buffer per connection.
@@ -61,7 +66,8 @@ impl IngestLimits {
     }
 }
 
-/// Accept RTMP connections until shutdown.
+/// Accept RTMP connections until shutdown, then wait for every connection to
+/// finish (each closes its channel's open segments); the caller bounds the wait.
 pub async fn serve(
     listener: TcpListener,
     app: Arc<App>,
@@ -70,7 +76,10 @@ pub async fn serve(
 ) {
     let slots = Arc::new(Semaphore::new(limits.max_connections));
     let mut backoff = Duration::from_millis(10);
+    let mut tasks = tokio::task::JoinSet::new();
     loop {
+        // reap finished connections so the set stays as small as the live ones
+        while tasks.try_join_next().is_some() {}
         let accepted = tokio::select! {
             r = listener.accept() => r,
             _ = shutdown.wait_for(|v| *v) => break,
@@ -96,13 +105,15 @@ pub async fn serve(
         let app = app.clone();
         let limits = limits.clone();
         let shutdown = shutdown.clone();
-        tokio::spawn(async move {
+        tasks.spawn(async move {
             let _permit = permit;
             Connection::new(app, peer, limits)
                 .run(socket, shutdown)
                 .await;
         });
     }
+    drop(listener);
+    while tasks.join_next().await.is_some() {}
 }
 
 /// Why a connection ended, for the unpublish log line.
@@ -111,6 +122,7 @@ enum End {
     PeerClosed,
     Unpublished,
     Idle,
+    NoPublish,
     HandshakeTimeout,
     Protocol(String),
     Io(std::io::Error),
@@ -124,7 +136,12 @@ impl std::fmt::Display for End {
         match self {
             End::PeerClosed => write!(f, "publisher closed the connection"),
             End::Unpublished => write!(f, "publisher stopped publishing"),
-            End::Idle => write!(f, "no data from the publisher within the idle timeout"),
+            End::Idle => write!(f, "no media from the publisher within the idle timeout"),
+            End::NoPublish => write!(
+                f,
+                "no publish within {} s of connecting",
+                PUBLISH_DEADLINE.as_secs()
+            ),
             End::HandshakeTimeout => write!(f, "handshake not completed in time"),
             End::Protocol(e) => write!(f, "protocol error: {e}"),
             End::Io(e) => write!(f, "connection error: {e}"),
@@ -217,26 +234,43 @@ impl Connection {
                 return end;
             }
         }
+        let connected = tokio::time::Instant::now();
+        let mut last_media = connected;
+        let mut media_seen = session.stats().media_forwarded;
         loop {
             let kick = self.live.as_ref().map(|l| l.admission.kick.clone());
+            // Progress, not bytes, keeps a connection open: media while
+            // publishing, and a publish within PUBLISH_DEADLINE before that.
+            let deadline = if self.live.is_some() {
+                last_media + self.limits.idle_timeout
+            } else {
+                connected + PUBLISH_DEADLINE
+            };
             let read = tokio::select! {
-                r = tokio::time::timeout(self.limits.idle_timeout, socket.read(buf)) => r,
+                r = tokio::time::timeout_at(deadline, socket.read(buf)) => r,
                 _ = async { match &kick { Some(k) => k.notified().await, None => std::future::pending().await } } => {
                     return End::Kicked;
                 }
                 _ = shutdown.wait_for(|v| *v) => return End::Shutdown,
             };
             let n = match read {
-                Err(_) => return End::Idle,
+                Err(_) if self.live.is_some() => return End::Idle,
+                Err(_) => return End::NoPublish,
                 Ok(Err(e)) => return End::Io(e),
                 Ok(Ok(0)) => return End::PeerClosed,
                 Ok(Ok(n)) => n,
             };
+            let was_live = self.live.is_some();
             if let Err(e) = session.feed(&buf[..n]) {
                 return End::Protocol(e.to_string());
             }
             if let Err(end) = self.pump(socket, session).await {
                 return end;
+            }
+            let media = session.stats().media_forwarded;
+            if media != media_seen || (!was_live && self.live.is_some()) {
+                media_seen = media;
+                last_media = tokio::time::Instant::now();
             }
         }
     }

@@ -110,6 +110,10 @@ struct TrackState {
     init_written: bool,
     /// msn of the last segment this track opened.
     last_msn: Option<u64>,
+    /// A segment opened here and not yet in the store: it is published with
+    /// its first part, so playlists never list an empty segment.
+    /// (msn, init_id, discontinuity, start, wall)
+    unpublished: Option<(u64, u32, bool, u64, SystemTime)>,
     /// mfhd sequence number.
     chunk_seq: u32,
     /// End of the last sample written (ticks).
@@ -135,6 +139,7 @@ impl TrackState {
             last_duration: 0,
             init_written: false,
             last_msn: None,
+            unpublished: None,
             chunk_seq: 1,
             end: 0,
         }
@@ -268,10 +273,13 @@ impl Packager {
             }
             s.live = false;
         });
+        let mut dropped = Vec::new();
         for t in self.tracks_mut() {
             t.open_msn = None;
             t.pending = None;
+            dropped.extend(t.unpublished.take().map(|u| u.0));
         }
+        self.reclaim_msn(dropped);
         let end = self
             .tracks()
             .map(|t| Timestamp::new(t.end, t.timescale).as_millis())
@@ -340,6 +348,13 @@ impl Packager {
         };
         let Some(t) = t else { return };
         t.pending = None;
+        let dropped: Vec<u64> = t.unpublished.take().map(|u| u.0).into_iter().collect();
+        self.reclaim_msn(dropped);
+        let t = match kind {
+            TrackKind::Video => self.video.as_mut(),
+            TrackKind::Audio => self.audio.as_mut(),
+        };
+        let Some(t) = t else { return };
         if t.open_msn.take().is_some() {
             let id = t.id.clone();
             self.store.write(|s| {
@@ -347,6 +362,25 @@ impl Packager {
                     s.close_segment(i);
                 }
             });
+        }
+    }
+
+    /// Segments opened but never published (no part was written) give back
+    /// their sequence number, so playlists stay contiguous.
+    fn reclaim_msn(&mut self, dropped: Vec<u64>) {
+        if let Some(&m) = dropped.iter().min() {
+            if self.next_msn == m + 1
+                && self
+                    .tracks()
+                    .all(|t| t.last_msn.map(|l| l <= m).unwrap_or(true))
+            {
+                self.next_msn = m;
+                for t in self.tracks_mut() {
+                    if t.last_msn == Some(m) {
+                        t.last_msn = m.checked_sub(1);
+                    }
+                }
+            }
         }
     }
 
@@ -664,12 +698,15 @@ impl Packager {
         t.part_is_segment_start = true;
         let (id, init_id) = (t.id.clone(), t.init_id);
         self.stats.segments += u64::from(leader);
+        t.unpublished = Some((msn, init_id, discontinuity, dts.max(0) as u64, wall));
+        // The previous segment is complete now; this one enters the store with
+        // its first part (write_part).
         self.store.write(|s| {
             if let Some(i) = s.track_index(&id) {
                 if let Some(data) = new_init {
                     s.add_init(i, init_id, data);
                 }
-                s.open_segment(i, msn, init_id, discontinuity, dts.max(0) as u64, wall);
+                s.close_segment(i);
             }
         });
     }
@@ -714,9 +751,13 @@ impl Packager {
         t.part_start = t.end;
         let data = cmaf::chunk(&header, &samples);
         let id = t.id.clone();
+        let unpublished = t.unpublished.take();
         self.stats.parts += 1;
         self.store.write(|s| {
             if let Some(i) = s.track_index(&id) {
+                if let Some((msn, init_id, discontinuity, start, wall)) = unpublished {
+                    s.open_segment(i, msn, init_id, discontinuity, start, wall);
+                }
                 s.add_part(i, duration, independent, data);
                 // Until a segment is complete, estimate the bitrate from what we have.
                 let tr = &mut s.tracks[i];

@@ -192,10 +192,7 @@ impl Track {
     /// The (msn, part index) the next part will have if it continues the open
     /// segment; `None` before the first segment.
     pub fn last_part_position(&self) -> Option<(u64, usize)> {
-        let seg = self.segments.back()?;
-        if seg.parts.is_empty() {
-            return None;
-        }
+        let seg = self.segments.iter().rev().find(|s| !s.parts.is_empty())?;
         Some((seg.msn, seg.parts.len() - 1))
     }
 }
@@ -243,9 +240,11 @@ impl ChannelState {
         self.tracks.iter().position(|t| t.info.id == id)
     }
 
-    /// Has any track produced a part yet (is there anything to play)?
+    /// Can a player start: has every track produced a part? Audio often runs
+    /// ahead of video (encoder lookahead), and a master playlist offered before
+    /// the video playlist exists sends players to a 404.
     pub fn has_media(&self) -> bool {
-        self.tracks.iter().any(|t| t.last_part_position().is_some())
+        !self.tracks.is_empty() && self.tracks.iter().all(|t| t.last_part_position().is_some())
     }
 
     /// Add or replace a track's description; returns its index.

@@ -360,6 +360,7 @@ pub struct MediaPlaylist {
 }
 
 pub fn parse_media_playlist(text: &str) -> MediaPlaylist {
+    assert!(text.starts_with("#EXTM3U"), "not a playlist: {text}");
     let mut p = MediaPlaylist {
         text: text.to_string(),
         ..Default::default()

@@ -277,3 +277,81 @@ fn audio_sent_before_the_first_keyframe_is_kept() {
     assert_eq!(a.segments[0].duration, 3 * 1024, "all three frames kept");
     assert_eq!(p.stats().dropped_audio_before_video, 0);
 }
+
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(48))]
+        /// Whatever the frame rate, GOP and part target: after every frame the
+        /// store lists no empty segment, playback never disappears once it
+        /// started, parts stay within the target, every segment starts with an
+        /// IDR, tfdt is continuous and sequence numbers are contiguous.
+        #[test]
+        fn invariants_hold_after_every_frame(
+            fps in prop::sample::select(vec![24u32, 25, 30, 50, 60]),
+            gop_frames in 10u32..150,
+            part_ms in prop::sample::select(vec![200u32, 333, 500, 1000]),
+            seconds in 3u32..9,
+        ) {
+            let config = StoreConfig { segment_target: 2.0, part_target: part_ms as f64 / 1000.0, window_segments: 6 };
+            let store = ChannelStore::new("p", config);
+            let mut p = Packager::new(store.clone(), "source", wall(0));
+            p.start_session(wall(0));
+            p.push(MediaEvent::VideoConfig(video_config(1280)), wall(0)).unwrap();
+            p.push(MediaEvent::AudioConfig(audio_config()), wall(0)).unwrap();
+            let frames = (seconds * fps) as i64;
+            let audio_frames = (seconds as i64 * 48_000) / 1024;
+            let mut events: Vec<(i64, MediaEvent)> = Vec::new();
+            for i in 0..frames {
+                let dts = i * 1000 / fps as i64;
+                events.push((dts, MediaEvent::Video(VideoFrame {
+                    dts: Timestamp::from_millis(dts),
+                    pts: Timestamp::from_millis(dts + 40),
+                    keyframe: i % gop_frames as i64 == 0,
+                    data: Bytes::from(vec![0u8; 100]),
+                })));
+            }
+            for i in 0..audio_frames {
+                let dts = i * 1024 * 1000 / 48_000;
+                events.push((dts, MediaEvent::Audio(AudioFrame { dts: Timestamp::from_millis(dts), data: Bytes::from(vec![1u8; 10]) })));
+            }
+            events.sort_by_key(|(t, _)| *t);
+            let mut started = false;
+            for (t, e) in events {
+                p.push(e, wall(t)).unwrap();
+                let s = store.read();
+                for tr in &s.tracks {
+                    prop_assert!(tr.segments.iter().all(|seg| !seg.parts.is_empty()), "empty segment listed");
+                }
+                if started {
+                    prop_assert!(s.has_media(), "playback disappeared at {t} ms");
+                }
+                started |= s.has_media();
+            }
+            p.end_session();
+            let s = store.read();
+            let part_ticks = |ts: u32| (part_ms as u64 * ts as u64).div_ceil(1000) + (2 * ts as u64).div_ceil(1000);
+            for tr in &s.tracks {
+                let ts = tr.info.timescale;
+                let msns: Vec<u64> = tr.segments.iter().map(|x| x.msn).collect();
+                prop_assert!(msns.windows(2).all(|w| w[1] == w[0] + 1), "{}: {:?}", tr.info.id, msns);
+                for w in tr.segments.iter().collect::<Vec<_>>().windows(2) {
+                    prop_assert_eq!(w[0].start + w[0].duration, w[1].start, "{} tfdt gap", tr.info.id);
+                }
+                for seg in &tr.segments {
+                    prop_assert!(seg.complete);
+                    if tr.info.kind == TrackKind::Video {
+                        prop_assert!(seg.parts[0].independent, "segment {} starts without IDR", seg.msn);
+                    }
+                    for part in &seg.parts {
+                        // a single frame longer than the target is the only excuse
+                        let one_frame = (ts as u64).div_ceil(fps as u64).max(1024);
+                        prop_assert!(part.duration <= part_ticks(ts).max(one_frame), "{} part {} > target", tr.info.id, part.duration);
+                    }
+                }
+            }
+        }
+    }
+}
