@@ -70,11 +70,6 @@ pub const SKIP_TARGET_DURATIONS: u64 = 6;
 pub const PART_LISTING_TARGET_DURATIONS: u64 = 3;
 /// `_HLS_msn` may be at most this far past the last complete segment (§6.2.5.2).
 pub const MSN_LOOKAHEAD: u64 = 2;
-/// How many parts past the preload hint a part request still waits. Zero: only
-/// the hinted part is requestable before it exists; anything else neither
-/// present nor hinted is 404 (RFC 8216bis §6.2.6; PROTOCOL-RULES.md). A
-/// conforming player asks only for what its playlist lists or hints.
-pub const PART_REQUEST_LOOKAHEAD: u64 = 0;
 /// Longest query string parsed for directives; longer is refused (hostile
 /// input: a megabyte of `&`).
 pub const MAX_QUERY_LEN: usize = 1024;
@@ -622,9 +617,13 @@ pub fn part_availability(state: &ChannelState, track: usize, part_seq: u64) -> P
     if t.part(part_seq).is_some() {
         return PartAvailability::Ready;
     }
-    match part_seq.checked_sub(t.next_part_seq) {
-        Some(ahead) if ahead <= PART_REQUEST_LOOKAHEAD => PartAvailability::Wait,
-        _ => PartAvailability::NotFound,
+    // Only the hinted part is requestable before it exists; anything else
+    // neither present nor hinted is 404 (RFC 8216bis §6.2.6). A conforming
+    // player asks only for what its playlist lists or hints.
+    if part_seq == t.next_part_seq {
+        PartAvailability::Wait
+    } else {
+        PartAvailability::NotFound
     }
 }
 
