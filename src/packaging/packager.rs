@@ -186,17 +186,25 @@ pub struct Packager {
     stats: PackagerStats,
 }
 
-fn unix_secs(t: SystemTime) -> u64 {
+/// Sequence numbers start from the wall clock so that URLs never repeat when
+/// the process restarts and CDNs may cache media as immutable: each counter
+/// starts at the time since the epoch in units shorter than the thing counted
+/// can be on average (segments are at least ~0.45 s, parts at least 0.1 s
+/// apart from the odd short one at a segment end or reconnect).
+const MSN_UNIT_MS: u64 = 400;
+const PART_UNIT_MS: u64 = 50;
+
+fn unix_millis(t: SystemTime) -> u64 {
     t.duration_since(UNIX_EPOCH)
         .unwrap_or(Duration::ZERO)
-        .as_secs()
+        .as_millis() as u64
 }
 
 impl Packager {
     /// `video_id`: the rendition name the source video is published under.
     pub fn new(store: Arc<ChannelStore>, video_id: &str, now: SystemTime) -> Self {
         let config = store.read().config.clone();
-        let base = unix_secs(now);
+        let ms = unix_millis(now);
         Packager {
             store,
             config,
@@ -205,17 +213,16 @@ impl Packager {
             audio: None,
             video_config: None,
             audio_config: None,
-            next_msn: base,
-            next_init_id: base as u32,
+            next_msn: ms / MSN_UNIT_MS,
+            // one new init per discontinuity; seconds keep them apart across restarts
+            next_init_id: (ms / 1000) as u32,
             audio_next: None,
             init_dirty: true,
             produced_any: false,
             last_end_ms: None,
             anchored: false,
             long_gop_logged: false,
-            // Parts are at least 0.1 s, so tenths of a second since the epoch
-            // keep part numbers increasing across restarts.
-            part_base: base * 10,
+            part_base: ms / PART_UNIT_MS,
             audio_preroll: std::collections::VecDeque::new(),
             notices: Vec::new(),
             stats: PackagerStats::default(),

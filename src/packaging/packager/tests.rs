@@ -355,3 +355,43 @@ mod properties {
         }
     }
 }
+
+#[test]
+fn numbers_never_repeat_across_a_restart() {
+    // 0.5 s segments and 0.1 s parts: the fastest the config allows
+    let config = StoreConfig {
+        segment_target: 0.5,
+        part_target: 0.1,
+        window_segments: 100,
+    };
+    let a = ChannelStore::new("r", config.clone());
+    let mut p = Packager::new(a.clone(), "source", wall(0));
+    p.start_session(wall(0));
+    p.push(MediaEvent::VideoConfig(video_config(1280)), wall(0))
+        .unwrap();
+    p.push(MediaEvent::AudioConfig(audio_config()), wall(0))
+        .unwrap();
+    feed(&mut p, 0, 10.0, 15, false);
+    p.end_session();
+    // the process restarts the moment the old one stopped
+    let b = ChannelStore::new("r", config);
+    let mut q = Packager::new(b.clone(), "source", wall(10_000));
+    q.start_session(wall(10_000));
+    q.push(MediaEvent::VideoConfig(video_config(1280)), wall(10_000))
+        .unwrap();
+    q.push(MediaEvent::AudioConfig(audio_config()), wall(10_000))
+        .unwrap();
+    feed(&mut q, 0, 2.0, 15, false);
+    let (a, b) = (a.read(), b.read());
+    for id in ["source", "audio"] {
+        let (ta, tb) = (a.track(id).unwrap(), b.track(id).unwrap());
+        let last_a = ta.segments.back().unwrap();
+        let first_b = tb.segments.front().unwrap();
+        assert!(first_b.msn > last_a.msn, "{id}: msn {} reused", first_b.msn);
+        assert!(
+            first_b.parts[0].seq > last_a.parts.last().unwrap().seq,
+            "{id}: part reused"
+        );
+        assert!(first_b.init_id > last_a.init_id, "{id}: init reused");
+    }
+}
