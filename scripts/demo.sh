@@ -9,8 +9,11 @@ host=${DEMO_HOST:-127.0.0.1}
 cleanup() { kill "${ffmpeg_pid:-}" "${ladder_pid:-}" 2>/dev/null || true; wait 2>/dev/null || true; }
 trap cleanup EXIT INT TERM
 
-# the embedded default: open mode, RTMP on 1935, HTTP on 8080
-LADDER_CONFIG= "$bin" serve --config <("$bin" config --default) &
+# the embedded default (open mode, RTMP on 1935, HTTP on 8080), written out so
+# that an installed /etc/ladder/ladder.toml does not take its place
+mkdir -p target/demo
+"$bin" config --default > target/demo/ladder.toml
+"$bin" serve --config target/demo/ladder.toml &
 ladder_pid=$!
 for _ in $(seq 50); do
   (exec 3<>/dev/tcp/127.0.0.1/1935) 2>/dev/null && break
