@@ -22,6 +22,12 @@ use std::time::{Duration, SystemTime};
 use tokio::sync::{watch, Notify, Semaphore};
 use tracing::{info, warn};
 
+/// How long a channel's media stays servable after its publisher left; then the
+/// channel is forgotten, so publishing once to many keys (open mode) cannot
+/// grow memory without bound.
+pub const CHANNEL_LINGER: Duration = Duration::from_secs(300);
+/// How often idle channels are looked for.
+const REAP_INTERVAL: Duration = Duration::from_secs(10);
 /// How long shutdown waits for tasks to finish closing segments and connections.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
@@ -56,6 +62,8 @@ pub struct ChannelRuntime {
     pub store: Arc<ChannelStore>,
     pub packager: Mutex<Packager>,
     pub publisher: Mutex<Option<PublisherHandle>>,
+    /// When the last publisher left (None while one is live, or never published).
+    pub idle_since: Mutex<Option<std::time::Instant>>,
 }
 
 /// Why a publish was refused, with the RTMP status the publisher gets.
@@ -177,6 +185,7 @@ impl App {
                     store,
                     packager: Mutex::new(packager),
                     publisher: Mutex::new(None),
+                    idle_since: Mutex::new(None),
                 })
             })
             .clone()
@@ -205,6 +214,7 @@ impl App {
                 }
             }
         }
+        *channel.idle_since.lock().unwrap_or_else(|e| e.into_inner()) = None;
         *slot = Some(PublisherHandle {
             session_id,
             peer,
@@ -224,7 +234,36 @@ impl App {
         let mut slot = channel.publisher.lock().unwrap_or_else(|e| e.into_inner());
         if slot.as_ref().map(|p| p.session_id) == Some(session_id) {
             *slot = None;
+            *channel.idle_since.lock().unwrap_or_else(|e| e.into_inner()) =
+                Some(std::time::Instant::now());
         }
+    }
+
+    /// Forget channels whose publisher left more than `linger` ago; returns
+    /// their names.
+    pub fn reap(&self, now: std::time::Instant, linger: Duration) -> Vec<String> {
+        let mut map = self.channels.lock().unwrap_or_else(|e| e.into_inner());
+        let idle: Vec<String> = map
+            .values()
+            .filter(|c| {
+                let live = c
+                    .publisher
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .is_some();
+                let since = *c.idle_since.lock().unwrap_or_else(|e| e.into_inner());
+                !live
+                    && since
+                        .map(|t| now.duration_since(t) >= linger)
+                        .unwrap_or(false)
+            })
+            .map(|c| c.name.clone())
+            .collect();
+        for name in &idle {
+            map.remove(name);
+            self.registry.remove(name);
+        }
+        idle
     }
 }
 
@@ -299,10 +338,28 @@ async fn serve(config: Config, source: ConfigSource) -> Result<(), AppError> {
         },
     ));
 
+    let reaper = {
+        let app = app.clone();
+        let mut shutdown = shutdown_rx.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(REAP_INTERVAL);
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => {}
+                    _ = shutdown.wait_for(|v| *v) => break,
+                }
+                for name in app.reap(std::time::Instant::now(), CHANNEL_LINGER) {
+                    info!(channel = %name, linger_s = CHANNEL_LINGER.as_secs(), "channel idle: forgotten");
+                }
+            }
+        })
+    };
+
     wait_for_signal().await;
     info!("shutting down: closing publishers and open segments");
     let _ = shutdown_tx.send(true);
     let _ = tokio::time::timeout(SHUTDOWN_GRACE, ingest).await;
+    let _ = reaper.await;
     match tokio::time::timeout(SHUTDOWN_GRACE, origin_task).await {
         Ok(Ok(Err(e))) => return Err(AppError::Origin(e.to_string())),
         Ok(_) => {}
@@ -331,5 +388,68 @@ async fn wait_for_signal() {
     #[cfg(not(unix))]
     {
         let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn app(open: bool) -> Arc<App> {
+        let text = format!(
+            "[auth]\nopen = {open}\n[[channels]]\nname = \"news\"\nkey = \"k1\"\n[ladders.default]\nbackend = \"cpu\"\nrenditions = [ {{ name = \"source\", passthrough = true }} ]\n"
+        );
+        App::new(Config::parse(&text, "test.toml").unwrap())
+    }
+
+    fn peer() -> SocketAddr {
+        "127.0.0.1:5000".parse().unwrap()
+    }
+
+    #[tokio::test]
+    async fn keys_map_to_channels_per_auth_mode() {
+        let closed = app(false);
+        assert_eq!(closed.channel_for_key("k1"), Ok("news".to_string()));
+        assert_eq!(closed.channel_for_key("other"), Err(Refusal::UnknownKey));
+        let open = app(true);
+        assert_eq!(open.channel_for_key("k1"), Ok("news".to_string()));
+        assert_eq!(open.channel_for_key("cam2"), Ok("cam2".to_string()));
+        // a configured channel's name is not a key
+        assert_eq!(open.channel_for_key("news"), Err(Refusal::UnknownKey));
+        for bad in ["", "../x", "a?b", "a b", "-x", &"x".repeat(65)] {
+            assert!(
+                matches!(open.channel_for_key(bad), Err(Refusal::BadName(_))),
+                "{bad:?}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn a_second_publisher_is_refused_and_the_slot_frees_on_release() {
+        let app = app(true);
+        let first = app.admit("cam", peer()).unwrap();
+        assert_eq!(app.admit("cam", peer()).err(), Some(Refusal::AlreadyLive));
+        // the refused attempt did not take a publisher slot
+        app.release(&first.channel, first.session_id);
+        drop(first);
+        assert!(app.admit("cam", peer()).is_ok());
+    }
+
+    #[tokio::test]
+    async fn idle_channels_are_forgotten_after_the_linger() {
+        let app = app(true);
+        let a = app.admit("cam", peer()).unwrap();
+        let now = std::time::Instant::now();
+        assert!(
+            app.reap(now + Duration::from_secs(3600), CHANNEL_LINGER)
+                .is_empty(),
+            "live channel reaped"
+        );
+        app.release(&a.channel, a.session_id);
+        assert!(app.reap(now, CHANNEL_LINGER).is_empty(), "reaped too early");
+        assert!(app.registry.get("cam").is_some());
+        let reaped = app.reap(std::time::Instant::now() + CHANNEL_LINGER, CHANNEL_LINGER);
+        assert_eq!(reaped, vec!["cam".to_string()]);
+        assert!(app.registry.get("cam").is_none());
     }
 }

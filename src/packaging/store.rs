@@ -475,6 +475,14 @@ impl Registry {
             .clone()
     }
 
+    /// Forget a channel (the origin answers 404 for it from now on).
+    pub fn remove(&self, name: &str) -> Option<Arc<ChannelStore>> {
+        self.channels
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(name)
+    }
+
     pub fn names(&self) -> Vec<String> {
         let mut v: Vec<String> = self
             .channels
