@@ -15,6 +15,8 @@
 //! - [`media`] — FLV, avcC/SPS, AAC config, timestamps. No I/O.
 //! - [`packaging`] — CMAF boxes and fragmenter, the segment store, LL-HLS and
 //!   LL-DASH renderers. No I/O.
+//! - [`pipeline`] — the transcoding ladder (decode, scale, encode); its CPU
+//!   building blocks are in progress and not yet wired in.
 //! - [`origin`] — the HTTP origin that CDN edges and players pull from.
 //! - [`control`] — configuration.
 //! - [`app`] — wires it together: tasks, bounded queues, admission, shutdown.
@@ -25,3 +27,4 @@ pub mod ingest;
 pub mod media;
 pub mod origin;
 pub mod packaging;
+pub mod pipeline;
