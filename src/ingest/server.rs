@@ -244,7 +244,8 @@ impl Connection {
             let deadline = if self.live.is_some() {
                 last_media + self.limits.idle_timeout
             } else {
-                connected + PUBLISH_DEADLINE
+                // from the connection, or from the end of its last publish
+                last_media.max(connected) + PUBLISH_DEADLINE
             };
             let read = tokio::select! {
                 r = tokio::time::timeout_at(deadline, socket.read(buf)) => r,
@@ -268,7 +269,7 @@ impl Connection {
                 return end;
             }
             let media = session.stats().media_forwarded;
-            if media != media_seen || (!was_live && self.live.is_some()) {
+            if media != media_seen || was_live != self.live.is_some() {
                 media_seen = media;
                 last_media = tokio::time::Instant::now();
             }

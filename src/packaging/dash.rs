@@ -346,14 +346,23 @@ fn timeline(state: &ChannelState, track: &Track, segs: &[&Segment]) -> Vec<Entry
 /// Duration to announce for the segment being written: the previous complete
 /// segment's (the GOP repeats), or the segment target; never less than what
 /// is already written.
+/// Complete segments looked at to announce the growing one's duration.
+const EXPECTED_DURATION_LOOKBACK: usize = 4;
+
 fn expected_duration(state: &ChannelState, track: &Track, open: &Segment) -> u64 {
     let ts = track.info.timescale.max(1) as f64;
+    // The longest of the last few complete segments: announcing the growing
+    // segment shorter than it turns out makes dash.js fetch it twice (AAC
+    // segments alternate 93/94 frames, for one); a little long only delays the
+    // next request by a frame.
     let prev = track
         .segments
         .iter()
         .rev()
-        .find(|s| s.complete && s.msn < open.msn && s.init_id == open.init_id)
-        .map(|s| s.duration);
+        .filter(|s| s.complete && s.msn < open.msn && s.init_id == open.init_id)
+        .take(EXPECTED_DURATION_LOOKBACK)
+        .map(|s| s.duration)
+        .max();
     let target = (positive(state.config.segment_target, 2.0) * ts).round() as u64;
     prev.unwrap_or(target).max(open.duration).max(1)
 }

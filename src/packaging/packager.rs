@@ -252,13 +252,18 @@ impl Packager {
         self.video_config = None;
         self.audio_config = None;
         self.store.write(|s| s.live = true);
+        // Re-anchor to the wall clock: media time = time since the channel's
+        // availabilityStartTime, so a previous publisher that ran slower than
+        // real time (or a clock that drifted) does not skew DASH timing for
+        // good (DASH-IF timing model: clock drift is forbidden). Never back.
         let start = match self.last_end_ms {
-            Some((end, wall)) => {
-                let gap = now
-                    .duration_since(wall)
+            Some((end, _)) => {
+                let ast = self.store.read().availability_start;
+                let wall = now
+                    .duration_since(ast)
                     .unwrap_or(Duration::ZERO)
                     .as_millis() as i64;
-                end + gap.max(1)
+                wall.max(end + 1)
             }
             None => 0,
         };

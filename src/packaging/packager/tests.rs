@@ -395,3 +395,33 @@ fn numbers_never_repeat_across_a_restart() {
         assert!(first_b.init_id > last_a.init_id, "{id}: init reused");
     }
 }
+
+#[test]
+fn a_new_session_re_anchors_to_the_wall_clock_after_a_slow_one() {
+    let (store, mut p) = setup();
+    // 3 s of media that took 12 s of wall clock to arrive (a starved publisher)
+    let mut events = Vec::new();
+    for i in 0..90i64 {
+        events.push((
+            i * 33,
+            MediaEvent::Video(VideoFrame {
+                dts: Timestamp::from_millis(i * 33),
+                pts: Timestamp::from_millis(i * 33),
+                keyframe: i % 30 == 0,
+                data: Bytes::from(vec![0u8; 100]),
+            }),
+        ));
+    }
+    for (t, e) in events {
+        p.push(e, wall(t * 4)).unwrap();
+    }
+    p.end_session();
+    let start = p.start_session(wall(12_500));
+    assert_eq!(
+        start.as_millis(),
+        12_500,
+        "media time follows the wall clock since availabilityStartTime"
+    );
+    let ast = store.read().availability_start;
+    assert_eq!(ast, wall(0));
+}
