@@ -31,12 +31,17 @@
 //! threads only help when the publisher sends several slices per picture (x264
 //! `sliced-threads`, most hardware encoders); with one slice per picture the
 //! decode is single-threaded, and throughput comes from running channels in
-//! parallel. `AV_CODEC_FLAG_LOW_DELAY` is not set: libavcodec's H.264 decoder
-//! then skips its reorder buffer and returns B-frame streams out of
-//! presentation order (see the test `low_delay_flag_breaks_b_frame_order`).
-//! Streams without B-frames already come out with no delay, as the SPS says
-//! the reorder depth is zero (x264 and hardware encoders write
-//! `max_num_reorder_frames`).
+//! parallel.
+//!
+//! `AV_CODEC_FLAG_LOW_DELAY` is not set. When the SPS states its reorder depth
+//! (`max_num_reorder_frames`, which x264 and hardware encoders write),
+//! libavcodec already returns each picture as soon as presentation order
+//! allows: none of delay for streams without B-frames, one access unit for
+//! x264's `bframes=2` without pyramid; the flag changes nothing there (pinned
+//! by the test `low_delay_flag_gains_nothing_on_b_frame_streams`). Where the
+//! SPS does not state it, the flag asks libavcodec to assume no reordering,
+//! which is wrong for a B-frame stream; correct order is worth more than the
+//! latency saved on the odd encoder that leaves the field out.
 //!
 //! # Errors
 //!
@@ -97,9 +102,10 @@ pub enum DecodeError {
 
     /// libavcodec could not decode an access unit; decoding continues with the
     /// next one (pictures that depend on it may be concealed).
-    #[error("corrupt H.264 access unit (pts {pts}): {source}; it was skipped")]
+    #[error("corrupt H.264 access unit at {} ms: {source}; it was skipped", .pts.as_millis())]
     Corrupt {
-        pts: Millis,
+        /// Presentation time of the access unit.
+        pts: Timestamp,
         #[source]
         source: ffmpeg::Error,
     },
@@ -119,16 +125,6 @@ pub enum DecodeError {
         width: u32,
         height: u32,
     },
-}
-
-/// A timestamp shown in milliseconds, for error messages.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Millis(pub Timestamp);
-
-impl fmt::Display for Millis {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} ms", self.0.as_millis())
-    }
 }
 
 /// Counters for one decoder, for metrics.
@@ -191,6 +187,12 @@ impl Decoder {
     /// than [`MAX_PIXELS`]. `threads`: slice threads, 0 to let libavcodec pick
     /// one per core, 1 for none (see the module docs on latency).
     pub fn new(config: &VideoConfig, threads: usize) -> Result<Decoder, DecodeError> {
+        Decoder::open(config, threads, false)
+    }
+
+    /// [`Decoder::new`], optionally with `AV_CODEC_FLAG_LOW_DELAY` (for the
+    /// test that shows why it stays off).
+    fn open(config: &VideoConfig, threads: usize, low_delay: bool) -> Result<Decoder, DecodeError> {
         check_config(config)?;
 
         let codec = ffmpeg::decoder::find(ffmpeg::codec::Id::H264).ok_or(DecodeError::NoDecoder)?;
@@ -200,6 +202,9 @@ impl Decoder {
             count: threads,
             ..Default::default()
         });
+        if low_delay {
+            context.set_flags(ffmpeg::codec::Flags::LOW_DELAY);
+        }
         set_extradata(&mut context, &config.record)?;
         // Safety: `context` owns a live AVCodecContext that is not open yet;
         // `max_pixels` is a plain int64 field read by avcodec_open2 and by
@@ -301,7 +306,7 @@ impl Decoder {
                     self.carried = out;
                     ready?;
                     return Err(DecodeError::Corrupt {
-                        pts: Millis(frame.pts),
+                        pts: frame.pts,
                         source,
                     });
                 }
@@ -395,7 +400,7 @@ impl Decoder {
             let f = &*self.frame.as_ptr();
             (
                 f.interlaced_frame != 0,
-                f.decode_error_flags != 0 || f.flags & ffi::AV_FRAME_FLAG_CORRUPT as i32 != 0,
+                f.decode_error_flags != 0 || f.flags & ffi::AV_FRAME_FLAG_CORRUPT != 0,
             )
         };
         if interlaced && !self.warned_interlaced {
@@ -542,4 +547,679 @@ fn copy_plane(
         plane.row_mut(y).copy_from_slice(row);
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    //! Real streams made by the installed ffmpeg/x264, muxed to FLV and read
+    //! back through the ingest demuxer, so the decoder sees exactly what a
+    //! publisher's stream becomes. Pixels are compared with what the ffmpeg
+    //! command line decodes from the same file (the same libavcodec).
+
+    use super::*;
+    use crate::media::{Demuxer, MediaEvent, RtmpTimestamp, MILLIS};
+    use bytes::Bytes;
+    use std::path::{Path, PathBuf};
+    use std::process::Command;
+
+    const W: u32 = 320;
+    /// Not a multiple of 16: the SPS crops, and the decoder must honour it.
+    const H: u32 = 180;
+    const FRAMES: usize = 30;
+    /// x264 with a fixed GOP: IDRs at 0, 12 and 24.
+    const GOP: &str = "keyint=12:min-keyint=12:scenecut=0";
+
+    /// A directory removed on drop.
+    struct TempDir(PathBuf);
+
+    impl TempDir {
+        fn new(name: &str) -> TempDir {
+            let dir = std::env::temp_dir().join(format!(
+                "ladder-decode-{name}-{}-{:?}",
+                std::process::id(),
+                std::thread::current().id()
+            ));
+            let _ = std::fs::remove_dir_all(&dir);
+            std::fs::create_dir_all(&dir).expect("temp dir");
+            TempDir(dir)
+        }
+    }
+
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn have_ffmpeg() -> bool {
+        let found = Command::new("ffmpeg")
+            .arg("-version")
+            .output()
+            .is_ok_and(|o| o.status.success());
+        if !found {
+            eprintln!("skipping: ffmpeg is not installed (needed to make test streams)");
+        }
+        found
+    }
+
+    /// Encode `frames` frames of a moving test pattern with libx264 into FLV.
+    fn encode(
+        dir: &TempDir,
+        name: &str,
+        size: (u32, u32),
+        frames: usize,
+        args: &[&str],
+    ) -> PathBuf {
+        let path = dir.0.join(format!("{name}.flv"));
+        let source = format!("testsrc2=size={}x{}:rate=25", size.0, size.1);
+        let out = Command::new("ffmpeg")
+            .args([
+                "-hide_banner",
+                "-loglevel",
+                "error",
+                "-y",
+                "-f",
+                "lavfi",
+                "-i",
+            ])
+            .arg(&source)
+            .args(["-frames:v", &frames.to_string(), "-c:v", "libx264"])
+            .args(args)
+            .args(["-f", "flv"])
+            .arg(&path)
+            .output()
+            .expect("run ffmpeg");
+        assert!(
+            out.status.success(),
+            "ffmpeg failed to make {name}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        path
+    }
+
+    /// What the ffmpeg command line decodes, as raw yuv420p in presentation order.
+    fn reference(path: &Path) -> Vec<u8> {
+        let out = Command::new("ffmpeg")
+            .args(["-hide_banner", "-loglevel", "error", "-i"])
+            .arg(path)
+            .args([
+                "-fps_mode",
+                "passthrough",
+                "-f",
+                "rawvideo",
+                "-pix_fmt",
+                "yuv420p",
+                "-",
+            ])
+            .output()
+            .expect("run ffmpeg");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out.stdout
+    }
+
+    struct Stream {
+        config: Arc<VideoConfig>,
+        frames: Vec<VideoFrame>,
+    }
+
+    /// Read FLV tags (FLV spec v10.1 annex E) and feed the video ones to the
+    /// ingest demuxer, as RTMP messages would be.
+    fn demux(path: &Path) -> Stream {
+        let file = std::fs::read(path).expect("read flv");
+        assert_eq!(&file[..3], b"FLV");
+        let header = u32::from_be_bytes(file[5..9].try_into().unwrap()) as usize;
+        let mut at = header + 4; // PreviousTagSize0
+        let mut demuxer = Demuxer::new(Timestamp::zero(MILLIS));
+        let (mut config, mut frames) = (None, Vec::new());
+        while at + 11 <= file.len() {
+            let tag = &file[at..at + 11];
+            let size = usize::from(tag[1]) << 16 | usize::from(tag[2]) << 8 | usize::from(tag[3]);
+            let ts = u32::from(tag[7]) << 24
+                | u32::from(tag[4]) << 16
+                | u32::from(tag[5]) << 8
+                | u32::from(tag[6]);
+            let body = Bytes::copy_from_slice(&file[at + 11..at + 11 + size]);
+            if tag[0] == 9 {
+                match demuxer.video(RtmpTimestamp(ts), body).expect("demux") {
+                    Some(MediaEvent::VideoConfig(c)) => config = Some(c),
+                    Some(MediaEvent::Video(f)) => frames.push(f),
+                    _ => {}
+                }
+            }
+            at += 11 + size + 4;
+        }
+        Stream {
+            config: config.expect("a video sequence header"),
+            frames,
+        }
+    }
+
+    fn decode_all(
+        decoder: &mut Decoder,
+        frames: &[VideoFrame],
+        pool: &Arc<PicturePool>,
+    ) -> Vec<Picture> {
+        let mut out = Vec::new();
+        for frame in frames {
+            out.extend(decoder.decode(frame, pool).expect("decode"));
+        }
+        out.extend(decoder.flush(pool).expect("flush"));
+        out
+    }
+
+    /// Every picture, all three planes, byte for byte against the reference.
+    fn assert_pixels(pictures: &[Picture], reference: &[u8], only: impl Fn(usize) -> bool) {
+        let mut at = 0;
+        let mut compared = 0;
+        for (i, p) in pictures.iter().enumerate() {
+            for (n, plane) in p.planes.iter().enumerate() {
+                for y in 0..plane.height {
+                    let expected = &reference[at..at + plane.width];
+                    at += plane.width;
+                    if only(i) {
+                        assert!(
+                            plane.row(y) == expected,
+                            "picture {i} plane {n} row {y} differs from ffmpeg's decode"
+                        );
+                    }
+                }
+            }
+            compared += usize::from(only(i));
+        }
+        assert_eq!(at, reference.len(), "reference has other pictures");
+        assert!(compared > 0);
+    }
+
+    /// Count, order, timing and IDR flags of a complete decode.
+    fn assert_timing(stream: &Stream, pictures: &[Picture]) {
+        assert_eq!(
+            pictures.len(),
+            stream.frames.len(),
+            "one picture per access unit"
+        );
+        let pts: Vec<Timestamp> = pictures.iter().map(|p| p.pts.expect("pts set")).collect();
+        assert!(
+            pts.windows(2).all(|w| w[0] < w[1]),
+            "presentation order: {pts:?}"
+        );
+        let mut source: Vec<Timestamp> = stream.frames.iter().map(|f| f.pts).collect();
+        source.sort();
+        assert_eq!(pts, source, "output pts are exactly the source pts");
+        for p in pictures {
+            let au = &stream.frames[p.seq as usize];
+            assert_eq!(
+                au.pts,
+                p.pts.unwrap(),
+                "seq names the picture's access unit"
+            );
+            assert_eq!(p.source_idr, au.keyframe, "source_idr of picture {}", p.seq);
+            assert_eq!(
+                (p.width, p.height),
+                (stream.config.width, stream.config.height)
+            );
+        }
+    }
+
+    fn idr_count(pictures: &[Picture]) -> usize {
+        pictures.iter().filter(|p| p.source_idr).count()
+    }
+
+    #[test]
+    fn decoder_is_send() {
+        fn send<T: Send>() {}
+        send::<Decoder>();
+    }
+
+    #[test]
+    fn high_profile_with_b_frames_cabac_and_8x8_transform() {
+        if !have_ffmpeg() {
+            return;
+        }
+        let dir = TempDir::new("high");
+        let x264 = format!("{GOP}:bframes=2:b-pyramid=none:8x8dct=1:cabac=1");
+        let path = encode(
+            &dir,
+            "high",
+            (W, H),
+            FRAMES,
+            &[
+                "-profile:v",
+                "high",
+                "-pix_fmt",
+                "yuv420p",
+                "-x264-params",
+                &x264,
+            ],
+        );
+        let stream = demux(&path);
+        assert_eq!(stream.config.profile_idc, 100, "High profile");
+        assert!(
+            stream.frames.iter().any(|f| f.pts > f.dts),
+            "the stream has reordered (B) frames"
+        );
+        let pool = PicturePool::new(8);
+        let mut decoder = Decoder::new(&stream.config, 1).unwrap();
+        let pictures = decode_all(&mut decoder, &stream.frames, &pool);
+        assert_timing(&stream, &pictures);
+        assert!(
+            pictures.windows(2).any(|w| w[0].seq > w[1].seq),
+            "output order differs from decode order"
+        );
+        assert_eq!(idr_count(&pictures), 3);
+        assert!(!decoder.interlaced());
+        assert_pixels(&pictures, &reference(&path), |_| true);
+        let stats = decoder.stats();
+        assert_eq!(
+            (stats.access_units, stats.pictures),
+            (FRAMES as u64, FRAMES as u64)
+        );
+        assert_eq!(stats.corrupt + stats.concealed + stats.untimed, 0);
+
+        // After a flush the same decoder takes a new stream from its IDR.
+        let again = decode_all(&mut decoder, &stream.frames, &pool);
+        assert_eq!(again.len(), FRAMES);
+        assert_pixels(&again, &reference(&path), |_| true);
+    }
+
+    #[test]
+    fn main_and_baseline_profiles() {
+        if !have_ffmpeg() {
+            return;
+        }
+        let dir = TempDir::new("main-baseline");
+        for (profile, idc) in [("main", 77), ("baseline", 66)] {
+            let path = encode(
+                &dir,
+                profile,
+                (W, H),
+                FRAMES,
+                &[
+                    "-profile:v",
+                    profile,
+                    "-pix_fmt",
+                    "yuv420p",
+                    "-x264-params",
+                    GOP,
+                ],
+            );
+            let stream = demux(&path);
+            assert_eq!(stream.config.profile_idc, idc, "{profile}");
+            let pool = PicturePool::new(8);
+            let mut decoder = Decoder::new(&stream.config, 1).unwrap();
+            let pictures = decode_all(&mut decoder, &stream.frames, &pool);
+            assert_timing(&stream, &pictures);
+            assert_eq!(idr_count(&pictures), 3, "{profile}");
+            assert_pixels(&pictures, &reference(&path), |_| true);
+        }
+    }
+
+    #[test]
+    fn baseline_comes_out_without_delay() {
+        if !have_ffmpeg() {
+            return;
+        }
+        let dir = TempDir::new("latency");
+        let path = encode(
+            &dir,
+            "base",
+            (W, H),
+            10,
+            &[
+                "-profile:v",
+                "baseline",
+                "-pix_fmt",
+                "yuv420p",
+                "-tune",
+                "zerolatency",
+            ],
+        );
+        let stream = demux(&path);
+        let pool = PicturePool::new(4);
+        let mut decoder = Decoder::new(&stream.config, 1).unwrap();
+        for frame in &stream.frames {
+            let out = decoder.decode(frame, &pool).unwrap();
+            assert_eq!(out.len(), 1, "each access unit gives its picture at once");
+            assert_eq!(out[0].pts, Some(frame.pts));
+        }
+        assert!(decoder.flush(&pool).unwrap().is_empty());
+    }
+
+    #[test]
+    fn slice_threads_decode_multi_slice_streams_identically() {
+        if !have_ffmpeg() {
+            return;
+        }
+        let dir = TempDir::new("slices");
+        let x264 = format!("{GOP}:slices=4:bframes=2");
+        let path = encode(
+            &dir,
+            "slices",
+            (W, H),
+            FRAMES,
+            &["-pix_fmt", "yuv420p", "-x264-params", &x264],
+        );
+        let stream = demux(&path);
+        let pool = PicturePool::new(8);
+        let mut decoder = Decoder::new(&stream.config, 4).unwrap();
+        let pictures = decode_all(&mut decoder, &stream.frames, &pool);
+        assert_timing(&stream, &pictures);
+        assert_pixels(&pictures, &reference(&path), |_| true);
+    }
+
+    #[test]
+    fn interlaced_source_is_reported() {
+        if !have_ffmpeg() {
+            return;
+        }
+        let dir = TempDir::new("interlaced");
+        let x264 = format!("{GOP}:interlaced=1");
+        let path = encode(
+            &dir,
+            "tff",
+            (W, 240),
+            12,
+            &[
+                "-pix_fmt",
+                "yuv420p",
+                "-flags",
+                "+ildct+ilme",
+                "-x264-params",
+                &x264,
+            ],
+        );
+        let stream = demux(&path);
+        assert!(stream.config.interlaced, "SPS: frame_mbs_only_flag = 0");
+        let pool = PicturePool::new(8);
+        let mut decoder = Decoder::new(&stream.config, 1).unwrap();
+        assert!(decoder.interlaced());
+        let pictures = decode_all(&mut decoder, &stream.frames, &pool);
+        assert_timing(&stream, &pictures);
+        assert_pixels(&pictures, &reference(&path), |_| true);
+
+        // And a progressive one is not.
+        let path = encode(&dir, "progressive", (W, 240), 2, &["-pix_fmt", "yuv420p"]);
+        let decoder = Decoder::new(&demux(&path).config, 1).unwrap();
+        assert!(!decoder.interlaced());
+    }
+
+    #[test]
+    fn ten_bit_and_422_sources_are_refused_clearly() {
+        if !have_ffmpeg() {
+            return;
+        }
+        let dir = TempDir::new("refused");
+        let path = encode(&dir, "p10", (W, H), 2, &["-pix_fmt", "yuv420p10le"]);
+        let err = Decoder::new(&demux(&path).config, 1).unwrap_err();
+        let msg = err.to_string();
+        assert!(matches!(err, DecodeError::Unsupported { .. }), "{msg}");
+        assert!(msg.contains("10-bit") && msg.contains("High 10"), "{msg}");
+        assert!(msg.contains("accepts 8-bit 4:2:0"), "{msg}");
+
+        let path = encode(&dir, "p422", (W, H), 2, &["-pix_fmt", "yuv422p"]);
+        let stream = demux(&path);
+        let msg = Decoder::new(&stream.config, 1).unwrap_err().to_string();
+        assert!(
+            msg.contains("4:2:2 chroma") && msg.contains("accepts 8-bit 4:2:0"),
+            "{msg}"
+        );
+
+        // If the config lies (or an in-band SPS changes format), the pictures
+        // themselves are refused, frame by frame, without a panic.
+        let mut lying = (*stream.config).clone();
+        lying.chroma_format_idc = 1;
+        let pool = PicturePool::new(4);
+        let mut decoder = Decoder::new(&lying, 1).unwrap();
+        let mut refused = 0;
+        for frame in &stream.frames {
+            match decoder.decode(frame, &pool) {
+                Err(DecodeError::PictureFormat { format, .. }) => {
+                    assert_eq!(format, "yuv422p");
+                    refused += 1;
+                }
+                Ok(pictures) => assert!(pictures.is_empty()),
+                Err(e) => panic!("unexpected error: {e}"),
+            }
+        }
+        if let Err(DecodeError::PictureFormat { .. }) = decoder.flush(&pool) {
+            refused += 1;
+        }
+        assert!(refused >= 1);
+        assert_eq!(decoder.stats().pictures, 0);
+    }
+
+    #[test]
+    fn oversized_config_is_refused() {
+        let config = VideoConfig {
+            codec: VideoCodec::H264,
+            record: Bytes::new(),
+            width: 7680,
+            height: 4320,
+            codec_string: "avc1.640033".into(),
+            nal_length_size: 4,
+            frame_rate: None,
+            profile_idc: 100,
+            level_idc: 51,
+            interlaced: false,
+            sample_aspect: (1, 1),
+            chroma_format_idc: 1,
+            bit_depth_luma: 8,
+            bit_depth_chroma: 8,
+        };
+        let err = Decoder::new(&config, 1).unwrap_err();
+        assert!(
+            matches!(err, DecodeError::TooLarge { width: 7680, .. }),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn corrupt_access_units_do_not_stop_decoding() {
+        if !have_ffmpeg() {
+            return;
+        }
+        let dir = TempDir::new("corrupt");
+        let x264 = format!("{GOP}:bframes=2");
+        let path = encode(
+            &dir,
+            "corrupt",
+            (W, H),
+            FRAMES,
+            &["-pix_fmt", "yuv420p", "-x264-params", &x264],
+        );
+        let mut stream = demux(&path);
+        let garble = |data: &Bytes, f: &dyn Fn(&mut Vec<u8>)| {
+            let mut v = data.to_vec();
+            f(&mut v);
+            Bytes::from(v)
+        };
+        // A truncated access unit (the NAL length now overruns the data), a
+        // garbled slice, an empty one and a lying length prefix.
+        stream.frames[4].data = garble(&stream.frames[4].data, &|v| v.truncate(v.len() / 2));
+        stream.frames[8].data = garble(&stream.frames[8].data, &|v| {
+            let n = v.len();
+            for b in &mut v[n / 4..] {
+                *b ^= 0x5a;
+            }
+        });
+        stream.frames[9].data = garble(&stream.frames[9].data, &|v| v.truncate(0));
+        stream.frames[14].data = garble(&stream.frames[14].data, &|v| {
+            v[..4].copy_from_slice(&[0xff; 4])
+        });
+
+        let pool = PicturePool::new(8);
+        let mut decoder = Decoder::new(&stream.config, 1).unwrap();
+        let mut pictures = Vec::new();
+        let mut errors = 0;
+        for frame in &stream.frames {
+            match decoder.decode(frame, &pool) {
+                Ok(p) => pictures.extend(p),
+                Err(e @ DecodeError::Corrupt { .. }) => {
+                    errors += 1;
+                    let msg = e.to_string();
+                    assert!(msg.starts_with("corrupt H.264 access unit at "), "{msg}");
+                    assert!(
+                        msg.contains(&format!(" {} ms", frame.pts.as_millis())),
+                        "{msg}"
+                    );
+                }
+                Err(e) => panic!("unexpected error: {e}"),
+            }
+        }
+        pictures.extend(decoder.flush(&pool).unwrap());
+        let stats = decoder.stats();
+        assert!(
+            errors > 0 || stats.concealed > 0,
+            "the damage was noticed: {stats:?}"
+        );
+        assert_eq!(stats.corrupt, errors as u64);
+        assert!(
+            pictures.len() >= FRAMES - 4,
+            "decoding continued: {}",
+            pictures.len()
+        );
+        let pts: Vec<_> = pictures.iter().map(|p| p.pts.unwrap()).collect();
+        assert!(pts.windows(2).all(|w| w[0] < w[1]), "{pts:?}");
+
+        // From the IDR at 24 on, every picture is exactly right again.
+        let reference = reference(&path);
+        let frame_bytes = (W * H + 2 * (W / 2) * (H / 2)) as usize;
+        let recovered: Vec<&Picture> = pictures.iter().filter(|p| p.seq >= 24).collect();
+        assert_eq!(recovered.len(), FRAMES - 24);
+        for p in recovered {
+            let index = stream
+                .frames
+                .iter()
+                .filter(|f| f.pts < p.pts.unwrap())
+                .count();
+            let expected = &reference[index * frame_bytes..(index + 1) * frame_bytes];
+            let mut at = 0;
+            for plane in &p.planes {
+                for y in 0..plane.height {
+                    assert!(
+                        plane.row(y) == &expected[at..at + plane.width],
+                        "picture {}",
+                        p.seq
+                    );
+                    at += plane.width;
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn steady_state_reuses_pool_buffers() {
+        if !have_ffmpeg() {
+            return;
+        }
+        let dir = TempDir::new("pool");
+        let x264 = format!("{GOP}:bframes=2");
+        let path = encode(
+            &dir,
+            "pool",
+            (W, H),
+            FRAMES,
+            &["-pix_fmt", "yuv420p", "-x264-params", &x264],
+        );
+        let stream = demux(&path);
+        let pool = PicturePool::new(8);
+        let mut decoder = Decoder::new(&stream.config, 1).unwrap();
+        let mut buffers = std::collections::HashSet::new();
+        let mut most_at_once = 0;
+        let mut decoded = 0;
+        for frame in &stream.frames {
+            let pictures = decoder.decode(frame, &pool).unwrap();
+            most_at_once = most_at_once.max(pictures.len());
+            decoded += pictures.len();
+            // Downstream shares each picture and drops it when encoded.
+            let shared: Vec<_> = pictures
+                .into_iter()
+                .map(|p| {
+                    buffers.insert(p.planes[0].data.as_ptr() as usize);
+                    pool.share(p)
+                })
+                .collect();
+            // Every buffer ever made is either in use downstream or idle.
+            assert_eq!(pool.idle() + shared.len(), buffers.len());
+            drop(shared);
+            assert_eq!(
+                pool.idle(),
+                buffers.len(),
+                "dropped pictures went back to the pool"
+            );
+        }
+        decoded += decoder.flush(&pool).unwrap().len();
+        assert_eq!(decoded, FRAMES);
+        assert!(
+            buffers.len() <= most_at_once,
+            "{} buffers for {FRAMES} pictures: only as many as were alive at once ({most_at_once})",
+            buffers.len()
+        );
+    }
+
+    /// Pictures returned by each call, decoding `frames` then flushing.
+    fn outputs_per_call(
+        decoder: &mut Decoder,
+        frames: &[VideoFrame],
+        pool: &Arc<PicturePool>,
+    ) -> (Vec<usize>, Vec<Picture>) {
+        let mut counts = Vec::new();
+        let mut all = Vec::new();
+        for frame in frames {
+            let pictures = decoder.decode(frame, pool).unwrap();
+            counts.push(pictures.len());
+            all.extend(pictures);
+        }
+        let rest = decoder.flush(pool).unwrap();
+        counts.push(rest.len());
+        all.extend(rest);
+        (counts, all)
+    }
+
+    /// Why `AV_CODEC_FLAG_LOW_DELAY` stays off: on a B-frame stream whose SPS
+    /// states its reorder depth (x264, hardware encoders) the decoder already
+    /// returns each picture as early as the flag would, so it gains nothing,
+    /// while on a stream that does not state it the flag tells libavcodec to
+    /// assume no reordering at all. This pins the first half: if a future
+    /// FFmpeg makes the flag change latency or order here, this fails and the
+    /// choice must be revisited.
+    #[test]
+    fn low_delay_flag_gains_nothing_on_b_frame_streams() {
+        if !have_ffmpeg() {
+            return;
+        }
+        let dir = TempDir::new("lowdelay");
+        let x264 = format!("{GOP}:bframes=2:b-pyramid=none");
+        let path = encode(
+            &dir,
+            "bf",
+            (W, H),
+            FRAMES,
+            &["-pix_fmt", "yuv420p", "-x264-params", &x264],
+        );
+        let stream = demux(&path);
+        let pool = PicturePool::new(8);
+        let (plain, plain_pictures) = outputs_per_call(
+            &mut Decoder::new(&stream.config, 1).unwrap(),
+            &stream.frames,
+            &pool,
+        );
+        let (low, low_pictures) = outputs_per_call(
+            &mut Decoder::open(&stream.config, 1, true).unwrap(),
+            &stream.frames,
+            &pool,
+        );
+        assert_eq!(
+            plain, low,
+            "pictures per access unit, without and with LOW_DELAY"
+        );
+        assert_timing(&stream, &plain_pictures);
+        assert_timing(&stream, &low_pictures);
+        // One access unit of delay: what two B-frames without pyramid need.
+        assert_eq!(&plain[..2], &[0, 1], "{plain:?}");
+        assert_eq!(plain.last(), Some(&1), "{plain:?}");
+    }
 }
