@@ -293,7 +293,17 @@ impl Decoder {
                 Ok(()) => break,
                 // Only when pictures are waiting: take them, then resend.
                 Err(ffmpeg::Error::Other { errno }) if errno == ffmpeg::error::EAGAIN => {
-                    if let Err(e) = self.receive_all(pool, &mut out) {
+                    let before = out.len();
+                    let received = self.receive_all(pool, &mut out);
+                    if received.is_ok() && out.len() == before {
+                        // Neither side takes anything: libavcodec's contract
+                        // says this cannot happen; do not spin if it does.
+                        self.carried = out;
+                        return Err(DecodeError::Decoder(ffmpeg::Error::Other {
+                            errno: ffmpeg::error::EAGAIN,
+                        }));
+                    }
+                    if let Err(e) = received {
                         self.carried = out;
                         return Err(e);
                     }
