@@ -27,9 +27,10 @@
 //!   `rc.b_mb_tree = 0`), `i_sync_lookahead = 0`, and **sliced threads**
 //!   (`b_sliced_threads = 1`). Frame threads delay output by about one frame
 //!   per thread (plus lookahead); sliced threads split each picture into
-//!   `i_threads` slices encoded in parallel, so every `encode` returns its own
-//!   access unit at once. The price is a few percent of efficiency per extra
-//!   slice, which is right for LL-HLS parts of 0.5 s; without `low_latency`
+//!   `i_threads` slices encoded in parallel, so the encoder holds no picture
+//!   beyond the one `b_vfr_input` needs (below): each `encode` returns the
+//!   previous picture's access unit. The price is a few percent of efficiency
+//!   per extra slice, which is right for LL-HLS parts of 0.5 s; without `low_latency`
 //!   the preset's B-frames, lookahead and frame threads are kept (better
 //!   quality, several frames of delay, `dts < pts`).
 //! - Rate control (`--bitrate`, `--vbv-maxrate`, `--vbv-bufsize`): ABR
@@ -52,9 +53,12 @@
 //!   on) with `i_timebase = 1/90000`: rate control and the VBV refill use the
 //!   real duration of every frame, and a 25 fps source on a rung nominally 30
 //!   still gets its bitrate. With `b_vfr_input = 0` x264 would assume `1/fps`
-//!   per frame and undershoot (or overshoot) in proportion. The SPS then
-//!   signals `time_scale = 180000`, `fixed_frame_rate_flag = 0`; the
-//!   [`VideoConfig::frame_rate`] reported is the nominal `fps`.
+//!   per frame and undershoot (or overshoot) in proportion. The cost is one
+//!   picture of delay (x264 adds `b_vfr_input` to its frame delay: a frame's
+//!   duration is known when the next pts arrives), 33 ms at 30 fps, small
+//!   beside a 0.5 s part. The SPS then signals `time_scale = 180000`,
+//!   `fixed_frame_rate_flag = 0`; the [`VideoConfig::frame_rate`] reported is
+//!   the nominal `fps`.
 //! - GOP (`--keyint`, `--scenecut 0`, `--no-intra-refresh`, closed GOP): IDRs
 //!   go exactly where the ladder wants segment boundaries and nowhere else.
 //!   Scene-cut detection is off, since each rung would decide differently and
@@ -99,6 +103,21 @@ pub const MAX_DIMENSION: u32 = 8192;
 /// Highest bitrate or maxrate accepted, in kbit/s (1 Gbit/s): far above any
 /// H.264 level, low enough that the arithmetic never overflows `c_int`.
 pub const MAX_KBPS: u32 = 1_000_000;
+
+/// x264's presets, fastest first (`x264_preset_names` in `x264.h`, a
+/// header-only array that the library does not export).
+pub const PRESETS: [&str; 10] = [
+    "ultrafast",
+    "superfast",
+    "veryfast",
+    "faster",
+    "fast",
+    "medium",
+    "slow",
+    "slower",
+    "veryslow",
+    "placebo",
+];
 
 /// Most threads per encoder (x264's `X264_THREAD_MAX`).
 pub const MAX_THREADS: usize = 128;
@@ -192,7 +211,7 @@ pub struct EncoderSettings {
     /// every `keyint_max` frames (and wherever forced).
     pub source_idrs: bool,
     /// `--tune zerolatency`: no B-frames, no lookahead, sliced threads; one
-    /// access unit out per picture in.
+    /// access unit out per picture in, one picture behind.
     pub low_latency: bool,
 }
 
@@ -357,9 +376,10 @@ impl Encoder {
     /// Encode one picture; `force_idr` makes it an IDR (the pipeline passes
     /// `picture.source_idr` when a source rung drives IDRs).
     ///
-    /// Returns the access unit x264 emits, if any: with `low_latency` always
-    /// the one for this picture; otherwise possibly an earlier picture's, or
-    /// none while x264 fills its lookahead. The data is AVCC (4-byte lengths)
+    /// Returns the access unit x264 emits, if any: with `low_latency` the
+    /// previous picture's (none for the first; see the module docs on
+    /// `b_vfr_input`), otherwise an earlier picture's in decode order, or none
+    /// while x264 fills its lookahead. [`Encoder::flush`] returns the rest. The data is AVCC (4-byte lengths)
     /// slices only, `keyframe` means it holds an IDR slice, `pts` is the
     /// picture's own timestamp exactly, and `dts` is on the same timescale
     /// (equal to `pts` without B-frames; before it, possibly negative, with
@@ -580,7 +600,9 @@ fn x264_picture() -> sys::x264_picture_t {
 fn params(s: &EncoderSettings) -> Result<sys::x264_param_t, EncodeError> {
     let preset_name = s.preset.as_deref().unwrap_or(DEFAULT_PRESET);
     let preset = CString::new(preset_name)
-        .map_err(|_| EncodeError::UnknownPreset(preset_name.to_owned()))?;
+        .ok()
+        .filter(|_| known_preset(preset_name))
+        .ok_or_else(|| EncodeError::UnknownPreset(preset_name.to_owned()))?;
     let tune = s.low_latency.then_some(c"zerolatency");
 
     let mut p = std::mem::MaybeUninit::<sys::x264_param_t>::uninit();
@@ -655,6 +677,12 @@ fn params(s: &EncoderSettings) -> Result<sys::x264_param_t, EncodeError> {
     Ok(p)
 }
 
+/// Whether libx264 has this preset; asked before `x264_param_default_preset`,
+/// which would print its refusal to stderr.
+fn known_preset(name: &str) -> bool {
+    PRESETS.contains(&name)
+}
+
 /// SPS and PPS from x264, as the rung's decoder configuration.
 fn headers(raw: &RawEncoder, fps: f64) -> Result<VideoConfig, EncodeError> {
     let mut nals: *mut sys::x264_nal_t = ptr::null_mut();
@@ -727,3 +755,519 @@ fn install_logger(p: &mut sys::x264_param_t) {
 
 #[cfg(not(target_arch = "x86_64"))]
 fn install_logger(_p: &mut sys::x264_param_t) {}
+
+#[cfg(test)]
+mod tests {
+    //! Real encodes, checked by ffprobe on the Annex B stream they make.
+    //! Small (320x240, 3 s at 30 fps) so that they stay cheap on two cores.
+
+    use super::*;
+    use crate::media::MILLIS;
+    use serde_json::Value;
+    use std::collections::BTreeSet;
+    use std::process::Command;
+
+    const W: u32 = 320;
+    const H: u32 = 240;
+    const FPS: f64 = 30.0;
+    const FRAMES: usize = 90;
+
+    fn settings() -> EncoderSettings {
+        EncoderSettings {
+            width: W,
+            height: H,
+            fps: FPS,
+            bitrate_kbps: 500,
+            maxrate_kbps: None,
+            bufsize_kbits: None,
+            profile: None,
+            preset: None,
+            threads: 1,
+            keyint_max: 60,
+            source_idrs: false,
+            low_latency: true,
+        }
+    }
+
+    /// Millisecond pts of frame `i` at 30 fps (33, 67, 100...: uneven ticks,
+    /// so the round trip through x264's 90 kHz is really exercised).
+    fn pts_of(i: usize) -> Timestamp {
+        Timestamp::new((i as f64 * 1000.0 / FPS).round() as i64, MILLIS)
+    }
+
+    /// `frames` raw I420 pictures from an ffmpeg filter graph.
+    fn ffmpeg_pictures(graph: &str, frames: usize) -> Vec<Picture> {
+        let out = Command::new("ffmpeg")
+            .args(["-v", "error", "-filter_complex", graph, "-frames:v"])
+            .arg(frames.to_string())
+            .args(["-pix_fmt", "yuv420p", "-f", "rawvideo", "-"])
+            .output()
+            .expect("ffmpeg runs (make test installs it)");
+        assert!(
+            out.status.success(),
+            "ffmpeg: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let (w, h) = (W as usize, H as usize);
+        let frame_len = w * h * 3 / 2;
+        assert_eq!(out.stdout.len(), frame_len * frames);
+        out.stdout
+            .chunks_exact(frame_len)
+            .enumerate()
+            .map(|(i, raw)| {
+                let mut p = Picture::new(W, H);
+                let mut at = 0;
+                for plane in &mut p.planes {
+                    for y in 0..plane.height {
+                        let n = plane.width;
+                        plane.row_mut(y).copy_from_slice(&raw[at..at + n]);
+                        at += n;
+                    }
+                }
+                p.pts = Some(pts_of(i));
+                p.seq = i as u64;
+                p
+            })
+            .collect()
+    }
+
+    fn testsrc(frames: usize) -> Vec<Picture> {
+        ffmpeg_pictures(&format!("testsrc2=s={W}x{H}:r={FPS}"), frames)
+    }
+
+    /// NAL types of an AVCC access unit.
+    fn nal_types(frame: &VideoFrame) -> Vec<u8> {
+        avc::nal_units(&frame.data, 4)
+            .map(|n| avc::nal_type(n.expect("well-formed AVCC")).unwrap_or(0))
+            .collect()
+    }
+
+    /// ffprobe's view of the stream: (stream, frames in decode order).
+    fn probe(name: &str, config: &VideoConfig, frames: &[VideoFrame]) -> (Value, Vec<Value>) {
+        let avcc = avc::AvcDecoderConfig::parse(&config.record).expect("avcC parses");
+        let mut annexb = Vec::new();
+        let nals = avcc.sps.iter().chain(&avcc.pps).map(|b| b.to_vec());
+        let nals = nals.chain(frames.iter().flat_map(|f| {
+            avc::nal_units(&f.data, 4)
+                .map(|n| n.expect("well-formed AVCC").to_vec())
+                .collect::<Vec<_>>()
+        }));
+        for nal in nals {
+            annexb.extend_from_slice(&[0, 0, 0, 1]);
+            annexb.extend_from_slice(&nal);
+        }
+        let path =
+            std::env::temp_dir().join(format!("ladder-x264-{name}-{}.h264", std::process::id()));
+        std::fs::write(&path, &annexb).expect("write temp file");
+        let out = Command::new("ffprobe")
+            .args(["-v", "error", "-f", "h264", "-show_streams", "-show_frames"])
+            .args(["-of", "json"])
+            .arg(&path)
+            .output()
+            .expect("ffprobe runs");
+        let _ = std::fs::remove_file(&path);
+        assert!(
+            out.status.success(),
+            "ffprobe: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let json: Value = serde_json::from_slice(&out.stdout).expect("ffprobe json");
+        let stream = json["streams"][0].clone();
+        let frames = json["frames"].as_array().cloned().unwrap_or_default();
+        (stream, frames)
+    }
+
+    fn assert_no_non_slice_nals(frames: &[VideoFrame]) {
+        for f in frames {
+            let types = nal_types(f);
+            assert!(
+                types.iter().all(|t| matches!(t, 1 | 5)),
+                "only slices in samples, got NAL types {types:?}"
+            );
+            assert_eq!(f.keyframe, types.contains(&NAL_IDR));
+        }
+    }
+
+    #[test]
+    fn low_latency_puts_idrs_exactly_where_forced_with_one_access_unit_per_picture() {
+        let forced: BTreeSet<usize> = [0, 17, 45, 46, 80].into();
+        let s = EncoderSettings {
+            profile: Some("main".into()),
+            // x264's cadence must not apply when the source drives IDRs: with
+            // it, IDRs would also appear at 30 and 60.
+            keyint_max: 30,
+            source_idrs: true,
+            threads: 2,
+            ..settings()
+        };
+        let mut enc = Encoder::new(&s).expect("encoder opens");
+        let config = enc.video_config();
+        let mut out = Vec::new();
+        let pictures = testsrc(FRAMES);
+        for (i, pic) in pictures.iter().enumerate() {
+            // b_vfr_input costs exactly one picture of delay (x264 needs the
+            // next pts for a frame's duration): picture i-1 comes out now.
+            let frame = enc.encode(pic, forced.contains(&i)).expect("encodes");
+            assert_eq!(frame.is_some(), i > 0, "one picture of delay, no more");
+            out.extend(frame);
+        }
+        out.extend(enc.flush().expect("flushes"));
+        assert_eq!(out.len(), FRAMES);
+        for (frame, pic) in out.iter().zip(&pictures) {
+            let pts = pic.pts.expect("test pictures have pts");
+            assert_eq!(
+                (frame.pts.ticks, frame.pts.timescale),
+                (pts.ticks, pts.timescale),
+                "pts round-trips exactly, in order"
+            );
+            assert_eq!(
+                (frame.dts.ticks, frame.dts.timescale),
+                (pts.ticks, pts.timescale),
+                "no B-frames: dts == pts"
+            );
+        }
+
+        let keyframes: BTreeSet<usize> = (0..out.len()).filter(|&i| out[i].keyframe).collect();
+        assert_eq!(keyframes, forced);
+        assert_no_non_slice_nals(&out);
+
+        // The avcC describes the stream.
+        assert_eq!((config.width, config.height), (W, H));
+        assert_eq!(config.profile_idc, 77, "Main");
+        assert!(
+            config.codec_string.starts_with("avc1.4d"),
+            "{}",
+            config.codec_string
+        );
+        assert_eq!(config.nal_length_size, 4);
+        assert_eq!(config.frame_rate, Some(FPS));
+
+        let (stream, frames) = probe("forced", &config, &out);
+        assert_eq!(stream["profile"], "Main");
+        assert_eq!(stream["width"], W);
+        assert_eq!(stream["height"], H);
+        assert_eq!(stream["has_b_frames"], 0);
+        assert_eq!(stream["level"], config.level_idc);
+        assert_eq!(frames.len(), FRAMES, "every access unit decodes");
+        let decoded_keys: BTreeSet<usize> = (0..frames.len())
+            .filter(|&i| frames[i]["key_frame"] == 1)
+            .collect();
+        assert_eq!(decoded_keys, forced);
+        assert!(frames.iter().all(|f| f["pict_type"] != "B"));
+    }
+
+    #[test]
+    fn without_forcing_an_idr_comes_every_keyint_max_frames_and_b_frames_keep_timestamps() {
+        let s = EncoderSettings {
+            profile: Some("high".into()),
+            keyint_max: 30,
+            low_latency: false,
+            ..settings()
+        };
+        let mut enc = Encoder::new(&s).expect("encoder opens");
+        let pictures = testsrc(FRAMES);
+        let mut out = Vec::new();
+        for pic in &pictures {
+            out.extend(enc.encode(pic, false).expect("encodes"));
+        }
+        assert!(out.len() < FRAMES, "lookahead and B-frames delay output");
+        out.extend(enc.flush().expect("flushes"));
+        assert_eq!(out.len(), FRAMES);
+
+        // Every pts comes back exactly, once; map each output to its input.
+        let index_of = |ts: Timestamp| {
+            (0..FRAMES)
+                .find(|&i| {
+                    let p = pts_of(i);
+                    (p.ticks, p.timescale) == (ts.ticks, ts.timescale)
+                })
+                .expect("output pts is an input pts")
+        };
+        let indices: BTreeSet<usize> = out.iter().map(|f| index_of(f.pts)).collect();
+        assert_eq!(indices.len(), FRAMES);
+
+        let keyframes: BTreeSet<usize> = out
+            .iter()
+            .filter(|f| f.keyframe)
+            .map(|f| index_of(f.pts))
+            .collect();
+        assert_eq!(keyframes, [0, 30, 60].into());
+
+        // Decode order: dts increasing, never after pts, and B-frames in use
+        // (so the low-latency test's dts == pts means something).
+        assert!(out.windows(2).all(|w| w[0].dts < w[1].dts));
+        assert!(out
+            .iter()
+            .all(|f| f.dts <= f.pts && f.dts.timescale == MILLIS));
+        assert!(out.iter().any(|f| f.dts < f.pts));
+        assert_no_non_slice_nals(&out);
+
+        let config = enc.video_config();
+        assert_eq!(config.profile_idc, 100, "High");
+        let (stream, frames) = probe("cadence", &config, &out);
+        assert_eq!(stream["profile"], "High");
+        assert_ne!(stream["has_b_frames"], 0);
+        assert_eq!(frames.len(), FRAMES);
+        assert_eq!(frames.iter().filter(|f| f["key_frame"] == 1).count(), 3);
+        assert!(frames.iter().any(|f| f["pict_type"] == "B"));
+    }
+
+    /// Bits in the heaviest window of `frames_per_window` consecutive frames.
+    fn peak_window_bits(out: &[VideoFrame], frames_per_window: usize) -> usize {
+        out.windows(frames_per_window)
+            .map(|w| w.iter().map(|f| f.data.len() * 8).sum::<usize>())
+            .max()
+            .unwrap_or(0)
+    }
+
+    #[test]
+    fn average_bitrate_is_within_15_percent_of_target_on_moving_content() {
+        let s = settings();
+        let mut enc = Encoder::new(&s).expect("encoder opens");
+        let mut out = Vec::new();
+        for pic in &testsrc(FRAMES) {
+            out.extend(enc.encode(pic, false).expect("encodes"));
+        }
+        out.extend(enc.flush().expect("flushes"));
+        assert_eq!(out.len(), FRAMES);
+        let bits: usize = out.iter().map(|f| f.data.len() * 8).sum();
+        let kbps = bits as f64 / (FRAMES as f64 / FPS) / 1000.0;
+        let target = f64::from(s.bitrate_kbps);
+        assert!(
+            (kbps - target).abs() <= 0.15 * target,
+            "{kbps:.0} kbit/s for a {target} kbit/s target"
+        );
+    }
+
+    /// VBV check, two ways, on content made to tempt the rate control: 1.5 s
+    /// of flat grey (nearly free, so ABR banks bits) then 1.5 s of noisy
+    /// test pattern (where ABR alone spends them: about 7x maxrate in the
+    /// worst second, measured with the VBV off).
+    ///
+    /// 1. Simulate the VBV: the buffer starts `f_vbv_buffer_init` (0.9) full,
+    ///    each frame takes its bits out, and it refills at maxrate for the
+    ///    frame's duration up to `bufsize`. It must never run dry (a small
+    ///    slack covers the model's details, e.g. when x264 counts refill).
+    /// 2. Windows: a compliant stream puts at most `maxrate * T + bufsize` bits
+    ///    in any span of T seconds. With `bufsize` half a second of maxrate,
+    ///    no 1-s window (30 frames) may exceed 1.5 x maxrate. (With the default
+    ///    one-second buffer the bound is 2 x maxrate, and x264 reaches 1.64 x
+    ///    here when it spends a full buffer on the IDR after the cut.)
+    #[test]
+    fn vbv_is_never_overdrawn_and_no_one_second_window_passes_one_and_a_half_maxrate() {
+        let s = EncoderSettings {
+            bufsize_kbits: Some(250),
+            ..settings()
+        };
+        let graph = format!(
+            "color=c=gray:s={W}x{H}:r={FPS}:d=1.5[a];\
+             testsrc2=s={W}x{H}:r={FPS}:d=1.5,noise=alls=40:allf=t+u[b];\
+             [a][b]concat=n=2:v=1:a=0"
+        );
+        let mut enc = Encoder::new(&s).expect("encoder opens");
+        let mut out = Vec::new();
+        for pic in &ffmpeg_pictures(&graph, FRAMES) {
+            out.extend(enc.encode(pic, false).expect("encodes"));
+        }
+        out.extend(enc.flush().expect("flushes"));
+        assert_eq!(out.len(), FRAMES);
+
+        let maxrate = f64::from(s.maxrate()) * 1000.0;
+        let bufsize = f64::from(s.bufsize()) * 1000.0;
+        let mut fullness = 0.9 * bufsize;
+        for (i, f) in out.iter().enumerate() {
+            fullness -= (f.data.len() * 8) as f64;
+            assert!(
+                fullness >= -0.05 * bufsize,
+                "VBV underflow at frame {i}: {fullness:.0} bits"
+            );
+            let duration = (pts_of(i + 1) - pts_of(i)).as_secs_f64();
+            fullness = (fullness + maxrate * duration).min(bufsize);
+        }
+
+        let peak = peak_window_bits(&out, FPS as usize) as f64;
+        assert!(
+            peak <= 1.5 * maxrate,
+            "a 1-s window holds {peak} bits, maxrate is {maxrate} bit/s"
+        );
+    }
+
+    #[test]
+    fn settings_are_checked_before_x264_sees_them() {
+        let invalid = |s: EncoderSettings| match Encoder::new(&s) {
+            Err(EncodeError::InvalidSettings { field, .. }) => field,
+            other => panic!("expected InvalidSettings, got {other:?}"),
+        };
+        assert_eq!(
+            invalid(EncoderSettings {
+                width: 321,
+                ..settings()
+            }),
+            "width"
+        );
+        assert_eq!(
+            invalid(EncoderSettings {
+                height: 0,
+                ..settings()
+            }),
+            "height"
+        );
+        assert_eq!(
+            invalid(EncoderSettings {
+                fps: f64::NAN,
+                ..settings()
+            }),
+            "fps"
+        );
+        assert_eq!(
+            invalid(EncoderSettings {
+                bitrate_kbps: 0,
+                ..settings()
+            }),
+            "bitrate_kbps"
+        );
+        assert_eq!(
+            invalid(EncoderSettings {
+                maxrate_kbps: Some(100),
+                ..settings()
+            }),
+            "maxrate_kbps"
+        );
+        assert_eq!(
+            invalid(EncoderSettings {
+                keyint_max: 0,
+                ..settings()
+            }),
+            "keyint_max"
+        );
+        assert_eq!(
+            invalid(EncoderSettings {
+                threads: 1000,
+                ..settings()
+            }),
+            "threads"
+        );
+        // keyint_max is not used when the source drives IDRs.
+        assert!(Encoder::new(&EncoderSettings {
+            keyint_max: 0,
+            source_idrs: true,
+            ..settings()
+        })
+        .is_ok());
+
+        let preset = EncoderSettings {
+            preset: Some("warp".into()),
+            ..settings()
+        };
+        assert!(matches!(Encoder::new(&preset), Err(EncodeError::UnknownPreset(p)) if p == "warp"));
+        for profile in ["high10", "extended", "bogus"] {
+            let s = EncoderSettings {
+                profile: Some(profile.into()),
+                ..settings()
+            };
+            assert!(
+                matches!(Encoder::new(&s), Err(EncodeError::UnknownProfile(_))),
+                "{profile}"
+            );
+        }
+        let baseline = EncoderSettings {
+            profile: Some("baseline".into()),
+            ..settings()
+        };
+        let enc = Encoder::new(&baseline).expect("baseline opens");
+        assert_eq!(enc.video_config().profile_idc, 66);
+    }
+
+    #[test]
+    fn bad_pictures_are_refused_and_the_encoder_carries_on() {
+        let s = EncoderSettings {
+            width: 64,
+            height: 48,
+            ..settings()
+        };
+        let mut enc = Encoder::new(&s).expect("encoder opens");
+        let picture = |i: usize| {
+            let mut p = Picture::new(64, 48);
+            p.pts = Some(pts_of(i));
+            p
+        };
+
+        let mut wrong_size = Picture::new(64, 32);
+        wrong_size.pts = Some(pts_of(0));
+        assert!(matches!(
+            enc.encode(&wrong_size, false),
+            Err(EncodeError::PictureSize { .. })
+        ));
+
+        let mut short = picture(0);
+        short.planes[2].data.truncate(10);
+        assert!(matches!(
+            enc.encode(&short, false),
+            Err(EncodeError::PicturePlane { plane: 2, .. })
+        ));
+
+        let mut no_pts = picture(0);
+        no_pts.pts = None;
+        assert!(matches!(
+            enc.encode(&no_pts, false),
+            Err(EncodeError::MissingPts)
+        ));
+
+        assert!(enc.encode(&picture(5), true).expect("encodes").is_none());
+        for stale in [5, 4] {
+            assert!(matches!(
+                enc.encode(&picture(stale), false),
+                Err(EncodeError::PtsNotIncreasing { .. })
+            ));
+        }
+        // A pts in another timescale is fine as long as it moves forward,
+        // and comes back in its own timescale.
+        let mut later = picture(0);
+        later.pts = Some(Timestamp::new(90_000, VIDEO_TIMESCALE));
+        let first = enc.encode(&later, false).expect("encodes");
+        let first = first.expect("the refusals left the first picture in");
+        assert_eq!((first.pts.ticks, first.pts.timescale), (167, MILLIS));
+        assert!(first.keyframe);
+
+        let last = enc.flush().expect("flushes");
+        assert_eq!(last.len(), 1);
+        assert_eq!(
+            (last[0].pts.ticks, last[0].pts.timescale),
+            (90_000, VIDEO_TIMESCALE)
+        );
+        assert!(matches!(
+            enc.encode(&picture(10), false),
+            Err(EncodeError::Flushed)
+        ));
+        assert!(enc.flush().expect("flushing twice is harmless").is_empty());
+    }
+
+    #[test]
+    fn frame_rates_become_exact_fractions() {
+        assert_eq!(fps_fraction(30.0), (30, 1));
+        assert_eq!(fps_fraction(25.0), (25, 1));
+        assert_eq!(fps_fraction(12.5), (25, 2));
+        assert_eq!(fps_fraction(29.97), (30_000, 1001));
+        assert_eq!(fps_fraction(30_000.0 / 1001.0), (30_000, 1001));
+        assert_eq!(fps_fraction(59.94), (60_000, 1001));
+        assert_eq!(fps_fraction(23.976), (24_000, 1001));
+    }
+
+    #[test]
+    fn vbv_defaults_are_cbr_like_with_one_second_of_buffer() {
+        let s = settings();
+        assert_eq!(s.maxrate(), 500);
+        assert_eq!(s.bufsize(), 500);
+        let s = EncoderSettings {
+            maxrate_kbps: Some(800),
+            ..settings()
+        };
+        assert_eq!(s.bufsize(), 800);
+    }
+
+    #[test]
+    fn encoder_is_send() {
+        fn send<T: Send>() {}
+        send::<Encoder>();
+    }
+}
