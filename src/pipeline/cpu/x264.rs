@@ -29,18 +29,20 @@
 //!   per thread (plus lookahead); sliced threads split each picture into
 //!   `i_threads` slices encoded in parallel, so the encoder holds no picture
 //!   beyond the one `b_vfr_input` needs (below): each `encode` returns the
-//!   previous picture's access unit. The price is a few percent of efficiency
-//!   per extra slice, which is right for LL-HLS parts of 0.5 s; without `low_latency`
-//!   the preset's B-frames, lookahead and frame threads are kept (better
-//!   quality, several frames of delay, `dts < pts`).
+//!   previous picture's access unit. The price is a few percent of
+//!   efficiency per extra slice, which is right for LL-HLS parts of 0.5 s.
+//!   Without `low_latency` the preset's B-frames, lookahead and frame threads
+//!   are kept (better quality, several frames of delay, `dts < pts`).
 //! - Rate control (`--bitrate`, `--vbv-maxrate`, `--vbv-bufsize`): ABR
 //!   (`rc.i_rc_method = X264_RC_ABR`, `rc.i_bitrate`) capped by a VBV.
 //!   `maxrate` defaults to the bitrate: CBR-like, what ABR players' bandwidth
-//!   estimates and CDN egress plans expect. `bufsize` defaults to one second
-//!   of `maxrate`: large enough to absorb an IDR (5-10 times a P-frame) at
-//!   every segment start without crushing its quality, small enough that no
-//!   stretch longer than a part (0.5 s) runs far above the advertised
-//!   `BANDWIDTH`, so a player that measured the rung can keep playing it. No
+//!   estimates and CDN egress plans expect. A VBV bounds the bits in any span
+//!   of T seconds by `maxrate * T + bufsize`. `bufsize` defaults to one
+//!   second of `maxrate`: large enough to absorb an IDR (5-10 times a
+//!   P-frame, here at every segment start) without crushing its quality,
+//!   small enough that a 2-s segment peaks at 1.5 x maxrate (a 0.5-s part at
+//!   3 x), which is what an HLS `BANDWIDTH` (peak segment bit rate) must allow
+//!   for. Two seconds, common for VOD, would let a segment reach 2 x. No
 //!   filler (`rc.b_filler`) and no NAL HRD (`i_nal_hrd`): hard CBR wastes
 //!   bytes on every viewer and the HRD SEIs mean nothing in CMAF.
 //! - Frame rate and timestamps (`--fps`, `--timebase`, `--force-cfr`): the
@@ -58,7 +60,9 @@
 //!   duration is known when the next pts arrives), 33 ms at 30 fps, small
 //!   beside a 0.5 s part. The SPS then signals `time_scale = 180000`,
 //!   `fixed_frame_rate_flag = 0`; the [`VideoConfig::frame_rate`] reported is
-//!   the nominal `fps`.
+//!   the nominal `fps`. Capping the frame rate (`fps_max`) is the pipeline's
+//!   job: it drops pictures before they get here, and this encoder's rate
+//!   control follows the timestamps of those it gets.
 //! - GOP (`--keyint`, `--scenecut 0`, `--no-intra-refresh`, closed GOP): IDRs
 //!   go exactly where the ladder wants segment boundaries and nowhere else.
 //!   Scene-cut detection is off, since each rung would decide differently and
@@ -72,8 +76,9 @@
 //!   `avcC` record (ISO/IEC 14496-15 §5.3.3; they never change for an
 //!   encoder's lifetime, and every CMAF segment refers to the init segment),
 //!   not into the samples. SEI NAL units are dropped too: with HRD, intra
-//!   refresh, pic_struct and HDR metadata off the only one x264 writes is its
-//!   version/options banner (user data unregistered, ~600 bytes).
+//!   refresh, open GOP, pic_struct and HDR metadata off, the only SEI x264
+//!   writes is its version/options banner (user data unregistered, ~600
+//!   bytes).
 //! - Profile (`--profile baseline|main|high`): `x264_param_apply_profile`,
 //!   which also turns off what the profile forbids (B-frames and CABAC for
 //!   baseline). The level is left for x264 to derive from size, rate and VBV.
@@ -446,11 +451,13 @@ impl Encoder {
             return Ok(out);
         }
         self.flushed = true;
-        // Each call drains at most one frame; bound the loop by what x264
-        // says it holds so a misbehaving library cannot spin us forever.
+        // Each call drains at most one frame (some calls, while frame threads
+        // finish, none); bound the loop generously by what x264 says it holds
+        // so that a misbehaving library cannot spin us forever.
         // Safety: the handle is open.
         let delayed = unsafe { sys::x264_encoder_delayed_frames(self.raw.0.as_ptr()) };
-        for _ in 0..delayed.max(0) {
+        let bound = usize::try_from(delayed).unwrap_or(0) * 2 + MAX_THREADS;
+        for _ in 0..bound {
             // Safety: as above.
             if unsafe { sys::x264_encoder_delayed_frames(self.raw.0.as_ptr()) } <= 0 {
                 break;
