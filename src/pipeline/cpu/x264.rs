@@ -384,14 +384,16 @@ impl Encoder {
     /// Returns the access unit x264 emits, if any: with `low_latency` the
     /// previous picture's (none for the first; see the module docs on
     /// `b_vfr_input`), otherwise an earlier picture's in decode order, or none
-    /// while x264 fills its lookahead. [`Encoder::flush`] returns the rest. The data is AVCC (4-byte lengths)
-    /// slices only, `keyframe` means it holds an IDR slice, `pts` is the
-    /// picture's own timestamp exactly, and `dts` is on the same timescale
-    /// (equal to `pts` without B-frames; before it, possibly negative, with
-    /// them).
+    /// while x264 fills its lookahead. [`Encoder::flush`] returns the rest.
     ///
-    /// A picture of the wrong size or without an increasing pts is refused
-    /// with an error and the encoder is unchanged.
+    /// The data is AVCC (4-byte lengths) slices only, `keyframe` means it
+    /// holds an IDR slice, `pts` is the picture's own timestamp exactly, and
+    /// `dts` is on the same timescale (equal to `pts` without B-frames; before
+    /// it, and negative for the first frames, with them).
+    ///
+    /// A picture of the wrong size, or without a pts after the previous one,
+    /// is refused with an error and the encoder is unchanged: the caller drops
+    /// it and goes on.
     pub fn encode(
         &mut self,
         picture: &Picture,
@@ -431,16 +433,10 @@ impl Encoder {
             self.in_flight.pop_front();
         }
         self.in_flight.push_back((ticks, pts));
-        match self.encode_raw(&mut pic_in) {
-            Err(e) => {
-                self.in_flight.pop_back();
-                Err(e)
-            }
-            Ok(frame) => {
-                self.last_pts = Some((ticks, pts));
-                Ok(frame)
-            }
-        }
+        // From here x264 has the picture (even if the call fails), so later
+        // pictures must come after it.
+        self.last_pts = Some((ticks, pts));
+        self.encode_raw(&mut pic_in)
     }
 
     /// Drain the access units x264 still holds (B-frames, lookahead, frame
