@@ -389,7 +389,7 @@ impl Encoder {
     /// The data is AVCC (4-byte lengths) slices only, `keyframe` means it
     /// holds an IDR slice, `pts` is the picture's own timestamp exactly, and
     /// `dts` is on the same timescale (equal to `pts` without B-frames; before
-    /// it, and negative for the first frames, with them).
+    /// it, and possibly negative for the first frames, with them).
     ///
     /// A picture of the wrong size, or without a pts after the previous one,
     /// is refused with an error and the encoder is unchanged: the caller drops
