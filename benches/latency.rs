@@ -60,7 +60,12 @@ fn run(part_seconds: f64, secs: u64) {
             .unwrap();
         let base = ladder.url("/live/latency");
         let until = Instant::now() + Duration::from_secs(secs + 3);
-        let v = tokio::spawn(follow(client.clone(), format!("{base}/source"), until, 90_000));
+        let v = tokio::spawn(follow(
+            client.clone(),
+            format!("{base}/source"),
+            until,
+            90_000,
+        ));
         let a = tokio::spawn(follow(client, format!("{base}/audio"), until, 48_000));
         (v.await.unwrap(), a.await.unwrap())
     });
@@ -168,7 +173,9 @@ async fn hint(client: &reqwest::Client, base: &str) -> Option<u64> {
         .text()
         .await
         .ok()?;
-    let line = text.lines().find(|l| l.starts_with("#EXT-X-PRELOAD-HINT"))?;
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("#EXT-X-PRELOAD-HINT"))?;
     let uri = line.split("URI=\"part-").nth(1)?;
     uri.split('.').next()?.parse().ok()
 }

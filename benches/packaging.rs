@@ -14,8 +14,7 @@
 use bytes::Bytes;
 use criterion::{black_box, criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use ladder::media::{
-    AudioCodec, AudioConfig, AudioFrame, MediaEvent, Timestamp, VideoCodec, VideoConfig,
-    VideoFrame,
+    AudioCodec, AudioConfig, AudioFrame, MediaEvent, Timestamp, VideoCodec, VideoConfig, VideoFrame,
 };
 use ladder::packaging::packager::Packager;
 use ladder::packaging::store::{ChannelStore, StoreConfig};

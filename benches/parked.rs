@@ -27,7 +27,6 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 const CHANNEL: &str = "parked";
 const STREAMS_PER_CONNECTION: usize = 250;
 
-
 fn main() {
     if !should_run("parked") {
         return;
@@ -37,8 +36,7 @@ fn main() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(10_000);
-    let ladder =
-        Ladder::start("segment_seconds = 6.0\npart_seconds = 2.0\nwindow_segments = 3");
+    let ladder = Ladder::start("segment_seconds = 6.0\npart_seconds = 2.0\nwindow_segments = 3");
     let _ffmpeg = publish_testsrc(
         &ladder.rtmp_url(CHANNEL),
         "320x240",
@@ -144,7 +142,12 @@ async fn sync(client: &reqwest::Client, base: &str) -> u64 {
         let text = client.get(base).send().await.unwrap().text().await.unwrap();
         last_complete = text
             .lines()
-            .filter_map(|l| l.strip_prefix("seg-")?.strip_suffix(".m4s")?.parse::<u64>().ok())
+            .filter_map(|l| {
+                l.strip_prefix("seg-")?
+                    .strip_suffix(".m4s")?
+                    .parse::<u64>()
+                    .ok()
+            })
             .max();
         if last_complete.is_some() {
             break;
@@ -237,9 +240,7 @@ async fn open_h1(
         tokio::task::yield_now().await;
     }
     let t = Instant::now();
-    while written.load(Ordering::Relaxed) < count
-        && t.elapsed() < Duration::from_secs(10)
-    {
+    while written.load(Ordering::Relaxed) < count && t.elapsed() < Duration::from_secs(10) {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     tasks
