@@ -106,6 +106,12 @@ struct TrackState {
     pending: Option<Pending>,
     /// Last sample duration, the estimate for the next one.
     last_duration: i64,
+    /// The last three sample durations (video), for a conservative estimate.
+    recent: [i64; 3],
+    /// The last part was written before the next sample arrived, with an
+    /// estimated duration for its last sample: the next sample continues the
+    /// timeline at `end` (its composition offset keeps its presentation time).
+    early: bool,
     /// This track's init segment for `init_id` is in the store.
     init_written: bool,
     /// msn of the last segment this track opened.
@@ -137,6 +143,8 @@ impl TrackState {
             part_is_segment_start: false,
             pending: None,
             last_duration: 0,
+            recent: [0; 3],
+            early: false,
             init_written: false,
             last_msn: None,
             unpublished: None,
@@ -289,6 +297,7 @@ impl Packager {
         for t in self.tracks_mut() {
             t.open_msn = None;
             t.pending = None;
+            t.early = false;
             dropped.extend(t.unpublished.take().map(|u| u.0));
         }
         self.reclaim_msn(dropped);
@@ -360,6 +369,7 @@ impl Packager {
         };
         let Some(t) = t else { return };
         t.pending = None;
+        t.early = false;
         let dropped: Vec<u64> = t.unpublished.take().map(|u| u.0).into_iter().collect();
         self.reclaim_msn(dropped);
         let t = match kind {
@@ -501,10 +511,17 @@ impl Packager {
         let Some(t) = self.video.as_ref() else {
             return Ok(());
         };
-        let dts = t.ms(f.dts.as_millis());
+        let mut dts = t.ms(f.dts.as_millis());
         let cts_ms = f.pts.as_millis() - f.dts.as_millis();
-        let cts =
+        let mut cts =
             i32::try_from(t.ms(cts_ms)).map_err(|_| PackagerError::CompositionOffset(cts_ms))?;
+        if t.early && t.open_msn.is_some() {
+            // continue exactly where the early part ended; keep pts
+            let shift = dts - t.end;
+            cts = i32::try_from(cts as i64 + shift)
+                .map_err(|_| PackagerError::CompositionOffset(cts_ms))?;
+            dts = t.end;
+        }
         let part_target = t.ms((self.config.part_target * MILLIS as f64) as i64);
         let seg_target = t.ms((self.config.segment_target * MILLIS as f64) as i64);
         let part_slack = t.ms(PART_SLACK_MS);
@@ -519,9 +536,11 @@ impl Packager {
 
         // Give the pending sample its duration and add it to the part.
         let t = self.video.as_mut().expect("checked above");
+        t.early = false;
         if let Some(p) = t.pending.take() {
             let d = (dts - p.dts).max(1);
             t.last_duration = d;
+            t.recent = [t.recent[1], t.recent[2], d];
             push_sample(t, p, d);
         }
         let est = if t.last_duration > 0 {
@@ -566,6 +585,23 @@ impl Packager {
             data: f.data,
             wall,
         });
+        // If the next frame will close this part whatever it is, write the part
+        // now rather than one frame interval later: the last frame's duration
+        // is estimated low (the shortest recent interval) so the next frame's
+        // decode time moves back, never forward, and its offset grows.
+        let shortest = t.recent.iter().copied().filter(|d| *d > 0).min();
+        if let Some(d) = shortest {
+            let full = t.part_duration() + d + est > part_target + part_slack;
+            if full {
+                if let Some(p) = t.pending.take() {
+                    push_sample(t, p, d);
+                    self.write_part(TrackKind::Video, false);
+                    if let Some(t) = self.video.as_mut() {
+                        t.early = true;
+                    }
+                }
+            }
+        }
         self.anchor(dts, VIDEO_TIMESCALE, wall);
         Ok(())
     }
