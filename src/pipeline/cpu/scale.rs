@@ -36,10 +36,7 @@
 //! `Send` and keeps its scratch buffers between frames, so the steady state
 //! allocates nothing.
 
-use crate::pipeline::frame::{Picture, Plane};
-use fast_image_resize as fir;
-use fir::images::{TypedCroppedImageMut, TypedImage, TypedImageRef};
-use fir::pixels::U8;
+use crate::pipeline::frame::Picture;
 use std::ptr::NonNull;
 
 /// Largest width or height a scaler accepts, source or rung. H.264 level 6.2
@@ -188,38 +185,6 @@ fn floor_even(x: f64) -> u32 {
     (((x + 1e-6) / 2.0).floor().min(f64::from(u32::MAX / 2)) * 2.0) as u32
 }
 
-/// Resampling kernels the scaler can be built with. [`Scaler::new`] uses
-/// [`Filter::DEFAULT`]; the others exist for the benchmark that chose it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Filter {
-    /// Triangle (2 taps at 1:1), the cheapest anti-aliased kernel.
-    Bilinear,
-    /// Hamming-windowed sinc, 2 lobes' worth of support at the cost of
-    /// bilinear.
-    Hamming,
-    /// Catmull-Rom cubic (B=0, C=0.5).
-    CatmullRom,
-    /// Mitchell-Netravali cubic (B=C=1/3): softer, less ringing.
-    Mitchell,
-    /// Lanczos, 3 lobes.
-    Lanczos3,
-}
-
-impl Filter {
-    /// The kernel chosen by benchmark (docs/SCALING.md).
-    pub const DEFAULT: Filter = Filter::CatmullRom;
-
-    fn fir(self) -> fir::FilterType {
-        match self {
-            Filter::Bilinear => fir::FilterType::Bilinear,
-            Filter::Hamming => fir::FilterType::Hamming,
-            Filter::CatmullRom => fir::FilterType::CatmullRom,
-            Filter::Mitchell => fir::FilterType::Mitchell,
-            Filter::Lanczos3 => fir::FilterType::Lanczos3,
-        }
-    }
-}
-
 /// Check a scaler's source and rung sizes. The rung must be even, at least
 /// 2x2, no taller than the source and no wider than [`MAX_SAR_STRETCH`] times
 /// it (what [`rung_size`] can return; a 1-pixel source may still give 2x2).
@@ -288,8 +253,10 @@ fn check_picture(pic: &Picture, side: Side, want_w: u32, want_h: u32) -> Result<
         if (p.width, p.height) != (pw, ph) {
             return Err(bad("size is not the I420 plane size of the picture"));
         }
-        if p.stride < p.width {
-            return Err(bad("stride below width"));
+        // swscale's SIMD loops read and write whole 16/32-byte blocks: a row
+        // must own its width rounded up to 32 (Picture::resize gives that).
+        if p.stride < p.width.div_ceil(32) * 32 {
+            return Err(bad("stride below width rounded up to 32"));
         }
         if p.stride > MAX_DIMENSION as usize * 2 {
             return Err(bad("stride above twice MAX_DIMENSION"));
@@ -307,20 +274,63 @@ fn copy_timing(src: &Picture, dst: &mut Picture) {
     dst.seq = src.seq;
 }
 
-/// Scales I420 pictures of one source size to one rung size.
+use ffmpeg_sys_next as ffi;
+
+/// swscale kernels. [`Scaler::new`] uses [`SwsKernel::DEFAULT`]; the others
+/// are for the benchmark and the tests' references.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SwsKernel {
+    /// `SWS_BICUBIC` (B=0, C=0.6 by default): the quality bar of the issue,
+    /// what `ffmpeg -vf scale` uses unless told otherwise.
+    Bicubic,
+    /// `SWS_BICUBIC | SWS_ACCURATE_RND`: the same kernel with exact
+    /// rounding in the vertical pass (the fast path turns flat black 0 into
+    /// 1 and can step a ramp back by one code value).
+    BicubicAccurate,
+    /// `SWS_LANCZOS` (3 lobes).
+    Lanczos,
+    /// `SWS_LANCZOS | SWS_ACCURATE_RND | SWS_FULL_CHR_H_INT |
+    /// SWS_FULL_CHR_H_INP`: swscale at its most careful (the chroma flags
+    /// matter for RGB paths only; set for completeness).
+    LanczosAccurate,
+}
+
+impl SwsKernel {
+    /// The kernel chosen by benchmark (docs/SCALING.md).
+    pub const DEFAULT: SwsKernel = SwsKernel::BicubicAccurate;
+
+    fn flags(self) -> std::os::raw::c_int {
+        match self {
+            SwsKernel::Bicubic => ffi::SWS_BICUBIC,
+            SwsKernel::BicubicAccurate => ffi::SWS_BICUBIC | ffi::SWS_ACCURATE_RND,
+            SwsKernel::Lanczos => ffi::SWS_LANCZOS,
+            SwsKernel::LanczosAccurate => {
+                ffi::SWS_LANCZOS
+                    | ffi::SWS_ACCURATE_RND
+                    | ffi::SWS_FULL_CHR_H_INT
+                    | ffi::SWS_FULL_CHR_H_INP
+            }
+        }
+    }
+}
+
+/// Scales I420 pictures of one source size to one rung size: the owner of a
+/// swscale `SwsContext` converting YUV420P to YUV420P.
 ///
 /// Built once per (source size, rung size) and reused for every frame; a new
 /// source size (a new SPS) means a new scaler. `Send`, not shared: one per
 /// rung per channel, on that channel's media thread.
 pub struct Scaler {
+    ctx: NonNull<ffi::SwsContext>,
     src_w: u32,
     src_h: u32,
     dst_w: u32,
     dst_h: u32,
-    resizer: fir::Resizer,
-    /// Per plane: the source extent to map onto the whole output plane.
-    options: [fir::ResizeOptions; 3],
 }
+
+// Safety: a SwsContext has no thread affinity; it is only touched through
+// `&mut self` (scale) or by value (drop), so never from two threads at once.
+unsafe impl Send for Scaler {}
 
 impl std::fmt::Debug for Scaler {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -336,159 +346,17 @@ impl Scaler {
     /// allowed) to `dst_w` x `dst_h` (even, as [`rung_size`] gives), with the
     /// benchmark-chosen kernel.
     pub fn new(src_w: u32, src_h: u32, dst_w: u32, dst_h: u32) -> Result<Scaler, ScaleError> {
-        Scaler::with_filter(src_w, src_h, dst_w, dst_h, Filter::DEFAULT)
+        Scaler::with_kernel(src_w, src_h, dst_w, dst_h, SwsKernel::DEFAULT)
     }
 
-    /// As [`Scaler::new`] with another kernel (for the benchmark).
-    pub fn with_filter(
-        src_w: u32,
-        src_h: u32,
-        dst_w: u32,
-        dst_h: u32,
-        filter: Filter,
-    ) -> Result<Scaler, ScaleError> {
-        check_sizes(src_w, src_h, dst_w, dst_h)?;
-        let base = fir::ResizeOptions::new().resize_alg(fir::ResizeAlg::Convolution(filter.fir()));
-        let (w, h) = (f64::from(src_w), f64::from(src_h));
-        // The chroma plane covers the luma plane exactly: w/2 chroma samples,
-        // a fraction of the last one when the width is odd.
-        let chroma = base.crop(0.0, 0.0, w / 2.0, h / 2.0);
-        Ok(Scaler {
-            src_w,
-            src_h,
-            dst_w,
-            dst_h,
-            resizer: fir::Resizer::new(),
-            options: [base.crop(0.0, 0.0, w, h), chroma, chroma],
-        })
-    }
-
-    /// Source size this scaler takes.
-    pub fn source_size(&self) -> (u32, u32) {
-        (self.src_w, self.src_h)
-    }
-
-    /// Rung size this scaler produces.
-    pub fn output_size(&self) -> (u32, u32) {
-        (self.dst_w, self.dst_h)
-    }
-
-    /// Scale an I420 picture into `dst` (already sized dst_w x dst_h, e.g.
-    /// from a PicturePool); copies pts/source_idr/seq. Writes every sample of
-    /// the `width` x `height` area of each plane (row padding is left alone).
-    pub fn scale(&mut self, src: &Picture, dst: &mut Picture) -> Result<(), ScaleError> {
-        check_picture(src, Side::Source, self.src_w, self.src_h)?;
-        check_picture(dst, Side::Destination, self.dst_w, self.dst_h)?;
-        for ((sp, dp), options) in src
-            .planes
-            .iter()
-            .zip(dst.planes.iter_mut())
-            .zip(&self.options)
-        {
-            resize_plane(&mut self.resizer, sp, dp, options)?;
-        }
-        copy_timing(src, dst);
-        Ok(())
-    }
-}
-
-/// One plane through fast_image_resize. The planes are viewed `stride` wide
-/// (fir has no strides) and cropped to `width`: the source crop is in
-/// `options`, the destination crop a view.
-fn resize_plane(
-    resizer: &mut fir::Resizer,
-    src: &Plane,
-    dst: &mut Plane,
-    options: &fir::ResizeOptions,
-) -> Result<(), ScaleError> {
-    let backend = |e: &dyn std::fmt::Display| ScaleError::Backend(e.to_string());
-    // Sizes were bounded by check_picture: strides and heights fit in u32.
-    let src_len = src.stride * src.height;
-    let src_img = TypedImageRef::<U8>::from_buffer(
-        src.stride as u32,
-        src.height as u32,
-        &src.data[..src_len],
-    )
-    .map_err(|e| backend(&e))?;
-    let dst_len = dst.stride * dst.height;
-    let dst_img = TypedImage::<U8>::from_buffer(
-        dst.stride as u32,
-        dst.height as u32,
-        &mut dst.data[..dst_len],
-    )
-    .map_err(|e| backend(&e))?;
-    let mut dst_view =
-        TypedCroppedImageMut::new(dst_img, 0, 0, dst.width as u32, dst.height as u32)
-            .map_err(|e| backend(&e))?;
-    resizer
-        .resize_typed(&src_img, &mut dst_view, options)
-        .map_err(|e| backend(&e))
-}
-
-// ---------------------------------------------------------------------------
-// swscale: the reference the choice was measured against.
-
-use ffmpeg_sys_next as ffi;
-
-/// swscale kernels used for comparison.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum SwsKernel {
-    /// `SWS_BICUBIC` (B=0, C=0.6 by default): the quality bar of the issue,
-    /// what `ffmpeg -vf scale` uses unless told otherwise.
-    Bicubic,
-    /// `SWS_LANCZOS | SWS_ACCURATE_RND | SWS_FULL_CHR_H_INT |
-    /// SWS_FULL_CHR_H_INP`: swscale at its most careful (the chroma flags
-    /// matter for RGB paths only; set for completeness).
-    LanczosAccurate,
-}
-
-impl SwsKernel {
-    fn flags(self) -> std::os::raw::c_int {
-        match self {
-            SwsKernel::Bicubic => ffi::SWS_BICUBIC,
-            SwsKernel::LanczosAccurate => {
-                ffi::SWS_LANCZOS
-                    | ffi::SWS_ACCURATE_RND
-                    | ffi::SWS_FULL_CHR_H_INT
-                    | ffi::SWS_FULL_CHR_H_INP
-            }
-        }
-    }
-}
-
-/// Owner of a `SwsContext` converting I420 to I420 between two fixed sizes.
-/// Same contract as [`Scaler`]; kept as the benchmark's reference and the
-/// tests' cross-check, not used by the pipeline.
-pub struct SwsScaler {
-    ctx: NonNull<ffi::SwsContext>,
-    src_w: u32,
-    src_h: u32,
-    dst_w: u32,
-    dst_h: u32,
-}
-
-// Safety: a SwsContext has no thread affinity; it is only touched through
-// `&mut self` (scale) or by value (drop), so never from two threads at once.
-unsafe impl Send for SwsScaler {}
-
-impl std::fmt::Debug for SwsScaler {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SwsScaler")
-            .field("src", &(self.src_w, self.src_h))
-            .field("dst", &(self.dst_w, self.dst_h))
-            .finish_non_exhaustive()
-    }
-}
-
-impl SwsScaler {
-    /// Same sizes as [`Scaler::new`] accepts.
-    pub fn new(
+    /// As [`Scaler::new`] with another kernel (benchmark, references).
+    pub fn with_kernel(
         src_w: u32,
         src_h: u32,
         dst_w: u32,
         dst_h: u32,
         kernel: SwsKernel,
-    ) -> Result<SwsScaler, ScaleError> {
+    ) -> Result<Scaler, ScaleError> {
         check_sizes(src_w, src_h, dst_w, dst_h)?;
         let fmt = ffi::AVPixelFormat::AV_PIX_FMT_YUV420P;
         // Safety: plain values in (sizes bounded by MAX_DIMENSION, so they
@@ -510,7 +378,7 @@ impl SwsScaler {
         };
         let ctx = NonNull::new(ctx)
             .ok_or_else(|| ScaleError::Backend("sws_getContext returned null".into()))?;
-        Ok(SwsScaler {
+        Ok(Scaler {
             ctx,
             src_w,
             src_h,
@@ -519,7 +387,20 @@ impl SwsScaler {
         })
     }
 
-    /// As [`Scaler::scale`].
+    /// Source size this scaler takes.
+    pub fn source_size(&self) -> (u32, u32) {
+        (self.src_w, self.src_h)
+    }
+
+    /// Rung size this scaler produces.
+    pub fn output_size(&self) -> (u32, u32) {
+        (self.dst_w, self.dst_h)
+    }
+
+    /// Scale an I420 picture into `dst` (already sized dst_w x dst_h, e.g.
+    /// from a PicturePool); copies pts/source_idr/seq. Writes every sample
+    /// of the `width` x `height` area of each plane; row padding (up to the
+    /// stride) may be written too.
     pub fn scale(&mut self, src: &Picture, dst: &mut Picture) -> Result<(), ScaleError> {
         check_picture(src, Side::Source, self.src_w, self.src_h)?;
         check_picture(dst, Side::Destination, self.dst_w, self.dst_h)?;
@@ -551,11 +432,15 @@ impl SwsScaler {
         // Safety: the context is live (owned, freed only in Drop) and was
         // built for exactly these sizes and YUV420P on both sides, which
         // check_picture just verified, along with each plane's buffer
-        // holding stride * height bytes (strides bounded, so they fit in
-        // c_int). swscale reads the `src_h` rows of each source plane (luma
-        // full size, chroma ceil-halved) within width, and writes the
-        // `dst_h` rows of each destination plane within width; `dst` is
-        // borrowed mutably, so nothing else aliases the output.
+        // holding stride * height bytes and each stride covering its width
+        // rounded up to 32 (strides bounded, so they fit in c_int).
+        // swscale reads the `src_h` rows of each source plane (luma full
+        // size, chroma ceil-halved; its filter positions are clamped inside
+        // the width) and writes the `dst_h` rows of each destination plane,
+        // in SIMD blocks of at most 32 bytes from the row start, so within
+        // the stride, last row included (the `swscale_stays_inside_planes`
+        // test keeps a canary after the buffers). `dst` is borrowed mutably,
+        // so nothing else aliases the output.
         let rows = unsafe {
             ffi::sws_scale(
                 self.ctx.as_ptr(),
@@ -578,7 +463,7 @@ impl SwsScaler {
     }
 }
 
-impl Drop for SwsScaler {
+impl Drop for Scaler {
     fn drop(&mut self) {
         // Safety: the context came from sws_getContext, is owned by this
         // value alone and is freed exactly once, here.
@@ -953,7 +838,6 @@ mod tests {
     fn scaler_is_send() {
         fn send<T: Send>() {}
         send::<Scaler>();
-        send::<SwsScaler>();
     }
 
     fn flat(width: u32, height: u32, yuv: [u8; 3]) -> Picture {
@@ -1078,6 +962,41 @@ mod tests {
     }
 
     #[test]
+    fn swscale_stays_inside_planes() {
+        // Widths not a multiple of 32 and exact multiples (no row padding),
+        // every kernel; a canary after each plane's stride * height bytes.
+        for (sw, sh, dw, dh) in [
+            (1920, 1080, 1280, 720),
+            (1921, 1081, 854, 480),
+            (97, 33, 64, 22),
+            (5, 5, 2, 2),
+        ] {
+            for kernel in [
+                SwsKernel::Bicubic,
+                SwsKernel::Lanczos,
+                SwsKernel::LanczosAccurate,
+            ] {
+                let src = synthetic(sw, sh);
+                let mut dst = Picture::new(dw, dh);
+                for plane in &mut dst.planes {
+                    plane.data.extend_from_slice(&[0xA5; 64]);
+                }
+                Scaler::with_kernel(sw, sh, dw, dh, kernel)
+                    .unwrap()
+                    .scale(&src, &mut dst)
+                    .unwrap();
+                for (i, plane) in dst.planes.iter().enumerate() {
+                    let end = plane.stride * plane.height;
+                    assert!(
+                        plane.data[end..].iter().all(|&b| b == 0xA5),
+                        "{sw}x{sh}->{dw}x{dh} {kernel:?} plane {i} written past its buffer"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
     fn timing_is_copied() {
         let mut src = synthetic(64, 48);
         src.pts = Some(crate::media::Timestamp {
@@ -1119,7 +1038,7 @@ mod tests {
                 .scale(src, &mut ours)
                 .unwrap();
             let mut sws = Picture::new(dw, dh);
-            SwsScaler::new(src.width, src.height, dw, dh, SwsKernel::Bicubic)
+            Scaler::with_kernel(src.width, src.height, dw, dh, SwsKernel::Bicubic)
                 .unwrap()
                 .scale(src, &mut sws)
                 .unwrap();
