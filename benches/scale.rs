@@ -97,7 +97,7 @@ impl FirScaler {
 /// A built candidate: scales the 1080p source to one rung.
 enum Built {
     Sws(Scaler),
-    Fir(FirScaler),
+    Fir(Box<FirScaler>),
 }
 
 impl Built {
@@ -106,7 +106,7 @@ impl Built {
             Candidate::Sws(k) => {
                 Built::Sws(Scaler::with_kernel(SRC.0, SRC.1, dst.0, dst.1, k).unwrap())
             }
-            Candidate::Fir(f) => Built::Fir(FirScaler::new(f)),
+            Candidate::Fir(f) => Built::Fir(Box::new(FirScaler::new(f))),
         }
     }
 

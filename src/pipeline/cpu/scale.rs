@@ -16,25 +16,27 @@
 //! ## Choice of resampler
 //!
 //! Picked by `benches/scale.rs` (figures and method in `docs/SCALING.md`):
-//! `fast_image_resize` separable convolution with a Catmull-Rom kernel
-//! widened by the downscale factor (anti-aliased), per plane as 8-bit images,
-//! AVX2/SSE4.1 selected at run time. On 1080p sources it was the fastest
-//! candidate whose PSNR against an f64 Lanczos-3 reference is at least that
-//! of swscale `SWS_BICUBIC`, the quality bar of the issue. swscale stays here
-//! as [`SwsScaler`]: the reference the choice was measured against and a
-//! cross-check in the tests.
+//! libswscale, `SWS_BICUBIC | SWS_ACCURATE_RND`. Against swscale's plain
+//! bicubic (the issue's quality bar), fast_image_resize (AVX2, per plane) and
+//! swscale Lanczos, on 1080p -> 720p/480p/360p: fast_image_resize's
+//! Catmull-Rom is 1.5-2 dB further from an f64 Lanczos-3 reference than
+//! swscale bicubic, and its Lanczos-3, which clears the bar, is 1.6-3.3x
+//! slower than swscale bicubic. Plain `SWS_BICUBIC` is the fastest, but its
+//! vertical pass rounds inexactly: flat black (0) comes out as 1 and a ramp
+//! can step back by one code value, which the tests here refuse; exact
+//! rounding costs 1.0-1.2x and is the default ([`SwsKernel::DEFAULT`]).
 //!
-//! Chroma planes are scaled as planes of their own with centred sample
-//! positions, and an odd source width or height maps the chroma plane's exact
-//! extent (`width / 2.0`, a fractional crop), so luma and chroma stay
-//! registered. Like swscale's defaults, the resampler does not model H.264's
-//! default left chroma siting (`chroma_sample_loc_type` 0): chroma is placed
-//! up to `(factor - 1) / 2` source luma samples off, a third of an output
-//! pixel at 1080p -> 360p, below what a viewer sees in 4:2:0.
+//! Chroma planes are scaled with centred sample positions, swscale's
+//! default. It does not model H.264's default left chroma siting
+//! (`chroma_sample_loc_type` 0): chroma lands up to `(factor - 1) / 2`
+//! source luma samples off, a third of an output pixel at 1080p -> 360p,
+//! below what a viewer sees in 4:2:0. With an odd source width or height
+//! swscale maps the whole rounded-up chroma plane, half a source luma sample
+//! of extra chroma offset.
 //!
 //! Everything here runs on the pipeline's media threads; a [`Scaler`] is
-//! `Send` and keeps its scratch buffers between frames, so the steady state
-//! allocates nothing.
+//! `Send` and keeps its swscale context (filters, scratch lines) between
+//! frames, so the steady state allocates nothing.
 
 use crate::pipeline::frame::Picture;
 use std::ptr::NonNull;
