@@ -71,19 +71,8 @@ pub const MAX_IDLE_TIMEOUT: f64 = 3600.0;
 /// Most renditions in one ladder (each is an encoder session and a playlist).
 pub const MAX_RENDITIONS: usize = 16;
 
-/// x264 preset names; on the GPU they map to NVENC P-presets.
-pub const PRESETS: &[&str] = &[
-    "ultrafast",
-    "superfast",
-    "veryfast",
-    "faster",
-    "fast",
-    "medium",
-    "slow",
-    "slower",
-    "veryslow",
-    "placebo",
-];
+/// x264 preset names (the encoder's own list); on the GPU they map to NVENC P-presets.
+pub use crate::pipeline::cpu::x264::PRESETS;
 /// H.264 profiles a rendition may ask for.
 pub const H264_PROFILES: &[&str] = &["baseline", "main", "high"];
 /// AV1 profiles a rendition may ask for.
