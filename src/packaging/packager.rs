@@ -104,9 +104,8 @@ struct TrackState {
     part_wall: SystemTime,
     part_is_segment_start: bool,
     pending: Option<Pending>,
-    /// Last sample duration, the estimate for the next one.
-    last_duration: i64,
-    /// The last three sample durations (video), for a conservative estimate.
+    /// The last three sample durations (video), newest last: the newest is
+    /// the estimate for the next sample, the shortest a conservative one.
     recent: [i64; 3],
     /// The last part was written before the next sample arrived, with an
     /// estimated duration for its last sample: the next sample continues the
@@ -142,7 +141,6 @@ impl TrackState {
             part_wall: UNIX_EPOCH,
             part_is_segment_start: false,
             pending: None,
-            last_duration: 0,
             recent: [0; 3],
             early: false,
             init_written: false,
@@ -310,6 +308,13 @@ impl Packager {
         }
     }
 
+    fn track_mut(&mut self, kind: TrackKind) -> Option<&mut TrackState> {
+        match kind {
+            TrackKind::Video => self.video.as_mut(),
+            TrackKind::Audio => self.audio.as_mut(),
+        }
+    }
+
     fn tracks(&self) -> impl Iterator<Item = &TrackState> {
         self.video.iter().chain(self.audio.iter())
     }
@@ -363,19 +368,13 @@ impl Packager {
     /// follows must not be decoded with the old init).
     fn end_track_segment(&mut self, kind: TrackKind) {
         self.flush_track(kind);
-        let t = match kind {
-            TrackKind::Video => self.video.as_mut(),
-            TrackKind::Audio => self.audio.as_mut(),
-        };
+        let t = self.track_mut(kind);
         let Some(t) = t else { return };
         t.pending = None;
         t.early = false;
         let dropped: Vec<u64> = t.unpublished.take().map(|u| u.0).into_iter().collect();
         self.reclaim_msn(dropped);
-        let t = match kind {
-            TrackKind::Video => self.video.as_mut(),
-            TrackKind::Audio => self.audio.as_mut(),
-        };
+        let t = self.track_mut(kind);
         let Some(t) = t else { return };
         if t.open_msn.take().is_some() {
             let id = t.id.clone();
@@ -539,12 +538,11 @@ impl Packager {
         t.early = false;
         if let Some(p) = t.pending.take() {
             let d = (dts - p.dts).max(1);
-            t.last_duration = d;
             t.recent = [t.recent[1], t.recent[2], d];
             push_sample(t, p, d);
         }
-        let est = if t.last_duration > 0 {
-            t.last_duration
+        let est = if t.recent[2] > 0 {
+            t.recent[2]
         } else {
             t.ms(33)
         };
@@ -658,9 +656,6 @@ impl Packager {
         self.stats.audio_frames += 1;
         self.stats.bytes += f.data.len() as u64;
         if new_segment {
-            if let Some(a) = self.audio.as_mut() {
-                a.segment_start = dts;
-            }
             self.open_segment(TrackKind::Audio, dts, wall);
         } else {
             let a = self.audio.as_ref().expect("audio track");
@@ -725,10 +720,7 @@ impl Packager {
         }
         self.produced_any = true;
         let fallback_init = self.next_init_id.wrapping_sub(1);
-        let t = match kind {
-            TrackKind::Video => self.video.as_mut(),
-            TrackKind::Audio => self.audio.as_mut(),
-        };
+        let t = self.track_mut(kind);
         let Some(t) = t else { return };
         let discontinuity = std::mem::take(&mut t.discontinuity);
         let mut new_init = None;
@@ -745,8 +737,8 @@ impl Packager {
         t.part_wall = wall;
         t.part_is_segment_start = true;
         let (id, init_id) = (t.id.clone(), t.init_id);
-        self.stats.segments += u64::from(leader);
         t.unpublished = Some((msn, init_id, discontinuity, dts.max(0) as u64, wall));
+        self.stats.segments += u64::from(leader);
         // The previous segment is complete now; this one enters the store with
         // its first part (write_part).
         self.store.write(|s| {
@@ -762,15 +754,12 @@ impl Packager {
     /// Write the track's current part (if any) as a CMAF chunk into the store.
     /// With `with_pending`, the pending sample is added first (end of stream).
     fn write_part(&mut self, kind: TrackKind, with_pending: bool) {
-        let t = match kind {
-            TrackKind::Video => self.video.as_mut(),
-            TrackKind::Audio => self.audio.as_mut(),
-        };
+        let t = self.track_mut(kind);
         let Some(t) = t else { return };
         if with_pending {
             if let Some(p) = t.pending.take() {
-                let d = if t.last_duration > 0 {
-                    t.last_duration
+                let d = if t.recent[2] > 0 {
+                    t.recent[2]
                 } else {
                     t.ms(33)
                 };
