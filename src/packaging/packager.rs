@@ -28,6 +28,7 @@ use crate::media::{
     AudioConfig, AudioFrame, MediaEvent, Timestamp, VideoConfig, VideoFrame, MILLIS,
     VIDEO_TIMESCALE,
 };
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -64,6 +65,13 @@ pub struct PackagerStats {
     pub dropped_before_keyframe: u64,
     /// Audio frames dropped before the first video segment began.
     pub dropped_audio_before_video: u64,
+    /// Encoded rung frames packaged.
+    pub rung_frames: u64,
+    /// Rung frames dropped: before the rung's first IDR at a segment cut, or
+    /// from a publisher session that already ended.
+    pub rung_dropped: u64,
+    /// Segment cuts a rung could not follow (no IDR before the next cut).
+    pub rung_missed_segments: u64,
 }
 
 /// Things the caller should log (with the channel name).
@@ -73,6 +81,80 @@ pub enum PackagerNotice {
     LongGop { gop_secs: f64, target_secs: f64 },
     /// A discontinuity starts at this msn.
     Discontinuity { msn: u64, reason: &'static str },
+}
+
+/// Which track a fragmenter operation is about.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Slot {
+    /// The leading video track (the source, passed through or hidden).
+    Video,
+    Audio,
+    /// An encoded rung, by index in `Packager::rungs`.
+    Rung(usize),
+}
+
+impl From<TrackKind> for Slot {
+    fn from(kind: TrackKind) -> Slot {
+        match kind {
+            TrackKind::Video => Slot::Video,
+            TrackKind::Audio => Slot::Audio,
+        }
+    }
+}
+
+/// Most cut points kept for rungs that lag behind the source. A rung is at
+/// most a few pictures behind (its input queue is short), so this is minutes
+/// of parts; beyond it the oldest are forgotten and a rung that far behind
+/// skips to the newest.
+const MAX_PLAN: usize = 2048;
+
+/// Where the leading video track cut a segment, for the rungs to cut at the
+/// same picture with the same numbers.
+#[derive(Clone, Debug, PartialEq)]
+struct SegmentMark {
+    msn: u64,
+    init_id: u32,
+    discontinuity: bool,
+    /// Composition offset of the leader's first sample (ticks): rung samples
+    /// take `dts = pts - offset`, so a rung segment's tfdt equals the source's.
+    offset: i64,
+    /// Wall clock of the segment's first sample (EXT-X-PROGRAM-DATE-TIME).
+    wall: SystemTime,
+}
+
+/// A cut point of the leading track: the first picture (by presentation
+/// time) of a part, or of a segment.
+#[derive(Clone, Debug)]
+struct Boundary {
+    pts: i64,
+    segment: Option<SegmentMark>,
+}
+
+/// An encoded rung: a video track that follows the leader's cut points.
+#[derive(Debug)]
+struct RungState {
+    track: TrackState,
+    /// Absolute index (see `Packager::plan_base`) of the next cut point.
+    next_cut: u64,
+    /// A segment cut was passed and waits for the rung's next IDR.
+    pending_segment: Option<SegmentMark>,
+    /// `dts = pts - offset` for this segment's samples.
+    offset: i64,
+    /// Wall clock and start (ticks) of the open segment, for part prft.
+    segment_wall: SystemTime,
+    /// Configured bitrate, bits/s, until one is measured.
+    nominal_bandwidth: u64,
+}
+
+/// What [`Packager::push`] did with a video frame, for the transcoding
+/// pipeline: whether the frame entered the timeline, and whether it starts a
+/// segment (every rung must put an IDR there).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Pushed {
+    /// The frame was packaged (not dropped waiting for a keyframe).
+    pub accepted: bool,
+    /// The frame opened a segment.
+    pub segment_start: bool,
 }
 
 /// A sample waiting for its successor to know its duration.
@@ -188,6 +270,22 @@ pub struct Packager {
     part_base: u64,
     /// Audio that arrived before the first video segment of the session.
     audio_preroll: std::collections::VecDeque<(AudioFrame, SystemTime)>,
+    /// Configured bitrate of each encoded rung, bits/s (nominal BANDWIDTH).
+    rung_bitrates: Vec<(String, u64)>,
+    /// The leading video track is published (a passthrough source rung);
+    /// false: it only decides cut points for the encoded rungs.
+    source_published: bool,
+    /// Rendition names in playlist order (source first when published).
+    order: Vec<String>,
+    /// Encoded rungs, created by [`Packager::rung_config`].
+    rungs: Vec<RungState>,
+    /// Cut points of the leading track not yet passed by every rung.
+    plan: VecDeque<Boundary>,
+    /// Absolute index of `plan[0]`.
+    plan_base: u64,
+    /// Publisher session number; rung output from an older session is late
+    /// and dropped.
+    session: u64,
     notices: Vec<PackagerNotice>,
     stats: PackagerStats,
 }
@@ -230,6 +328,13 @@ impl Packager {
             long_gop_logged: false,
             part_base: ms / PART_UNIT_MS,
             audio_preroll: std::collections::VecDeque::new(),
+            rung_bitrates: Vec::new(),
+            source_published: true,
+            order: vec![video_id.to_string()],
+            rungs: Vec::new(),
+            plan: VecDeque::new(),
+            plan_base: 0,
+            session: 0,
             notices: Vec::new(),
             stats: PackagerStats::default(),
         }
@@ -243,6 +348,284 @@ impl Packager {
         std::mem::take(&mut self.notices)
     }
 
+    /// The channel's ladder: `source` is the passthrough rendition's name
+    /// (None: the source video is not published, and the leading track only
+    /// decides where every rung cuts, at a fixed cadence), `rungs` the encoded
+    /// renditions with their configured bitrate (kbit/s), in playlist order.
+    /// Call before the first session.
+    pub fn set_ladder(&mut self, source: Option<&str>, rungs: &[(String, u32)]) {
+        self.source_published = source.is_some();
+        // a name no rendition can have (config names are URL-safe)
+        self.video_id = source.unwrap_or("\u{0}leader").to_string();
+        if let Some(v) = self.video.as_mut() {
+            v.id = self.video_id.clone();
+        }
+        self.order = source.map(str::to_string).into_iter().collect();
+        self.order.extend(rungs.iter().map(|(n, _)| n.clone()));
+        self.rung_bitrates = rungs
+            .iter()
+            .map(|(n, kbps)| (n.clone(), u64::from(*kbps) * 1000))
+            .collect();
+    }
+
+    /// The current publisher session's number, to pass back with rung output.
+    pub fn session(&self) -> u64 {
+        self.session
+    }
+
+    /// Record a cut point of the leading track for the rungs.
+    fn add_cut(&mut self, b: Boundary) {
+        if self.rungs.is_empty() && self.rung_bitrates.is_empty() {
+            return;
+        }
+        self.plan.push_back(b);
+        // forget what every rung has passed, and anything beyond the bound
+        let passed = self
+            .rungs
+            .iter()
+            .map(|r| r.next_cut)
+            .min()
+            .unwrap_or(self.plan_base);
+        while (self.plan_base < passed && !self.plan.is_empty()) || self.plan.len() > MAX_PLAN {
+            self.plan.pop_front();
+            self.plan_base += 1;
+        }
+    }
+
+    /// A rung's encoder was (re)created: its decoder configuration. From the
+    /// pipeline, before the rung's first frame; `session` as from
+    /// [`Packager::session`] when the pipeline started.
+    pub fn rung_config(&mut self, session: u64, rung: &str, c: Arc<VideoConfig>) {
+        if session != self.session {
+            return;
+        }
+        let setup = TrackSetup {
+            track_id: 1,
+            timescale: VIDEO_TIMESCALE,
+            codec: codec_setup(&c),
+        };
+        let nominal = self
+            .rung_bitrates
+            .iter()
+            .find(|(n, _)| n == rung)
+            .map(|(_, b)| *b)
+            .unwrap_or(0);
+        let info = TrackInfo {
+            id: rung.to_string(),
+            kind: TrackKind::Video,
+            timescale: VIDEO_TIMESCALE,
+            codec: c.codec_string.clone(),
+            width: c.width,
+            height: c.height,
+            frame_rate: c.frame_rate,
+            sample_rate: 0,
+            channels: 0,
+            nominal_bandwidth: nominal,
+        };
+        let i = match self.rungs.iter().position(|r| r.track.id == rung) {
+            Some(i) => {
+                if self.rungs[i].track.setup == setup {
+                    return;
+                }
+                // what the old encoder made ends here
+                self.end_rung(i);
+                let r = &mut self.rungs[i];
+                r.track.setup = setup;
+                r.track.init_written = false;
+                i
+            }
+            None => {
+                let next_cut = self.plan_base + self.plan.len() as u64;
+                self.rungs.push(RungState {
+                    track: TrackState::new(rung, TrackKind::Video, setup, 0),
+                    // cuts already made are for pictures before this rung's first
+                    next_cut,
+                    pending_segment: None,
+                    offset: 0,
+                    segment_wall: UNIX_EPOCH,
+                    nominal_bandwidth: nominal,
+                });
+                // the segment being written: the rung joins at its next cut,
+                // unless the cut is for a picture still to come
+                if let Some(pos) = self.plan.iter().rposition(|b| b.segment.is_some()) {
+                    if let Some(r) = self.rungs.last_mut() {
+                        r.next_cut = self.plan_base + pos as u64;
+                    }
+                }
+                self.rungs.len() - 1
+            }
+        };
+        let nominal = self.rungs[i].nominal_bandwidth;
+        let info = TrackInfo {
+            nominal_bandwidth: nominal,
+            ..info
+        };
+        let part_base = self.part_base;
+        let order = self.order.clone();
+        self.store.write(|s| {
+            let i = s.upsert_track(info);
+            s.tracks[i].next_part_seq = s.tracks[i].next_part_seq.max(part_base);
+            s.order_tracks(&order);
+        });
+    }
+
+    /// One encoded access unit of a rung (no B-frames: presentation order),
+    /// with the picture's source presentation time. Cut where the leading
+    /// track cut: a segment at the rung's first IDR at or after the leader's
+    /// segment picture, a part at the first picture at or after the leader's
+    /// part picture.
+    pub fn push_rung(&mut self, session: u64, rung: &str, f: VideoFrame) {
+        if session != self.session {
+            self.stats.rung_dropped += 1;
+            return;
+        }
+        let Some(i) = self.rungs.iter().position(|r| r.track.id == rung) else {
+            return;
+        };
+        let pts = Timestamp::from_millis(f.pts.as_millis())
+            .rescale(VIDEO_TIMESCALE)
+            .ticks;
+        let end = self.plan_base + self.plan.len() as u64;
+        let r = &mut self.rungs[i];
+        let mut part_cut = false;
+        let mut idx = r.next_cut.max(self.plan_base);
+        if idx > r.next_cut {
+            self.stats.rung_missed_segments += 1;
+        }
+        while idx < end {
+            let b = &self.plan[(idx - self.plan_base) as usize];
+            if b.pts > pts {
+                break;
+            }
+            match &b.segment {
+                Some(m) => {
+                    if r.pending_segment.is_some() {
+                        self.stats.rung_missed_segments += 1;
+                    }
+                    r.pending_segment = Some(m.clone());
+                    part_cut = true;
+                }
+                None => part_cut = true,
+            }
+            idx += 1;
+        }
+        r.next_cut = idx;
+        let mark = if f.keyframe {
+            r.pending_segment.take()
+        } else {
+            None
+        };
+        if mark.is_none() && r.track.open_msn.is_none() {
+            // waiting for an IDR at a segment cut
+            self.stats.rung_dropped += 1;
+            return;
+        }
+        let offset = mark.as_ref().map(|m| m.offset).unwrap_or(r.offset);
+        let mut dts = pts - offset;
+        if let Some(p) = r.track.pending.take() {
+            dts = dts.max(p.dts + 1);
+            let d = dts - p.dts;
+            r.track.recent = [r.track.recent[1], r.track.recent[2], d];
+            push_sample(&mut r.track, p, d);
+        }
+        self.stats.rung_frames += 1;
+        if let Some(m) = mark {
+            self.open_rung_segment(i, m, dts);
+        } else if part_cut {
+            // (a segment cut without an IDR here, after a dropped picture,
+            // keeps at least the part boundary)
+            self.write_part(Slot::Rung(i), false);
+        }
+        let r = &mut self.rungs[i];
+        let since = Timestamp::new((dts - r.track.segment_start).max(0), VIDEO_TIMESCALE);
+        let sample_wall = r.segment_wall + Duration::from_millis(since.as_millis() as u64);
+        if r.track.part.is_empty() {
+            r.track.part_start = dts;
+            r.track.part_wall = sample_wall;
+        }
+        r.track.pending = Some(Pending {
+            dts,
+            cts: i32::try_from(pts - dts).unwrap_or(0),
+            keyframe: f.keyframe,
+            data: f.data,
+            wall: sample_wall,
+        });
+    }
+
+    /// Open rung `i`'s segment for the leader's cut `m`, at `dts`.
+    fn open_rung_segment(&mut self, i: usize, m: SegmentMark, dts: i64) {
+        self.write_part(Slot::Rung(i), false);
+        let mut fresh_init = None;
+        {
+            let t = &self.rungs[i].track;
+            // a new encoder configuration without a new init id from the
+            // leader: never overwrite an init that older segments refer to
+            if !t.init_written && t.init_id == m.init_id && t.last_msn.is_some() {
+                fresh_init = Some(self.next_init_id);
+                self.next_init_id = self.next_init_id.wrapping_add(1);
+            }
+        }
+        let r = &mut self.rungs[i];
+        let init_id = fresh_init.unwrap_or(m.init_id);
+        let t = &mut r.track;
+        let new_init = if !t.init_written || t.init_id != init_id {
+            t.init_id = init_id;
+            t.init_written = true;
+            Some(cmaf::init_segment(&t.setup))
+        } else {
+            None
+        };
+        r.offset = m.offset;
+        r.segment_wall = m.wall;
+        t.open_msn = Some(m.msn);
+        t.last_msn = Some(m.msn);
+        t.segment_start = dts;
+        t.part_start = dts;
+        t.part_wall = m.wall;
+        t.part_is_segment_start = true;
+        t.unpublished = Some((m.msn, init_id, m.discontinuity, dts.max(0) as u64, m.wall));
+        let id = t.id.clone();
+        self.store.write(|s| {
+            if let Some(i) = s.track_index(&id) {
+                if let Some(data) = new_init {
+                    s.add_init(i, init_id, data);
+                }
+                s.close_segment(i);
+            }
+        });
+    }
+
+    /// Write what rung `i` holds and close its segment.
+    fn end_rung(&mut self, i: usize) {
+        self.flush_track(Slot::Rung(i));
+        let Some(r) = self.rungs.get_mut(i) else {
+            return;
+        };
+        r.pending_segment = None;
+        let t = &mut r.track;
+        t.pending = None;
+        t.unpublished = None;
+        if t.open_msn.take().is_some() {
+            let id = t.id.clone();
+            self.store.write(|s| {
+                if let Some(i) = s.track_index(&id) {
+                    s.close_segment(i);
+                }
+            });
+        }
+    }
+
+    /// The pipeline of `session` has delivered everything: close the rungs'
+    /// segments.
+    pub fn end_rungs(&mut self, session: u64) {
+        if session != self.session {
+            return;
+        }
+        for i in 0..self.rungs.len() {
+            self.end_rung(i);
+        }
+    }
+
     /// A publisher session begins. Returns the media time (ms) its first
     /// timestamp should map to: where the previous session ended plus the
     /// wall-clock gap, so the timeline keeps pace with the wall clock.
@@ -250,6 +633,15 @@ impl Packager {
         if self.tracks().any(|t| t.open_msn.is_some()) {
             // the previous publisher was replaced before it could finish
             self.end_session();
+        }
+        // rungs of the previous session that never got their end
+        for i in 0..self.rungs.len() {
+            self.end_rung(i);
+        }
+        self.session += 1;
+        let end = self.plan_base + self.plan.len() as u64;
+        for r in &mut self.rungs {
+            r.next_cut = end;
         }
         self.init_dirty = true;
         self.long_gop_logged = false;
@@ -308,10 +700,11 @@ impl Packager {
         }
     }
 
-    fn track_mut(&mut self, kind: TrackKind) -> Option<&mut TrackState> {
-        match kind {
-            TrackKind::Video => self.video.as_mut(),
-            TrackKind::Audio => self.audio.as_mut(),
+    fn track_mut(&mut self, slot: impl Into<Slot>) -> Option<&mut TrackState> {
+        match slot.into() {
+            Slot::Video => self.video.as_mut(),
+            Slot::Audio => self.audio.as_mut(),
+            Slot::Rung(i) => self.rungs.get_mut(i).map(|r| &mut r.track),
         }
     }
 
@@ -323,23 +716,17 @@ impl Packager {
         self.video.iter_mut().chain(self.audio.iter_mut())
     }
 
-    /// Feed one demuxed event, with the wall-clock time it arrived.
-    pub fn push(&mut self, event: MediaEvent, wall: SystemTime) -> Result<(), PackagerError> {
+    /// Feed one demuxed event, with the wall-clock time it arrived. For a
+    /// video frame, says whether it was packaged and whether it opened a
+    /// segment (the transcoding pipeline forces an IDR there).
+    pub fn push(&mut self, event: MediaEvent, wall: SystemTime) -> Result<Pushed, PackagerError> {
         match event {
-            MediaEvent::VideoConfig(c) => {
-                self.on_video_config(c);
-                Ok(())
-            }
-            MediaEvent::AudioConfig(c) => {
-                self.on_audio_config(c);
-                Ok(())
-            }
-            MediaEvent::Video(f) => self.on_video(f, wall),
-            MediaEvent::Audio(f) => {
-                self.on_audio(f, wall);
-                Ok(())
-            }
+            MediaEvent::VideoConfig(c) => self.on_video_config(c),
+            MediaEvent::AudioConfig(c) => self.on_audio_config(c),
+            MediaEvent::Video(f) => return self.on_video(f, wall),
+            MediaEvent::Audio(f) => self.on_audio(f, wall),
         }
+        Ok(Pushed::default())
     }
 
     /// Renew every track's init segment (new init id) and, when media came
@@ -422,12 +809,7 @@ impl Packager {
         let setup = TrackSetup {
             track_id: 1,
             timescale: VIDEO_TIMESCALE,
-            codec: CodecSetup::Avc {
-                avcc: c.record.clone(),
-                width: c.width,
-                height: c.height,
-                sar: c.sample_aspect,
-            },
+            codec: codec_setup(&c),
         };
         let info = TrackInfo {
             id: self.video_id.clone(),
@@ -442,10 +824,14 @@ impl Packager {
             nominal_bandwidth: 0,
         };
         let part_base = self.part_base;
-        self.store.write(|s| {
-            let i = s.upsert_track(info);
-            s.tracks[i].next_part_seq = s.tracks[i].next_part_seq.max(part_base);
-        });
+        let order = self.order.clone();
+        if self.source_published {
+            self.store.write(|s| {
+                let i = s.upsert_track(info);
+                s.tracks[i].next_part_seq = s.tracks[i].next_part_seq.max(part_base);
+                s.order_tracks(&order);
+            });
+        }
         match &mut self.video {
             Some(t) => {
                 t.setup = setup;
@@ -506,10 +892,12 @@ impl Packager {
         self.init_dirty = true;
     }
 
-    fn on_video(&mut self, f: VideoFrame, wall: SystemTime) -> Result<(), PackagerError> {
+    fn on_video(&mut self, f: VideoFrame, wall: SystemTime) -> Result<Pushed, PackagerError> {
         let Some(t) = self.video.as_ref() else {
-            return Ok(());
+            return Ok(Pushed::default());
         };
+        let pts_ticks = t.ms(f.pts.as_millis());
+        let hidden = !self.source_published;
         let mut dts = t.ms(f.dts.as_millis());
         let cts_ms = f.pts.as_millis() - f.dts.as_millis();
         let mut cts =
@@ -528,14 +916,15 @@ impl Packager {
         let open = t.open_msn.is_some();
         if !open && !f.keyframe {
             self.stats.dropped_before_keyframe += 1;
-            return Ok(());
+            return Ok(Pushed::default());
         }
         self.stats.video_frames += 1;
         self.stats.bytes += f.data.len() as u64;
 
         // Give the pending sample its duration and add it to the part.
         let t = self.video.as_mut().expect("checked above");
-        t.early = false;
+        // the previous part was written early: this frame starts a new one
+        let after_early = std::mem::take(&mut t.early) && open;
         if let Some(p) = t.pending.take() {
             let d = (dts - p.dts).max(1);
             t.recent = [t.recent[1], t.recent[2], d];
@@ -547,7 +936,13 @@ impl Packager {
             t.ms(33)
         };
         let elapsed = dts - t.segment_start;
-        let cut_segment = f.keyframe && (!open || elapsed + seg_slack >= seg_target);
+        // A hidden leader (no source rung) cuts at a fixed cadence: the rungs
+        // are all re-encoded and put their IDRs where it cuts.
+        let cut_segment = if open {
+            (f.keyframe || hidden) && elapsed + seg_slack >= seg_target
+        } else {
+            f.keyframe
+        };
         let part_len = t.part_duration();
         let cut_part = !t.part.is_empty() && part_len + est > part_target + part_slack;
 
@@ -561,6 +956,20 @@ impl Packager {
             }
             // audio follows at its first frame at or after `dts`
             self.open_segment(TrackKind::Video, dts, wall);
+            let v = self.video.as_ref().expect("video track");
+            if let Some((msn, init_id, discontinuity, _, _)) = v.unpublished {
+                let offset = if hidden { 0 } else { i64::from(cts).max(0) };
+                self.add_cut(Boundary {
+                    pts: pts_ticks,
+                    segment: Some(SegmentMark {
+                        msn,
+                        init_id,
+                        discontinuity,
+                        offset,
+                        wall,
+                    }),
+                });
+            }
             // audio that came before this first segment can now be placed
             for (frame, w) in std::mem::take(&mut self.audio_preroll) {
                 self.on_audio(frame, w);
@@ -570,6 +979,15 @@ impl Packager {
             let t = self.video.as_mut().expect("video track");
             t.part_start = dts;
             t.part_wall = wall;
+            self.add_cut(Boundary {
+                pts: pts_ticks,
+                segment: None,
+            });
+        } else if after_early {
+            self.add_cut(Boundary {
+                pts: pts_ticks,
+                segment: None,
+            });
         }
         let t = self.video.as_mut().expect("video track");
         if t.part.is_empty() {
@@ -601,7 +1019,10 @@ impl Packager {
             }
         }
         self.anchor(dts, VIDEO_TIMESCALE, wall);
-        Ok(())
+        Ok(Pushed {
+            accepted: true,
+            segment_start: cut_segment,
+        })
     }
 
     fn on_audio(&mut self, f: AudioFrame, wall: SystemTime) {
@@ -753,8 +1174,11 @@ impl Packager {
 
     /// Write the track's current part (if any) as a CMAF chunk into the store.
     /// With `with_pending`, the pending sample is added first (end of stream).
-    fn write_part(&mut self, kind: TrackKind, with_pending: bool) {
-        let t = self.track_mut(kind);
+    fn write_part(&mut self, slot: impl Into<Slot>, with_pending: bool) {
+        let slot = slot.into();
+        // The leader of a ladder without a source rung only decides cuts.
+        let hidden = slot == Slot::Video && !self.source_published;
+        let t = self.track_mut(slot);
         let Some(t) = t else { return };
         if with_pending {
             if let Some(p) = t.pending.take() {
@@ -786,6 +1210,10 @@ impl Packager {
         t.chunk_seq = t.chunk_seq.wrapping_add(1);
         t.end = t.part_start + duration as i64;
         t.part_start = t.end;
+        if hidden {
+            t.unpublished = None;
+            return;
+        }
         let data = cmaf::chunk(&header, &samples);
         let id = t.id.clone();
         let unpublished = t.unpublished.take();
@@ -811,8 +1239,18 @@ impl Packager {
     }
 
     /// Write everything the track holds (end of session, configuration change).
-    fn flush_track(&mut self, kind: TrackKind) {
-        self.write_part(kind, true);
+    fn flush_track(&mut self, slot: impl Into<Slot>) {
+        self.write_part(slot, true);
+    }
+}
+
+/// The CMAF sample entry for a video decoder configuration.
+fn codec_setup(c: &VideoConfig) -> CodecSetup {
+    CodecSetup::Avc {
+        avcc: c.record.clone(),
+        width: c.width,
+        height: c.height,
+        sar: c.sample_aspect,
     }
 }
 

@@ -264,6 +264,23 @@ impl ChannelState {
         }
     }
 
+    /// Order the tracks as the ladder lists its renditions (video first, then
+    /// audio; names not in `order` after those that are). The multivariant
+    /// playlist and the MPD list them in this order.
+    pub fn order_tracks(&mut self, order: &[String]) {
+        self.tracks.sort_by_key(|t| {
+            let kind = match t.info.kind {
+                TrackKind::Video => 0,
+                TrackKind::Audio => 1,
+            };
+            let pos = order
+                .iter()
+                .position(|n| *n == t.info.id)
+                .unwrap_or(usize::MAX);
+            (kind, pos)
+        });
+    }
+
     /// Register an init segment for a track.
     pub fn add_init(&mut self, track: usize, init_id: u32, data: Bytes) {
         if let Some(t) = self.tracks.get_mut(track) {

@@ -76,8 +76,14 @@ fn feed(p: &mut Packager, start_ms: i64, secs: f64, gop: u32, with_bframes: bool
 }
 
 fn setup() -> (Arc<ChannelStore>, Packager) {
+    setup_ladder(Some("source"), &[])
+}
+
+fn setup_ladder(source: Option<&str>, rungs: &[(&str, u32)]) -> (Arc<ChannelStore>, Packager) {
     let store = ChannelStore::new("news", StoreConfig::default());
     let mut p = Packager::new(store.clone(), "source", wall(0));
+    let rungs: Vec<(String, u32)> = rungs.iter().map(|(n, b)| (n.to_string(), *b)).collect();
+    p.set_ladder(source, &rungs);
     let start = p.start_session(wall(0));
     assert_eq!(start, Timestamp::from_millis(0));
     p.push(MediaEvent::VideoConfig(video_config(1280)), wall(0))
@@ -485,4 +491,297 @@ fn a_full_part_is_written_when_its_last_frame_arrives() {
         seg.duration,
         seg.parts.iter().map(|p| p.duration).sum::<u64>()
     );
+}
+
+// ---- encoded rungs following the leader's cuts ----
+
+/// A stand-in for the transcoding pipeline: every accepted source picture
+/// comes back for each rung `lag` pictures later, in presentation order, as
+/// an IDR where the packager asked for one (or where the source had one).
+struct Ladder {
+    rungs: Vec<String>,
+    lag: usize,
+    /// (pts ms, force IDR) of pictures not yet "encoded".
+    waiting: std::collections::BTreeMap<i64, bool>,
+}
+
+impl Ladder {
+    fn new(rungs: &[&str], lag: usize) -> Self {
+        Ladder {
+            rungs: rungs.iter().map(|s| s.to_string()).collect(),
+            lag,
+            waiting: Default::default(),
+        }
+    }
+
+    fn config(&self, p: &mut Packager, width: u32) {
+        for r in &self.rungs {
+            let mut c = (*video_config(width)).clone();
+            c.codec_string = format!("avc1.4d40{:02x}", r.len());
+            c.record = Bytes::from(vec![1, 0x4d, 0x40, 0x1e, 0xff, 0xe0, r.len() as u8]);
+            p.rung_config(p.session(), r, Arc::new(c));
+        }
+    }
+
+    fn push(&mut self, p: &mut Packager, e: MediaEvent, t: i64) {
+        let video = match &e {
+            MediaEvent::Video(f) => Some((f.pts.as_millis(), f.keyframe)),
+            _ => None,
+        };
+        let pushed = p.push(e, wall(t)).unwrap();
+        if let Some((pts, key)) = video {
+            if pushed.accepted {
+                self.waiting.insert(pts, pushed.segment_start || key);
+            }
+        }
+        while self.waiting.len() > self.lag {
+            self.deliver_one(p);
+        }
+    }
+
+    fn deliver_one(&mut self, p: &mut Packager) {
+        let Some((pts, idr)) = self.waiting.pop_first() else {
+            return;
+        };
+        for r in &self.rungs {
+            p.push_rung(
+                p.session(),
+                r,
+                VideoFrame {
+                    dts: Timestamp::from_millis(pts),
+                    pts: Timestamp::from_millis(pts),
+                    keyframe: idr,
+                    data: Bytes::from(vec![2u8; 400]),
+                },
+            );
+        }
+    }
+
+    fn finish(&mut self, p: &mut Packager) {
+        p.end_session();
+        while !self.waiting.is_empty() {
+            self.deliver_one(p);
+        }
+        p.end_rungs(p.session());
+    }
+}
+
+/// Video frames of a 30 fps source with an IDR every `gop` frames; with
+/// `bframes`, x264's closed-GOP `bframes=2` order (I P B B P B B ... P P),
+/// decode times two frames behind so that every IDR has the same offset.
+fn source_frames(secs: f64, gop: i64, bframes: bool) -> Vec<(i64, VideoFrame)> {
+    let n = (secs * 30.0) as i64;
+    let ms = |i: i64| i * 1000 / 30;
+    // presentation index of each frame, in decode order
+    let mut order = Vec::new();
+    let mut g = 0;
+    while g < n {
+        let end = (g + gop).min(n);
+        order.push(g);
+        if bframes {
+            let mut k = 1;
+            while g + 3 * k < end {
+                order.extend([g + 3 * k, g + 3 * k - 2, g + 3 * k - 1]);
+                k += 1;
+            }
+            order.extend((g + 3 * (k - 1) + 1)..end);
+        } else {
+            order.extend((g + 1)..end);
+        }
+        g = end;
+    }
+    order
+        .into_iter()
+        .enumerate()
+        .map(|(d, pi)| {
+            let delay = if bframes { 67 } else { 0 };
+            let (dts, pts) = (100 + ms(d as i64) - delay, 100 + ms(pi));
+            (
+                dts,
+                VideoFrame {
+                    dts: Timestamp::from_millis(dts),
+                    pts: Timestamp::from_millis(pts),
+                    keyframe: pi % gop == 0,
+                    data: Bytes::from(vec![0u8; 1000]),
+                },
+            )
+        })
+        .collect()
+}
+
+fn run_ladder(p: &mut Packager, ladder: &mut Ladder, frames: Vec<(i64, VideoFrame)>) {
+    let audio_frames = ((frames.len() as f64 / 30.0) * 48_000.0 / 1024.0) as i64;
+    let mut events: Vec<(i64, MediaEvent)> = frames
+        .into_iter()
+        .map(|(t, f)| (t, MediaEvent::Video(f)))
+        .collect();
+    for i in 0..audio_frames {
+        let dts = 100 + i * 1024 * 1000 / 48_000;
+        events.push((
+            dts,
+            MediaEvent::Audio(AudioFrame {
+                dts: Timestamp::from_millis(dts),
+                data: Bytes::from(vec![1u8; 300]),
+            }),
+        ));
+    }
+    events.sort_by_key(|(t, _)| *t);
+    for (t, e) in events {
+        ladder.push(p, e, t);
+    }
+    ladder.finish(p);
+}
+
+/// (msn, init, discontinuity, start, duration, part durations, independent)
+type SegmentShape = (u64, u32, bool, u64, u64, Vec<u64>, bool);
+
+/// A rung against the source: the same segments (numbers, inits,
+/// discontinuities, start times) and parts; part durations may differ by the
+/// millisecond the source's RTMP timestamps round to (the source's parts are
+/// cut on its own rounded decode times, the rungs' on presentation times).
+fn assert_follows(rung: &[SegmentShape], source: &[SegmentShape]) {
+    assert_eq!(rung.len(), source.len(), "segments");
+    for (r, s) in rung.iter().zip(source) {
+        assert_eq!((r.0, r.1, r.2, r.3, r.6), (s.0, s.1, s.2, s.3, s.6), "segment {}", s.0);
+        assert_eq!(r.5.len(), s.5.len(), "parts of segment {}", s.0);
+        for (a, b) in r.5.iter().zip(&s.5) {
+            assert!(a.abs_diff(*b) <= 90, "segment {}: parts {:?} vs {:?}", s.0, r.5, s.5);
+        }
+    }
+}
+
+fn shape(s: &crate::packaging::store::ChannelState, id: &str) -> Vec<SegmentShape> {
+    s.track(id)
+        .unwrap_or_else(|| panic!("track {id}"))
+        .segments
+        .iter()
+        .map(|g| {
+            (
+                g.msn,
+                g.init_id,
+                g.discontinuity,
+                g.start,
+                g.duration,
+                g.parts.iter().map(|p| p.duration).collect(),
+                g.parts[0].independent,
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn rungs_have_the_source_segments_and_parts_exactly() {
+    let (store, mut p) = setup_ladder(Some("source"), &[("720p", 3000), ("360p", 700)]);
+    let mut ladder = Ladder::new(&["720p", "360p"], 3);
+    ladder.config(&mut p, 1280);
+    run_ladder(&mut p, &mut ladder, source_frames(9.0, 60, false));
+    let s = store.read();
+    let ids: Vec<&str> = s.tracks.iter().map(|t| t.info.id.as_str()).collect();
+    assert_eq!(ids, ["source", "720p", "360p", "audio"], "ladder order");
+    let source = shape(&s, "source");
+    assert_eq!(source.len(), 5, "9 s of 2 s GOPs");
+    assert_follows(&shape(&s, "720p"), &source);
+    // encoded rungs are identical to each other
+    assert_eq!(shape(&s, "360p"), shape(&s, "720p"));
+    assert!(s.tracks.iter().all(|t| t.segments.iter().all(|g| g.complete)));
+    assert_eq!(p.stats().rung_dropped, 0);
+    assert_eq!(p.stats().rung_frames, 2 * 270);
+}
+
+#[test]
+fn rung_segments_start_where_a_b_frame_source_presents_its_idr() {
+    let (store, mut p) = setup_ladder(Some("source"), &[("480p", 1200)]);
+    let mut ladder = Ladder::new(&["480p"], 4);
+    ladder.config(&mut p, 1280);
+    run_ladder(&mut p, &mut ladder, source_frames(9.0, 60, true));
+    let s = store.read();
+    let source = shape(&s, "source");
+    let rung = shape(&s, "480p");
+    assert_eq!(source.len(), 5);
+    assert_eq!(rung.len(), source.len());
+    for (a, b) in source.iter().zip(&rung) {
+        assert_eq!((a.0, a.1, a.2), (b.0, b.1, b.2), "msn, init, discontinuity");
+        // the rung's samples are offset like the source's IDR: same tfdt
+        assert_eq!(a.3, b.3, "segment {} starts at the same decode time", a.0);
+        assert!(b.6, "rung segment {} starts with an IDR", b.0);
+    }
+    // complete segments last as long on both (2 s of pictures each)
+    for (a, b) in source.iter().zip(&rung).take(4) {
+        assert_eq!(a.4, b.4, "segment {} duration", a.0);
+    }
+}
+
+#[test]
+fn without_a_source_rung_the_rungs_cut_at_a_fixed_cadence() {
+    let (store, mut p) = setup_ladder(None, &[("720p", 3000), ("360p", 700)]);
+    let mut ladder = Ladder::new(&["720p", "360p"], 2);
+    ladder.config(&mut p, 1280);
+    // a 4 s source GOP; segments stay at the 2 s target
+    run_ladder(&mut p, &mut ladder, source_frames(10.0, 120, false));
+    let s = store.read();
+    let ids: Vec<&str> = s.tracks.iter().map(|t| t.info.id.as_str()).collect();
+    assert_eq!(ids, ["720p", "360p", "audio"], "no source track is published");
+    let a = shape(&s, "720p");
+    assert_eq!(a.len(), 6, "cuts at 0, 2, 4, 6, 8 and 10 s");
+    for g in &a[..5] {
+        assert!(g.4.abs_diff(180_000) <= 3_060, "2 s segments, within a frame: {}", g.4);
+        assert!(g.6, "each starts with a (forced) IDR");
+    }
+    assert_eq!(shape(&s, "360p"), a);
+    // audio keeps the same numbers
+    let audio: Vec<u64> = s
+        .track("audio")
+        .unwrap()
+        .segments
+        .iter()
+        .map(|g| g.msn)
+        .collect();
+    assert_eq!(audio, a.iter().map(|g| g.0).collect::<Vec<_>>());
+}
+
+#[test]
+fn a_reconnect_renews_rung_inits_and_drops_late_output_of_the_old_session() {
+    let (store, mut p) = setup_ladder(Some("source"), &[("360p", 700)]);
+    let mut ladder = Ladder::new(&["360p"], 2);
+    ladder.config(&mut p, 1280);
+    let old = p.session();
+    run_ladder(&mut p, &mut ladder, source_frames(4.0, 60, false));
+    // the second session starts; output of the first arriving late is dropped
+    let start = p.start_session(wall(6000)).as_millis();
+    p.push_rung(
+        old,
+        "360p",
+        VideoFrame {
+            dts: Timestamp::from_millis(4000),
+            pts: Timestamp::from_millis(4000),
+            keyframe: true,
+            data: Bytes::from_static(&[9]),
+        },
+    );
+    assert_eq!(p.stats().rung_dropped, 1);
+    p.push(MediaEvent::VideoConfig(video_config(1280)), wall(6000))
+        .unwrap();
+    p.push(MediaEvent::AudioConfig(audio_config()), wall(6000))
+        .unwrap();
+    ladder.config(&mut p, 1280);
+    let frames = source_frames(4.0, 60, false)
+        .into_iter()
+        .map(|(t, mut f)| {
+            f.dts = Timestamp::from_millis(f.dts.as_millis() + start);
+            f.pts = Timestamp::from_millis(f.pts.as_millis() + start);
+            (t + start, f)
+        })
+        .collect();
+    run_ladder(&mut p, &mut ladder, frames);
+    let s = store.read();
+    let source = shape(&s, "source");
+    let rung = shape(&s, "360p");
+    assert_follows(&rung, &source);
+    let disc: Vec<&SegmentShape> = rung.iter().filter(|g| g.2).collect();
+    assert_eq!(disc.len(), 1, "one discontinuity, at the reconnect");
+    let inits: std::collections::BTreeSet<u32> = rung.iter().map(|g| g.1).collect();
+    assert_eq!(inits.len(), 2);
+    for id in inits {
+        assert!(s.track("360p").unwrap().init(id).is_some());
+    }
 }
