@@ -71,6 +71,9 @@ pub const MAX_IDLE_TIMEOUT: f64 = 3600.0;
 /// Most renditions in one ladder (each is an encoder session and a playlist).
 pub const MAX_RENDITIONS: usize = 16;
 
+/// Most encoder threads one rung may ask for.
+pub const MAX_RUNG_THREADS: u32 = 64;
+
 /// x264 preset names (the encoder's own list); on the GPU they map to NVENC P-presets.
 pub use crate::pipeline::cpu::x264::PRESETS;
 /// H.264 profiles a rendition may ask for.
@@ -235,6 +238,9 @@ pub struct Rendition {
     pub profile: Option<String>,
     /// x264 preset name, mapped to NVENC P-presets on the GPU.
     pub preset: Option<String>,
+    /// Encoder threads for this rung on the CPU backend; unset: chosen from
+    /// the rung's size.
+    pub threads: Option<u32>,
 }
 
 impl fmt::Display for DuplicatePolicy {
@@ -708,6 +714,7 @@ struct RawRendition {
     fps_max: Option<S<f64>>,
     profile: Option<S<String>>,
     preset: Option<S<String>>,
+    threads: Option<S<u32>>,
 }
 
 /// Splits an optional spanned section into its value (or the default) and the offset
@@ -1139,6 +1146,7 @@ impl Validator<'_> {
                     ("fps_max", r.fps_max.as_ref().map(|v| v.span().start)),
                     ("profile", r.profile.as_ref().map(|v| v.span().start)),
                     ("preset", r.preset.as_ref().map(|v| v.span().start)),
+                    ("threads", r.threads.as_ref().map(|v| v.span().start)),
                 ];
                 for (key, at) in given {
                     if let Some(at) = at {
@@ -1165,6 +1173,7 @@ impl Validator<'_> {
                 fps_max: r.fps_max.map(Spanned::into_inner),
                 profile: r.profile.map(Spanned::into_inner),
                 preset: r.preset.map(Spanned::into_inner),
+                threads: r.threads.map(Spanned::into_inner),
             });
         }
         LadderConfig {
@@ -1234,6 +1243,17 @@ impl Validator<'_> {
                         "{who}: profile {:?} is not valid for {codec}; expected one of {}",
                         p.get_ref(),
                         allowed.join(", ")
+                    ),
+                );
+            }
+        }
+        if let Some(t) = &r.threads {
+            if *t.get_ref() == 0 || *t.get_ref() > MAX_RUNG_THREADS {
+                self.error(
+                    t.span().start,
+                    format!(
+                        "{who}: threads = {} is not in 1..={MAX_RUNG_THREADS}",
+                        t.get_ref()
                     ),
                 );
             }

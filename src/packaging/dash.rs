@@ -131,11 +131,40 @@ suggestedPresentationDelay=\"{spd}\">",
             esc(&p.id),
             duration(p.start_secs)
         );
-        for (as_id, kind) in [(0u32, TrackKind::Video), (1, TrackKind::Audio)] {
+        // One AdaptationSet per kind and codec family: players switch
+        // seamlessly only within one codec (DASH-IF IOP 3.2.13), so AV1
+        // rungs get a set of their own beside the H.264 ones. Ids: the
+        // first video set 0, audio 1, further video sets 2, 3, ...
+        let mut sets: Vec<(u32, TrackKind, &str)> = Vec::new();
+        for r in &p.reps {
+            let kind = r.track.info.kind;
+            let family = codec_family(&r.track.info.codec);
+            if !sets.iter().any(|(_, k, f)| *k == kind && *f == family) {
+                let id = match kind {
+                    TrackKind::Audio => 1,
+                    TrackKind::Video => {
+                        let videos = sets
+                            .iter()
+                            .filter(|(_, k, _)| *k == TrackKind::Video)
+                            .count();
+                        if videos == 0 {
+                            0
+                        } else {
+                            videos as u32 + 1
+                        }
+                    }
+                };
+                sets.push((id, kind, family));
+            }
+        }
+        sets.sort_by_key(|(id, kind, _)| (*kind == TrackKind::Audio, *id));
+        for (as_id, kind, family) in sets {
             let reps: Vec<&Rep> = p
                 .reps
                 .iter()
-                .filter(|r| r.track.info.kind == kind)
+                .filter(|r| {
+                    r.track.info.kind == kind && codec_family(&r.track.info.codec) == family
+                })
                 .collect();
             if reps.is_empty() {
                 continue;
@@ -161,6 +190,11 @@ segmentAlignment=\"true\" startWithSAP=\"1\">"
         "  <UTCTiming schemeIdUri=\"{UTC_TIMING_SCHEME}\" value=\"{UTC_TIMING_PATH}\"/>\n</MPD>"
     );
     out
+}
+
+/// The codec family of an RFC 6381 string: `avc1`, `av01`, `mp4a`.
+fn codec_family(codec: &str) -> &str {
+    codec.split('.').next().unwrap_or(codec)
 }
 
 fn write_representation(out: &mut String, r: &Rep, ato: f64) {

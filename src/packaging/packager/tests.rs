@@ -642,10 +642,21 @@ type SegmentShape = (u64, u32, bool, u64, u64, Vec<u64>, bool);
 fn assert_follows(rung: &[SegmentShape], source: &[SegmentShape]) {
     assert_eq!(rung.len(), source.len(), "segments");
     for (r, s) in rung.iter().zip(source) {
-        assert_eq!((r.0, r.1, r.2, r.3, r.6), (s.0, s.1, s.2, s.3, s.6), "segment {}", s.0);
+        assert_eq!(
+            (r.0, r.1, r.2, r.3, r.6),
+            (s.0, s.1, s.2, s.3, s.6),
+            "segment {}",
+            s.0
+        );
         assert_eq!(r.5.len(), s.5.len(), "parts of segment {}", s.0);
         for (a, b) in r.5.iter().zip(&s.5) {
-            assert!(a.abs_diff(*b) <= 90, "segment {}: parts {:?} vs {:?}", s.0, r.5, s.5);
+            assert!(
+                a.abs_diff(*b) <= 90,
+                "segment {}: parts {:?} vs {:?}",
+                s.0,
+                r.5,
+                s.5
+            );
         }
     }
 }
@@ -683,7 +694,10 @@ fn rungs_have_the_source_segments_and_parts_exactly() {
     assert_follows(&shape(&s, "720p"), &source);
     // encoded rungs are identical to each other
     assert_eq!(shape(&s, "360p"), shape(&s, "720p"));
-    assert!(s.tracks.iter().all(|t| t.segments.iter().all(|g| g.complete)));
+    assert!(s
+        .tracks
+        .iter()
+        .all(|t| t.segments.iter().all(|g| g.complete)));
     assert_eq!(p.stats().rung_dropped, 0);
     assert_eq!(p.stats().rung_frames, 2 * 270);
 }
@@ -720,11 +734,19 @@ fn without_a_source_rung_the_rungs_cut_at_a_fixed_cadence() {
     run_ladder(&mut p, &mut ladder, source_frames(10.0, 120, false));
     let s = store.read();
     let ids: Vec<&str> = s.tracks.iter().map(|t| t.info.id.as_str()).collect();
-    assert_eq!(ids, ["720p", "360p", "audio"], "no source track is published");
+    assert_eq!(
+        ids,
+        ["720p", "360p", "audio"],
+        "no source track is published"
+    );
     let a = shape(&s, "720p");
     assert_eq!(a.len(), 6, "cuts at 0, 2, 4, 6, 8 and 10 s");
     for g in &a[..5] {
-        assert!(g.4.abs_diff(180_000) <= 3_060, "2 s segments, within a frame: {}", g.4);
+        assert!(
+            g.4.abs_diff(180_000) <= 3_060,
+            "2 s segments, within a frame: {}",
+            g.4
+        );
         assert!(g.6, "each starts with a (forced) IDR");
     }
     assert_eq!(shape(&s, "360p"), a);
