@@ -10,11 +10,12 @@
 //!   channel is refused or replaces the first (`[ingest] duplicate_publisher`).
 //! - Shutdown: one `watch` that every task selects on (SIGINT, SIGTERM).
 
-use crate::control::config::{Config, ConfigSource, DuplicatePolicy};
+use crate::control::config::{Backend, Config, ConfigSource, DuplicatePolicy, VideoCodecChoice};
 use crate::ingest::server::{self as ingest_server, IngestLimits};
 use crate::origin::{self, OriginConfig};
 use crate::packaging::packager::Packager;
 use crate::packaging::store::{ChannelStore, Registry, StoreConfig};
+use crate::pipeline::graph::{ChannelPipeline, RungCodec, RungPlan, RungSink};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -64,6 +65,37 @@ pub struct ChannelRuntime {
     pub publisher: Mutex<Option<PublisherHandle>>,
     /// When the last publisher left (None while one is live, or never published).
     pub idle_since: Mutex<Option<std::time::Instant>>,
+}
+
+/// Where a channel's pipeline delivers encoded rungs: its packager, for one
+/// publisher session (output arriving after the session ended is dropped).
+struct RungWriter {
+    channel: Arc<ChannelRuntime>,
+    session: u64,
+}
+
+impl RungSink for RungWriter {
+    fn rung_config(&self, rung: &str, config: Arc<crate::media::VideoConfig>) {
+        let mut p = self
+            .channel
+            .packager
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        p.rung_config(self.session, rung, config);
+    }
+
+    fn rung_frame(&self, rung: &str, frame: crate::media::VideoFrame) {
+        let mut p = self
+            .channel
+            .packager
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        p.push_rung(self.session, rung, frame);
+    }
+
+    fn pipeline_error(&self, message: String) {
+        warn!(channel = %self.channel.name, "transcoding: {message}");
+    }
 }
 
 /// Why a publish was refused, with the RTMP status the publisher gets.
@@ -133,13 +165,60 @@ impl App {
         }
     }
 
-    /// The rendition name the source is passed through as.
-    fn source_rendition(&self, channel: &str) -> String {
-        self.config
-            .ladder_for(channel)
-            .and_then(|l| l.renditions.iter().find(|r| r.passthrough))
-            .map(|r| r.name.clone())
-            .unwrap_or_else(|| "source".to_string())
+    /// The channel's ladder: the passthrough rendition's name (None when the
+    /// ladder has none: every rendition is encoded), and the encoded rungs.
+    /// A channel without a ladder passes the source through as `source`.
+    pub fn ladder_plan(&self, channel: &str) -> (Option<String>, Vec<RungPlan>) {
+        let Some(ladder) = self.config.ladder_for(channel) else {
+            return (Some("source".to_string()), Vec::new());
+        };
+        let source = ladder
+            .renditions
+            .iter()
+            .find(|r| r.passthrough)
+            .map(|r| r.name.clone());
+        let rungs = ladder
+            .renditions
+            .iter()
+            .filter(|r| !r.passthrough)
+            .map(|r| RungPlan {
+                name: r.name.clone(),
+                codec: match r.codec {
+                    VideoCodecChoice::H264 => RungCodec::H264,
+                    VideoCodecChoice::Av1 => RungCodec::Av1,
+                },
+                width: r.width,
+                height: r.height,
+                bitrate_kbps: r.bitrate_kbps.unwrap_or(1000),
+                maxrate_kbps: r.maxrate_kbps,
+                fps_max: r.fps_max,
+                profile: r.profile.clone(),
+                preset: r.preset.clone(),
+                threads: r.threads.unwrap_or(0) as usize,
+            })
+            .collect();
+        (source, rungs)
+    }
+
+    /// Start the transcoding pipeline of a publisher session, when the
+    /// channel's ladder has encoded rungs. Backend: `cpu`, and `auto` (no GPU
+    /// backend in this build yet); `gpu` and `hybrid` fall back to the CPU,
+    /// as logged at start-up.
+    pub fn start_pipeline(&self, channel: &Arc<ChannelRuntime>) -> Option<ChannelPipeline> {
+        let (_, rungs) = self.ladder_plan(&channel.name);
+        if rungs.is_empty() {
+            return None;
+        }
+        let session = channel
+            .packager
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .session();
+        let sink = Arc::new(RungWriter {
+            channel: channel.clone(),
+            session,
+        });
+        Some(ChannelPipeline::start(&channel.name, rungs, sink))
     }
 
     /// Map a stream key to a channel name, per the auth mode.
@@ -175,11 +254,17 @@ impl App {
         map.entry(name.to_string())
             .or_insert_with(|| {
                 let store = self.registry.get_or_create(name, &self.store_config());
-                let packager = Packager::new(
+                let (source, rungs) = self.ladder_plan(name);
+                let mut packager = Packager::new(
                     store.clone(),
-                    &self.source_rendition(name),
+                    source.as_deref().unwrap_or("source"),
                     SystemTime::now(),
                 );
+                let bitrates: Vec<(String, u32)> = rungs
+                    .iter()
+                    .map(|r| (r.name.clone(), r.bitrate_kbps))
+                    .collect();
+                packager.set_ladder(source.as_deref(), &bitrates);
                 Arc::new(ChannelRuntime {
                     name: name.to_string(),
                     store,
@@ -305,18 +390,14 @@ async fn serve(config: Config, source: ConfigSource) -> Result<(), AppError> {
         "ladder started"
     );
     for (name, ladder) in &app.config.ladders {
-        let encoded: Vec<&str> = ladder
-            .renditions
-            .iter()
-            .filter(|r| !r.passthrough)
-            .map(|r| r.name.as_str())
-            .collect();
-        if !encoded.is_empty() {
-            warn!(
+        let encoded = ladder.renditions.iter().filter(|r| !r.passthrough).count();
+        match ladder.backend {
+            Backend::Gpu | Backend::Hybrid if encoded > 0 => warn!(
                 ladder = %name,
-                renditions = %encoded.join(","),
-                "this build passes the source through; transcoded renditions are not produced yet"
-            );
+                backend = ?ladder.backend,
+                "this build has no GPU backend yet: the ladder runs on the CPU (libavcodec, swscale, x264)"
+            ),
+            _ => {}
         }
     }
 

@@ -25,7 +25,10 @@ use super::rtmp::session::{ServerEvent, ServerSession, SessionConfig};
 use crate::app::{Admission, App};
 use crate::control::config::Config;
 use crate::media::flv::Demuxer;
-use crate::packaging::packager::PackagerNotice;
+use crate::app::ChannelRuntime;
+use crate::media::MediaEvent;
+use crate::packaging::packager::{PackagerNotice, Pushed};
+use crate::pipeline::graph::ChannelPipeline;
 use bytes::Bytes;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -159,6 +162,10 @@ struct Live {
     demuxer: Demuxer,
     started: Instant,
     warnings: u32,
+    /// The transcoding pipeline, when the ladder has encoded rungs.
+    pipeline: Option<ChannelPipeline>,
+    /// The packager session the pipeline writes for.
+    session: u64,
 }
 
 struct Connection {
@@ -372,14 +379,15 @@ impl Connection {
         let key = stream_name.split('?').next().unwrap_or("");
         match self.app.admit(key, peer) {
             Ok(admission) => {
-                let start = {
+                let (start, session) = {
                     let mut p = admission
                         .channel
                         .packager
                         .lock()
                         .unwrap_or_else(|e| e.into_inner());
-                    p.start_session(SystemTime::now())
+                    (p.start_session(SystemTime::now()), p.session())
                 };
+                let pipeline = self.app.start_pipeline(&admission.channel);
                 info!(channel = %admission.channel.name, %peer, "publish started");
                 session.accept_publish(stream_id);
                 self.live = Some(Live {
@@ -388,6 +396,8 @@ impl Connection {
                     demuxer: Demuxer::new(start),
                     started: Instant::now(),
                     warnings: 0,
+                    pipeline,
+                    session,
                 });
             }
             Err(refusal) => {
@@ -420,13 +430,23 @@ impl Connection {
         }
         match r {
             Ok(Some(event)) => {
+                // what the transcoding pipeline needs of it (cheap clones)
+                let forward = match (&live.pipeline, &event) {
+                    (Some(_), MediaEvent::VideoConfig(c)) => Some(MediaEvent::VideoConfig(c.clone())),
+                    (Some(_), MediaEvent::Video(f)) => Some(MediaEvent::Video(f.clone())),
+                    _ => None,
+                };
                 let mut p = channel.packager.lock().unwrap_or_else(|e| e.into_inner());
-                if let Err(e) = p.push(event, SystemTime::now()) {
-                    if live.warnings < MAX_MEDIA_WARNINGS {
-                        live.warnings += 1;
-                        warn!(channel = %channel.name, peer = %self.peer, error = %e, "frame dropped");
+                let pushed = match p.push(event, SystemTime::now()) {
+                    Ok(pushed) => pushed,
+                    Err(e) => {
+                        if live.warnings < MAX_MEDIA_WARNINGS {
+                            live.warnings += 1;
+                            warn!(channel = %channel.name, peer = %self.peer, error = %e, "frame dropped");
+                        }
+                        Pushed::default()
                     }
-                }
+                };
                 for n in p.take_notices() {
                     match n {
                         PackagerNotice::LongGop {
@@ -439,6 +459,16 @@ impl Connection {
                         PackagerNotice::Discontinuity { msn, reason } => {
                             info!(channel = %channel.name, msn, reason, "discontinuity")
                         }
+                    }
+                }
+                drop(p);
+                if let Some(pipeline) = &live.pipeline {
+                    match forward {
+                        Some(MediaEvent::VideoConfig(c)) => pipeline.video_config(c),
+                        Some(MediaEvent::Video(f)) if pushed.accepted => {
+                            pipeline.video_frame(f, pushed.segment_start)
+                        }
+                        _ => {}
                     }
                 }
             }
@@ -465,7 +495,7 @@ impl Connection {
 
     /// End the live session, if any: close its segments and log one line.
     fn finish(&mut self, end: End) {
-        let Some(live) = self.live.take() else {
+        let Some(mut live) = self.live.take() else {
             match end {
                 End::PeerClosed | End::Shutdown | End::Unpublished => {
                     debug!(peer = %self.peer, reason = %end, "RTMP connection closed")
@@ -484,6 +514,9 @@ impl Connection {
             }
         }
         self.app.release(channel, live.admission.session_id);
+        if let Some(pipeline) = live.pipeline.take() {
+            drain_pipeline(channel.clone(), pipeline, live.session);
+        }
         let stats = live.demuxer.stats();
         info!(
             channel = %channel.name,
@@ -495,6 +528,53 @@ impl Connection {
             reason = %end,
             "publish ended"
         );
+    }
+}
+
+/// Let the transcoding pipeline finish what it holds (on a thread of its own:
+/// flushing encoders takes a few frame intervals), then close the rungs'
+/// segments and log one line per rung.
+fn drain_pipeline(channel: Arc<ChannelRuntime>, pipeline: ChannelPipeline, session: u64) {
+    let name = channel.name.clone();
+    let spawned = std::thread::Builder::new()
+        .name("ladder-drain".into())
+        .spawn(move || {
+            let stats = pipeline.finish();
+            channel
+                .packager
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .end_rungs(session);
+            for r in &stats.rungs {
+                let speed = if r.encode_seconds > 0.0 {
+                    r.media_seconds / r.encode_seconds
+                } else {
+                    0.0
+                };
+                info!(
+                    channel = %channel.name,
+                    rung = %r.name,
+                    size = format!("{}x{}", r.width, r.height),
+                    pictures = r.pictures_in,
+                    encoded = r.encoded,
+                    dropped_queue_full = r.dropped_queue_full,
+                    dropped_fps_cap = r.dropped_fps_cap,
+                    errors = r.errors,
+                    speed = format!("{speed:.2}x"),
+                    "rung ended"
+                );
+            }
+            if stats.decode.dropped_queue_full > 0 || stats.decode.errors > 0 {
+                warn!(
+                    channel = %channel.name,
+                    dropped = stats.decode.dropped_queue_full,
+                    errors = stats.decode.errors,
+                    "decoder fell behind or met errors"
+                );
+            }
+        });
+    if let Err(e) = spawned {
+        error!(channel = %name, error = %e, "cannot start a thread to finish the transcoding pipeline");
     }
 }
 

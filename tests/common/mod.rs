@@ -52,6 +52,17 @@ pub mod tempdir {
 
 /// A config on ephemeral loopback ports; `extra` is appended (channels, ladders).
 pub fn config(open: bool, packaging: &str, extra: &str) -> String {
+    config_with_ladder(
+        open,
+        packaging,
+        r#"{ name = "source", passthrough = true }"#,
+        extra,
+    )
+}
+
+/// [`config`] with the default ladder's renditions given (TOML inline tables,
+/// comma separated).
+pub fn config_with_ladder(open: bool, packaging: &str, renditions: &str, extra: &str) -> String {
     format!(
         r#"
 [server]
@@ -67,7 +78,7 @@ open = {open}
 
 [ladders.default]
 backend = "cpu"
-renditions = [ {{ name = "source", passthrough = true }} ]
+renditions = [ {renditions} ]
 {extra}
 "#
     )

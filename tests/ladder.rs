@@ -1,0 +1,306 @@
+//! The CPU transcoding ladder end to end: ffmpeg publishes over RTMP, Ladder
+//! decodes, scales and encodes the rungs, and ffprobe reads what the origin
+//! serves for every rendition.
+
+mod common;
+
+use common::*;
+use std::time::Duration;
+
+const PACKAGING: &str = "segment_seconds = 2.0\npart_seconds = 0.5\nwindow_segments = 20";
+
+/// One rendition as served: its playlist, and the packets of each listed
+/// segment (pts, dts, keyframe), probed segment by segment with its init.
+struct Served {
+    playlist: MediaPlaylist,
+    segments: Vec<Vec<(f64, f64, bool)>>,
+    /// Bytes of the listed segments.
+    bytes: usize,
+    /// ffprobe of the whole rendition (init + every segment).
+    probe: serde_json::Value,
+}
+
+fn served(ladder: &Ladder, channel: &str, track: &str, dir: &tempdir::Dir) -> Served {
+    let whole = dir.join(&format!("{track}.mp4"));
+    let playlist = download_track(ladder, channel, track, &whole);
+    let probe = ffprobe(&whole);
+    let (s, _, init) = get(&ladder.url(&format!(
+        "/live/{channel}/{track}/{}",
+        playlist.map[0]
+    )));
+    assert_eq!(s, 200);
+    let mut segments = Vec::new();
+    let mut bytes = 0;
+    for (msn, uri, _, _) in &playlist.segments {
+        let (s, _, body) = get(&ladder.url(&format!("/live/{channel}/{track}/{uri}")));
+        assert_eq!(s, 200, "{track} {uri}");
+        bytes += body.len();
+        let f = dir.join(&format!("{track}-{msn}.mp4"));
+        let mut data = init.clone();
+        data.extend_from_slice(&body);
+        std::fs::write(&f, data).unwrap();
+        segments.push(packets(&ffprobe(&f), "video"));
+    }
+    Served {
+        playlist,
+        segments,
+        bytes,
+        probe,
+    }
+}
+
+/// The tests here measure what real-time encoding keeps: one at a time, so
+/// that they do not take each other's CPU (cargo runs a file's tests in
+/// parallel).
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// Publish `src` to a fresh Ladder with `renditions`, wait until the publish
+/// and the rungs' drain ended.
+fn run(src: &Source, renditions: &str, rungs: usize) -> Ladder {
+    let _one_at_a_time = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let ladder = Ladder::start(&config_with_ladder(true, PACKAGING, renditions, ""));
+    let ff = publish(src, &ladder.rtmp_url("cam"), None);
+    let (code, err) = wait(ff, Duration::from_secs(120));
+    assert_eq!(code, Some(0), "ffmpeg failed: {err}");
+    assert!(
+        ladder.wait_log("publish ended", Duration::from_secs(10)),
+        "{}",
+        ladder.log()
+    );
+    // every rung logs one line when its pipeline has drained
+    let t = std::time::Instant::now();
+    while ladder.log().matches("rung ended").count() < rungs {
+        assert!(
+            t.elapsed() < Duration::from_secs(30),
+            "rungs did not end:\n{}",
+            ladder.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    ladder
+}
+
+/// The `rung ended` log line of a rung: `key=value` fields.
+fn rung_line(log: &str, rung: &str) -> std::collections::HashMap<String, String> {
+    let line = log
+        .lines()
+        .find(|l| l.contains("rung ended") && l.contains(&format!("rung={rung} ")))
+        .unwrap_or_else(|| panic!("no rung ended line for {rung}:\n{log}"));
+    line.split_whitespace()
+        .filter_map(|w| w.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.trim_matches('"').to_string()))
+        .collect()
+}
+
+fn num(fields: &std::collections::HashMap<String, String>, key: &str) -> u64 {
+    fields
+        .get(key)
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("{key} in {fields:?}"))
+}
+
+#[test]
+fn every_rendition_is_as_configured_and_aligned_with_the_source() {
+    let src = Source {
+        size: "1280x720",
+        rate: 30,
+        seconds: 10.0,
+        x264: "-preset veryfast -profile:v high -bf 2 -g 60 -keyint_min 60 -sc_threshold 0",
+        audio: true,
+    };
+    let ladder = run(
+        &src,
+        r#"{ name = "source", passthrough = true },
+           { name = "480p", height = 480, bitrate_kbps = 900, profile = "main" },
+           { name = "240p", height = 240, bitrate_kbps = 300, profile = "baseline", preset = "veryfast" }"#,
+        2,
+    );
+    let (s, master) = get_text(&ladder.url("/live/cam/master.m3u8"));
+    assert_eq!(s, 200);
+    // the ladder's order, one variant each, sharing the audio group
+    let uris: Vec<&str> = master
+        .lines()
+        .filter(|l| l.ends_with("/index.m3u8") && !l.starts_with('#'))
+        .collect();
+    assert_eq!(
+        uris,
+        ["source/index.m3u8", "480p/index.m3u8", "240p/index.m3u8"],
+        "{master}"
+    );
+    assert_eq!(master.matches("AUDIO=\"audio\"").count(), 3, "{master}");
+
+    let dir = tempdir::Dir::new("ladder");
+    let source = served(&ladder, "cam", "source", &dir);
+    let audio = download_track(&ladder, "cam", "audio", &dir.join("audio.mp4"));
+    let frame = 1.0 / 30.0;
+    for (rung, height, kbps, profile) in [
+        ("480p", 480, 900.0, "Main"),
+        ("240p", 240, 300.0, "Baseline"),
+    ] {
+        let r = served(&ladder, "cam", rung, &dir);
+        let v = stream(&r.probe, "video");
+        assert_eq!(v["codec_name"], "h264", "{rung}");
+        assert!(
+            v["profile"].as_str().unwrap().contains(profile),
+            "{rung}: profile {}",
+            v["profile"]
+        );
+        assert_eq!(v["height"], height, "{rung}");
+        let w = v["width"].as_i64().unwrap();
+        assert_eq!(w % 2, 0, "{rung}: even width");
+        assert!(
+            (w as f64 / height as f64 - 16.0 / 9.0).abs() < 0.01,
+            "{rung}: aspect kept, {w}x{height}"
+        );
+        assert!(
+            master.contains(&format!("RESOLUTION={w}x{height}")),
+            "{master}"
+        );
+
+        // same segments, numbers and durations as the source
+        let msns = |s: &Served| s.playlist.segments.iter().map(|x| x.0).collect::<Vec<_>>();
+        assert_eq!(msns(&r), msns(&source), "{rung}: sequence numbers");
+        assert!(r.segments.len() >= 4, "{rung}: {} segments", r.segments.len());
+        for (i, (a, b)) in r
+            .playlist
+            .segments
+            .iter()
+            .zip(&source.playlist.segments)
+            .enumerate()
+        {
+            assert!(
+                (a.2 - b.2).abs() <= 0.002,
+                "{rung}: segment {} lasts {} s, the source's {} s",
+                a.0,
+                a.2,
+                b.2
+            );
+            // same pictures: count, and the first presented at the same time
+            let (rs, ss) = (&r.segments[i], &source.segments[i]);
+            assert_eq!(rs.len(), ss.len(), "{rung}: pictures in segment {}", a.0);
+            assert!(rs[0].2, "{rung}: segment {} starts with an IDR", a.0);
+            let first = ss.iter().map(|p| p.0).fold(f64::INFINITY, f64::min);
+            assert!(
+                (rs[0].0 - first).abs() < frame,
+                "{rung}: segment {} presents from {} s, the source from {} s",
+                a.0,
+                rs[0].0,
+                first
+            );
+            // no B-frames in low-latency mode: decode order is presentation order
+            assert!(rs.windows(2).all(|w| w[1].0 > w[0].0), "{rung}: reordered");
+        }
+        // parts: the open segment's and the complete ones' count the same
+        assert_eq!(
+            r.playlist.text.matches("#EXT-X-PART:").count(),
+            source.playlist.text.matches("#EXT-X-PART:").count(),
+            "{rung}: parts listed"
+        );
+
+        // bitrate within 15% of the target over the whole rendition
+        let secs: f64 = r.playlist.segments.iter().map(|s| s.2).sum();
+        let got = r.bytes as f64 * 8.0 / secs / 1000.0;
+        assert!(
+            (got - kbps).abs() / kbps <= 0.15,
+            "{rung}: {got:.0} kbit/s for a {kbps} kbit/s target"
+        );
+        // frame rate: every source picture, 30 per second
+        let pictures: usize = r.segments.iter().map(|s| s.len()).sum();
+        assert!(
+            (pictures as f64 / secs - 30.0).abs() < 0.5,
+            "{rung}: {pictures} pictures in {secs} s"
+        );
+        let f = rung_line(&ladder.log(), rung);
+        assert_eq!(num(&f, "dropped_queue_full"), 0, "{rung}: {f:?}");
+        assert_eq!(num(&f, "pictures"), num(&f, "encoded"), "{rung}: {f:?}");
+    }
+    // audio shares the numbers, so a player switching rungs keeps its audio
+    assert_eq!(
+        audio.segments.iter().map(|s| s.0).collect::<Vec<_>>(),
+        source.playlist.segments.iter().map(|s| s.0).collect::<Vec<_>>()
+    );
+}
+
+#[test]
+fn a_frame_rate_cap_halves_a_60_fps_source() {
+    let src = Source {
+        size: "1920x1080",
+        rate: 60,
+        seconds: 6.0,
+        x264: "-preset ultrafast -profile:v high -g 120 -keyint_min 120 -sc_threshold 0",
+        audio: true,
+    };
+    let ladder = run(
+        &src,
+        r#"{ name = "source", passthrough = true },
+           { name = "360p", height = 360, bitrate_kbps = 600, fps_max = 30, preset = "ultrafast" }"#,
+        1,
+    );
+    let dir = tempdir::Dir::new("fps");
+    let r = served(&ladder, "cam", "360p", &dir);
+    let source = served(&ladder, "cam", "source", &dir);
+    let secs: f64 = r.playlist.segments.iter().map(|s| s.2).sum();
+    let pictures: usize = r.segments.iter().map(|s| s.len()).sum();
+    assert!(
+        (pictures as f64 / secs - 30.0).abs() < 0.5,
+        "{pictures} pictures in {secs} s"
+    );
+    let src_pictures: usize = source.segments.iter().map(|s| s.len()).sum();
+    assert_eq!(pictures * 2, src_pictures, "every other picture");
+    for (i, seg) in r.segments.iter().enumerate() {
+        assert!(seg[0].2, "segment {i} starts with an IDR");
+        // evenly spaced at 1/30 s
+        for w in seg.windows(2) {
+            assert!(
+                (w[1].0 - w[0].0 - 1.0 / 30.0).abs() < 0.002,
+                "segment {i}: {} -> {}",
+                w[0].0,
+                w[1].0
+            );
+        }
+    }
+    let (_, master) = get_text(&ladder.url("/live/cam/master.m3u8"));
+    assert!(master.contains("FRAME-RATE=30.000"), "{master}");
+    let f = rung_line(&ladder.log(), "360p");
+    assert_eq!(num(&f, "dropped_fps_cap") as usize, src_pictures / 2, "{f:?}");
+}
+
+#[test]
+fn a_rung_too_slow_for_real_time_drops_frames_and_nothing_else_suffers() {
+    let src = Source {
+        size: "1280x720",
+        rate: 30,
+        seconds: 8.0,
+        x264: "-preset ultrafast -profile:v high -g 60 -keyint_min 60 -sc_threshold 0",
+        audio: true,
+    };
+    // 720p at x264's slowest preset on one thread is far slower than real
+    // time on any machine; 144p ultrafast is far faster
+    let ladder = run(
+        &src,
+        r#"{ name = "source", passthrough = true },
+           { name = "slow", height = 720, bitrate_kbps = 2000, preset = "placebo", threads = 1 },
+           { name = "fast", height = 144, bitrate_kbps = 150, preset = "ultrafast", threads = 1 }"#,
+        2,
+    );
+    let log = ladder.log();
+    let slow = rung_line(&log, "slow");
+    let fast = rung_line(&log, "fast");
+    assert!(num(&slow, "dropped_queue_full") > 0, "{slow:?}");
+    assert_eq!(num(&fast, "dropped_queue_full"), 0, "{fast:?}");
+    assert_eq!(num(&fast, "encoded"), num(&fast, "pictures"), "{fast:?}");
+
+    let dir = tempdir::Dir::new("slow");
+    let source = served(&ladder, "cam", "source", &dir);
+    let fast_served = served(&ladder, "cam", "fast", &dir);
+    let slow_served = served(&ladder, "cam", "slow", &dir);
+    // ingest and the fast rung kept every picture, segment for segment
+    let count = |s: &Served| s.segments.iter().map(|x| x.len()).sum::<usize>();
+    assert_eq!(count(&source), 240, "the source lost nothing");
+    assert_eq!(count(&fast_served), count(&source), "the fast rung lost nothing");
+    assert!(count(&slow_served) < count(&source), "the slow rung dropped");
+    // the slow rung still starts each segment it has with an IDR, same numbers
+    for (i, seg) in slow_served.segments.iter().enumerate() {
+        assert!(seg.first().map(|p| p.2).unwrap_or(false), "slow segment {i}");
+    }
+}
