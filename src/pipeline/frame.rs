@@ -41,9 +41,15 @@ pub struct Picture {
     pub planes: [Plane; 3],
     /// Presentation time.
     pub pts: Option<Timestamp>,
-    /// The source access unit was an IDR: every rung puts an IDR here, so all
-    /// renditions share segment boundaries.
+    /// The source access unit was an IDR (what the decoder saw). Informative:
+    /// the pipeline graph places rung IDRs by [`Picture::force_idr`] only.
     pub source_idr: bool,
+    /// The caller asked for an IDR here: every rung puts an IDR (a sync
+    /// sample) at this picture, so all renditions share segment boundaries.
+    /// Set by the pipeline graph's decode stage from the `force_idr` flag that
+    /// travelled with the access unit, matched to the picture by pts
+    /// (`pipeline::graph`); false straight out of the decoder.
+    pub force_idr: bool,
     /// Decode order number within the channel.
     pub seq: u64,
 }
@@ -118,8 +124,9 @@ impl PicturePool {
         })
     }
 
-    /// A picture of `width` x `height`, reused when one is free (its contents
-    /// are stale: the caller writes every pixel).
+    /// A picture of `width` x `height`, reused when one is free (its pixels
+    /// are stale: the caller writes every pixel; its timing and flags are
+    /// reset, so nothing of the previous use leaks into the next).
     pub fn take(&self, width: u32, height: u32) -> Picture {
         let mut free = self.free.lock().unwrap_or_else(|e| e.into_inner());
         let found = free
@@ -129,6 +136,10 @@ impl PicturePool {
             Some(mut p) => {
                 drop(free);
                 p.resize(width, height);
+                p.pts = None;
+                p.source_idr = false;
+                p.force_idr = false;
+                p.seq = 0;
                 p
             }
             None => Picture::new(width, height),
@@ -182,5 +193,22 @@ mod tests {
         let again = pool.take(320, 240);
         assert_eq!(pool.idle(), 0);
         assert_eq!(again.width, 320);
+    }
+
+    #[test]
+    fn reused_pictures_carry_no_flags_from_their_last_use() {
+        let pool = PicturePool::new(4);
+        let mut p = pool.take(64, 32);
+        p.pts = Some(Timestamp::from_millis(40));
+        p.source_idr = true;
+        p.force_idr = true;
+        p.seq = 7;
+        drop(pool.share(p));
+        assert_eq!(pool.idle(), 1);
+        let again = pool.take(64, 32);
+        assert_eq!(
+            (again.pts, again.source_idr, again.force_idr, again.seq),
+            (None, false, false, 0)
+        );
     }
 }

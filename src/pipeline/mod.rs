@@ -1,11 +1,13 @@
 //! The transcoding pipeline: decode -> scale -> encode, per channel.
 //!
-//! Work in progress (issue 3): the CPU building blocks live in [`cpu`]; the
-//! per-channel graph that wires them to the packager comes next. Until then the
-//! source is passed through (see `app`).
-//!
 //! - [`frame`]: pooled I420 pictures shared between stages by reference.
 //! - [`cpu`]: libavcodec decode, the CPU scaler, x264 encode.
+//! - [`graph`]: the per-channel graph that wires them: one decode thread
+//!   shared by one thread per encoded rung, bounded queues with named
+//!   overflow policies, IDRs where the caller forces them, output to a
+//!   [`graph::RungSink`] (the packager). Not yet wired into `app`, which
+//!   still passes the source through.
 
 pub mod cpu;
 pub mod frame;
+pub mod graph;

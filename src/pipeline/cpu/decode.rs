@@ -560,11 +560,14 @@ fn copy_plane(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     //! Real streams made by the installed ffmpeg/x264, muxed to FLV and read
     //! back through the ingest demuxer, so the decoder sees exactly what a
     //! publisher's stream becomes. Pixels are compared with what the ffmpeg
     //! command line decodes from the same file (the same libavcodec).
+    //!
+    //! The stream helpers ([`TempDir`], [`have_ffmpeg`], [`encode_at`],
+    //! [`demux`]) are shared with the pipeline graph's tests.
 
     use super::*;
     use crate::media::{Demuxer, MediaEvent, RtmpTimestamp, MILLIS};
@@ -580,10 +583,10 @@ mod tests {
     const GOP: &str = "keyint=12:min-keyint=12:scenecut=0";
 
     /// A directory removed on drop.
-    struct TempDir(PathBuf);
+    pub(crate) struct TempDir(pub(crate) PathBuf);
 
     impl TempDir {
-        fn new(name: &str) -> TempDir {
+        pub(crate) fn new(name: &str) -> TempDir {
             let dir = std::env::temp_dir().join(format!(
                 "ladder-decode-{name}-{}-{:?}",
                 std::process::id(),
@@ -601,7 +604,7 @@ mod tests {
         }
     }
 
-    fn have_ffmpeg() -> bool {
+    pub(crate) fn have_ffmpeg() -> bool {
         let found = Command::new("ffmpeg")
             .arg("-version")
             .output()
@@ -620,8 +623,20 @@ mod tests {
         frames: usize,
         args: &[&str],
     ) -> PathBuf {
+        encode_at(dir, name, size, 25, frames, args)
+    }
+
+    /// [`encode`] at `rate` frames per second.
+    pub(crate) fn encode_at(
+        dir: &TempDir,
+        name: &str,
+        size: (u32, u32),
+        rate: u32,
+        frames: usize,
+        args: &[&str],
+    ) -> PathBuf {
         let path = dir.0.join(format!("{name}.flv"));
-        let source = format!("testsrc2=size={}x{}:rate=25", size.0, size.1);
+        let source = format!("testsrc2=size={}x{}:rate={rate}", size.0, size.1);
         let out = Command::new("ffmpeg")
             .args([
                 "-hide_banner",
@@ -671,14 +686,14 @@ mod tests {
         out.stdout
     }
 
-    struct Stream {
-        config: Arc<VideoConfig>,
-        frames: Vec<VideoFrame>,
+    pub(crate) struct Stream {
+        pub(crate) config: Arc<VideoConfig>,
+        pub(crate) frames: Vec<VideoFrame>,
     }
 
     /// Read FLV tags (FLV spec v10.1 annex E) and feed the video ones to the
     /// ingest demuxer, as RTMP messages would be.
-    fn demux(path: &Path) -> Stream {
+    pub(crate) fn demux(path: &Path) -> Stream {
         let file = std::fs::read(path).expect("read flv");
         assert_eq!(&file[..3], b"FLV");
         let header = u32::from_be_bytes(file[5..9].try_into().unwrap()) as usize;

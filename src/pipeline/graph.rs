@@ -1,0 +1,2144 @@
+//! The per-channel CPU pipeline graph: one decode per channel, shared by every
+//! encoded rung.
+//!
+//! ```text
+//! caller (tokio task)      decode thread                          one thread per rung
+//!
+//! video_config ─┐                                               ┌─► [RUNG_QUEUE] DropNewest ─► fps cap ─► scale ─► x264 ─► RungSink
+//! video_frame ──┴─► [DECODE_QUEUE] ─► libavcodec ─► PictureRef ─┤
+//! (try_send only)   DropUntilKeyframe  force_idr by pts         └─► [RUNG_QUEUE] DropNewest ─► fps cap ─► scale ─► x264 ─► RungSink
+//!                                                   (pooled, shared)
+//! ```
+//!
+//! # Stages and threads
+//!
+//! Each stage runs on a dedicated OS thread (never a tokio worker; ARCHITECTURE
+//! convention 2): one decode thread per channel, named `ladder-<channel>-dec`,
+//! and one thread per encoded rung, `ladder-<channel>-<rung>` (shortened to the
+//! 15 bytes Linux keeps, see [`thread_name`]). Stages are joined by bounded
+//! crossbeam queues. The caller's per-frame calls ([`ChannelPipeline::video_config`],
+//! [`ChannelPipeline::video_frame`]) only `try_send`: they never wait for a stage.
+//!
+//! # Queues and overflow policies (convention 3)
+//!
+//! - Decode input, [`DECODE_QUEUE`] access units, [`OverflowPolicy::DropUntilKeyframe`]:
+//!   when the queue is full the access unit is dropped, and so is every
+//!   following one until the next keyframe that fits (a decoder cannot skip a
+//!   reference picture). Counted in [`DecodeStageStats::dropped_queue_full`].
+//!   A new configuration that finds the queue full is kept aside and sent
+//!   before the next access unit that fits; it is never lost.
+//! - Rung input, [`RUNG_QUEUE`] pictures, [`OverflowPolicy::DropNewest`]: a
+//!   slow rung loses whole pictures at its own input (counted in
+//!   [`RungStats::dropped_queue_full`]) and never holds back the decoder or the
+//!   other rungs.
+//!
+//! Pictures come from one [`PicturePool`] per channel, sized for every queue
+//! of every rung ([`pool_capacity`]), and are fanned out as [`PictureRef`]s:
+//! the steady state allocates no picture.
+//!
+//! # IDR placement (`force_idr`)
+//!
+//! IDRs on every rung go exactly where the caller asks ([`EncoderSettings::source_idrs`]:
+//! x264's own GOP cadence and scene cuts are off), so that all renditions share
+//! segment boundaries. The flag travels with the access unit; the decode stage
+//! remembers the pts of forced access units (at most [`MAX_FORCED_PENDING`])
+//! and sets [`Picture::force_idr`] on the picture with that pts when the
+//! decoder returns it (pictures come out in presentation order, so B-frame
+//! reordering does not matter). The flag is never lost on the way:
+//!
+//! - an access unit dropped at the decode input passes its flag to the next
+//!   access unit that is queued;
+//! - a forced access unit that yields no picture (corrupt, or forgotten beyond
+//!   the bound) passes it to the next picture out, as does one pending when
+//!   the decoder is replaced;
+//! - a forced picture dropped at a rung's full queue, or refused by the rung's
+//!   encoder, passes it to the next picture that rung encodes.
+//!
+//! `Picture::source_idr` (the source access unit was an IDR) is not used to
+//! place IDRs.
+//!
+//! # Frame-rate cap (`fps_max`)
+//!
+//! A rung keeps a picture when its pts is at least `last kept pts + 3/4 of
+//! 1/fps_max`: 60 fps capped to 30 keeps exactly every other picture, and
+//! jitter of up to a quarter of the interval neither drops a picture that
+//! should stay nor keeps one too many. A forced picture is always kept and
+//! becomes the new anchor; a pts that goes backwards re-anchors too. Dropped
+//! pictures are counted in [`RungStats::dropped_fps_cap`]. The encoder's
+//! nominal rate is the source's (`VideoConfig::frame_rate`, [`DEFAULT_FPS`]
+//! when the SPS does not say) capped by `fps_max`.
+//!
+//! # Source changes
+//!
+//! A configuration equal to the current one is a no-op. A different one
+//! flushes the old decoder (its last pictures go out first) and opens a new
+//! one. Rungs follow the pictures they get, not the configuration: when the
+//! decoded size or the sample aspect ratio changes, a rung flushes its encoder
+//! (its last frames are delivered), then builds a new scaler and encoder for
+//! the new size ([`scale::rung_size`]: aspect kept, even, never upscaled) and
+//! calls [`RungSink::rung_config`] before the new encoder's first frame.
+//!
+//! # Errors
+//!
+//! Nothing reachable from input panics. A configuration the decoder refuses
+//! (10-bit, 4:2:2, too large) is reported once through
+//! [`RungSink::pipeline_error`] and the channel's frames are dropped
+//! ([`DecodeStageStats::dropped_no_decoder`]) until a new configuration.
+//! A corrupt access unit, a failed scale or encode are counted (`errors`),
+//! logged once per kind with the channel name (later ones at debug level), and
+//! cost that access unit or picture only. A rung whose encoder cannot be opened
+//! is reported through `pipeline_error` once and drops its pictures (as
+//! `errors`) until the source size changes. A stage that panics anyway is
+//! caught, logged at error level, reported through `pipeline_error` and
+//! counted ([`PipelineStats::panics`]); the other stages go on.
+//!
+//! # End of stream and drop
+//!
+//! [`ChannelPipeline::finish`] drains in order: decode input closed, decoder
+//! flushed, its pictures delivered, rung queues closed, encoders flushed,
+//! their frames delivered, threads joined. It gives up after
+//! [`FINISH_TIMEOUT`] if a stage is wedged (a sink that never returns): the
+//! stages are told to stop, left to exit on their own, and that is logged.
+//! Dropping a pipeline without `finish` tells the stages to stop without
+//! flushing and does not wait for them.
+
+use crate::media::{Timestamp, VideoConfig, VideoFrame};
+use crate::pipeline::cpu::decode::{DecodeError, Decoder};
+use crate::pipeline::cpu::scale::{self, Scaler};
+use crate::pipeline::cpu::x264::{self, Encoder, EncoderSettings};
+use crate::pipeline::frame::{Picture, PicturePool, PictureRef};
+use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender, TrySendError};
+use std::collections::VecDeque;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+/// Capacity of a channel's decode input, in access units: 4 s at 30 fps,
+/// 2 s at 60. Decoding is several times faster than real time, so the queue
+/// only fills when the decode thread is starved of CPU; beyond it the policy
+/// is [`DECODE_OVERFLOW`].
+pub const DECODE_QUEUE: usize = 120;
+
+/// Capacity of each rung's input, in pictures. Small on purpose: a rung that
+/// cannot keep up should drop pictures now ([`RUNG_OVERFLOW`]) rather than
+/// fall seconds behind live, and every queued picture is a pool buffer held.
+pub const RUNG_QUEUE: usize = 4;
+
+/// What the decode input does when full.
+pub const DECODE_OVERFLOW: OverflowPolicy = OverflowPolicy::DropUntilKeyframe;
+
+/// What a rung's input does when full.
+pub const RUNG_OVERFLOW: OverflowPolicy = OverflowPolicy::DropNewest;
+
+/// How long [`ChannelPipeline::finish`] waits for the stages to drain before
+/// giving up on a wedged one. Draining is a few queued pictures per rung
+/// plus the encoders' delay, well under a second on a healthy box.
+pub const FINISH_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Most forced access units remembered while waiting for their picture (the
+/// H.264 reorder buffer holds at most 16; the decoder's own bound is
+/// `decode::MAX_PENDING`). Beyond it the oldest is forgotten and its flag
+/// passes to the next picture out.
+pub const MAX_FORCED_PENDING: usize = 64;
+
+/// Slice threads for the decoder: one. Slice threading only helps with
+/// multi-slice sources, and frame threading would add latency (see
+/// `cpu::decode`); throughput comes from running channels in parallel.
+pub const DECODE_THREADS: usize = 1;
+
+/// Nominal frame rate for the encoders when the source's SPS does not state
+/// one.
+pub const DEFAULT_FPS: f64 = 30.0;
+
+/// Most encoder threads chosen automatically ([`auto_threads`]).
+pub const MAX_AUTO_THREADS: usize = 4;
+
+/// Largest gap between consecutive pictures counted as content in
+/// [`RungStats::media_seconds`]; a longer one is a stall of the source.
+pub const MAX_MEDIA_STEP: Duration = Duration::from_secs(1);
+
+/// x264's IDR interval: unused with `source_idrs` (IDRs only where forced)
+/// but it must be a valid value.
+const KEYINT_MAX: u32 = 250;
+
+/// What a full queue does with what does not fit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OverflowPolicy {
+    /// Drop the access unit and every following one until the next keyframe
+    /// (a decoder cannot skip a reference picture).
+    DropUntilKeyframe,
+    /// Drop the picture that does not fit; the queue keeps the older ones.
+    DropNewest,
+}
+
+/// The codec of an encoded rung.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RungCodec {
+    H264,
+    Av1,
+}
+
+/// One encoded rendition, resolved from the configuration by the caller.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RungPlan {
+    /// The rendition's name (playlist and thread names).
+    pub name: String,
+    pub codec: RungCodec,
+    /// Requested size; resolved per source with [`scale::rung_size`] (aspect
+    /// kept, even, never upscaled). Neither: the source's size.
+    pub width: Option<u32>,
+    pub height: Option<u32>,
+    pub bitrate_kbps: u32,
+    pub maxrate_kbps: Option<u32>,
+    /// Frame-rate cap (see the module docs); `None`, or a value that is not a
+    /// positive number, means no cap.
+    pub fps_max: Option<f64>,
+    pub profile: Option<String>,
+    pub preset: Option<String>,
+    /// Encoder threads; 0 = [`auto_threads`] for the rung's size.
+    pub threads: usize,
+}
+
+/// Where encoded output goes (the packager, in the caller). Called from the
+/// rung threads (and `pipeline_error` from any stage): implementations should
+/// return quickly; a slow one makes its rung drop pictures, never the others.
+pub trait RungSink: Send + Sync + 'static {
+    /// A rung's encoder was (re)created: its decoder configuration (avcC...),
+    /// before its first frame.
+    fn rung_config(&self, rung: &str, config: Arc<VideoConfig>);
+
+    /// One encoded access unit, in order; `dts == pts ==` the source
+    /// picture's pts exactly.
+    fn rung_frame(&self, rung: &str, frame: VideoFrame);
+
+    /// The source's configuration could not be decoded (10-bit, 4:2:2, a
+    /// decoder error), a rung's encoder could not be opened, or a stage
+    /// failed: a message for the log, naming what.
+    fn pipeline_error(&self, message: String) {
+        let _ = message;
+    }
+}
+
+/// Queue sizes and the drain bound; [`Default`] is the named constants.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PipelineOptions {
+    /// Decode input capacity in access units ([`DECODE_QUEUE`]); at least 1.
+    pub decode_queue: usize,
+    /// Each rung's input capacity in pictures ([`RUNG_QUEUE`]); at least 1.
+    pub rung_queue: usize,
+    /// How long `finish` waits for the stages ([`FINISH_TIMEOUT`]).
+    pub finish_timeout: Duration,
+}
+
+impl Default for PipelineOptions {
+    fn default() -> Self {
+        PipelineOptions {
+            decode_queue: DECODE_QUEUE,
+            rung_queue: RUNG_QUEUE,
+            finish_timeout: FINISH_TIMEOUT,
+        }
+    }
+}
+
+/// A snapshot of a pipeline's counters.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct PipelineStats {
+    pub decode: DecodeStageStats,
+    /// One per rung, in the order given to [`ChannelPipeline::start`].
+    pub rungs: Vec<RungStats>,
+    /// Stage threads that panicked (caught and logged).
+    pub panics: u64,
+}
+
+/// The decode stage's counters. Every access unit offered is counted once:
+/// in `access_units`, `dropped_queue_full` or `dropped_no_decoder`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DecodeStageStats {
+    /// Access units given to a decoder.
+    pub access_units: u64,
+    /// Pictures decoded and fanned out to the rungs.
+    pub pictures: u64,
+    /// Decode errors (corrupt access units, pictures in a format the ladder
+    /// cannot take, decoder failures).
+    pub errors: u64,
+    /// Access units dropped at the decode input ([`DECODE_OVERFLOW`]).
+    pub dropped_queue_full: u64,
+    /// Access units dropped because there was no usable decoder: before the
+    /// first configuration, after one the decoder refused, or with the
+    /// decode stage gone.
+    pub dropped_no_decoder: u64,
+}
+
+/// One rung's counters.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct RungStats {
+    pub name: String,
+    /// Current output size (0 before the first encoder).
+    pub width: u32,
+    pub height: u32,
+    /// Pictures taken from the rung's queue. Each is then dropped by the
+    /// frame-rate cap, refused by an error, or encoded.
+    pub pictures_in: u64,
+    /// Access units delivered to the sink.
+    pub encoded: u64,
+    /// Pictures dropped at the rung's full input ([`RUNG_OVERFLOW`]); not in
+    /// `pictures_in`.
+    pub dropped_queue_full: u64,
+    /// Pictures dropped by the frame-rate cap.
+    pub dropped_fps_cap: u64,
+    /// Pictures refused because of an error (scaler, encoder, no encoder for
+    /// this source), plus failed encoder flushes.
+    pub errors: u64,
+    /// Wall-clock time spent scaling and encoding (including the encoder's
+    /// own threads' work only as far as the calling thread waits for it).
+    pub encode_seconds: f64,
+    /// Content encoded: the sum of the pts gaps between consecutive encoded
+    /// pictures, each at most [`MAX_MEDIA_STEP`]. `encode_seconds /
+    /// media_seconds` is the rung's share of real time.
+    pub media_seconds: f64,
+}
+
+/// Encoder threads for a rung of `width` x `height` when its plan says 0:
+/// one up to 720p (1280x720 = 921,600 pixels), two up to 1080p, and
+/// [`MAX_AUTO_THREADS`] above. Few threads on purpose: a box runs many
+/// rungs at once, and with low latency each thread is one more slice per
+/// picture (a few percent of bitrate each).
+pub fn auto_threads(width: u32, height: u32) -> usize {
+    let pixels = u64::from(width) * u64::from(height);
+    if pixels <= 1280 * 720 {
+        1
+    } else if pixels <= 1920 * 1080 {
+        2
+    } else {
+        MAX_AUTO_THREADS
+    }
+}
+
+/// Encoder threads for a plan at a size: its own number, or [`auto_threads`].
+fn encoder_threads(plan: &RungPlan, width: u32, height: u32) -> usize {
+    if plan.threads == 0 {
+        auto_threads(width, height)
+    } else {
+        plan.threads
+    }
+}
+
+/// The pictures a channel's pool keeps for reuse: every rung's queue full,
+/// plus the one each rung is encoding, plus what one access unit can return
+/// at once from the decoder (a few, when a reordering stream resumes).
+pub fn pool_capacity(rungs: usize, rung_queue: usize) -> usize {
+    rungs.max(1) * (rung_queue + 1) + 4
+}
+
+/// An OS thread name for a stage: `ladder-<channel>-<stage>`, or when that
+/// is over the 15 bytes Linux keeps (`TASK_COMM_LEN`), `<channel>-<stage>`
+/// with the stage cut to 7 bytes and the channel to what is left, at
+/// character boundaries.
+pub fn thread_name(channel: &str, stage: &str) -> String {
+    const MAX: usize = 15;
+    let full = format!("ladder-{channel}-{stage}");
+    if full.len() <= MAX {
+        return full;
+    }
+    let short = format!("{channel}-{stage}");
+    if short.len() <= MAX {
+        return short;
+    }
+    let stage = truncate(stage, 7);
+    let channel = truncate(channel, MAX - 1 - stage.len());
+    format!("{channel}-{stage}")
+}
+
+/// The longest prefix of `s` of at most `max` bytes, at a char boundary.
+fn truncate(s: &str, max: usize) -> &str {
+    let mut end = max.min(s.len());
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
+/// The nominal rate for a rung's encoder: the source's (default
+/// [`DEFAULT_FPS`]) capped by `fps_max`, within x264's bounds.
+fn rung_fps(source: Option<f64>, fps_max: Option<f64>) -> f64 {
+    let source = source.filter(|f| usable_rate(*f)).unwrap_or(DEFAULT_FPS);
+    let fps = match fps_max.filter(|f| usable_rate(*f)) {
+        Some(cap) => source.min(cap),
+        None => source,
+    };
+    fps.clamp(0.001, x264::MAX_FPS)
+}
+
+fn usable_rate(fps: f64) -> bool {
+    fps.is_finite() && fps > 0.0
+}
+
+/// Lock a mutex, taking it over if a panicking thread poisoned it (the
+/// protected state stays consistent: every critical section here is a few
+/// field writes).
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn add(counter: &AtomicU64, n: u64) {
+    counter.fetch_add(n, Ordering::SeqCst);
+}
+
+fn get(counter: &AtomicU64) -> u64 {
+    counter.load(Ordering::SeqCst)
+}
+
+/// The decode stage's shared counters.
+#[derive(Debug, Default)]
+struct DecodeCounters {
+    access_units: AtomicU64,
+    pictures: AtomicU64,
+    errors: AtomicU64,
+    dropped_queue_full: AtomicU64,
+    dropped_no_decoder: AtomicU64,
+}
+
+/// A rung's shared counters.
+#[derive(Debug, Default)]
+struct RungCounters {
+    width: AtomicU32,
+    height: AtomicU32,
+    pictures_in: AtomicU64,
+    encoded: AtomicU64,
+    dropped_queue_full: AtomicU64,
+    dropped_fps_cap: AtomicU64,
+    errors: AtomicU64,
+    encode_nanos: AtomicU64,
+    media_micros: AtomicU64,
+}
+
+/// What every stage and the handle share.
+#[derive(Debug)]
+struct Shared {
+    channel: String,
+    decode: DecodeCounters,
+    /// (rung name, counters), in plan order.
+    rungs: Vec<(String, RungCounters)>,
+    panics: AtomicU64,
+    /// Set when the handle is dropped or `finish` gives up: stages exit
+    /// without flushing at their next item.
+    stop: AtomicBool,
+}
+
+impl Shared {
+    fn stopping(&self) -> bool {
+        self.stop.load(Ordering::SeqCst)
+    }
+
+    fn stats(&self) -> PipelineStats {
+        let d = &self.decode;
+        PipelineStats {
+            decode: DecodeStageStats {
+                access_units: get(&d.access_units),
+                pictures: get(&d.pictures),
+                errors: get(&d.errors),
+                dropped_queue_full: get(&d.dropped_queue_full),
+                dropped_no_decoder: get(&d.dropped_no_decoder),
+            },
+            rungs: self
+                .rungs
+                .iter()
+                .map(|(name, r)| RungStats {
+                    name: name.clone(),
+                    width: r.width.load(Ordering::SeqCst),
+                    height: r.height.load(Ordering::SeqCst),
+                    pictures_in: get(&r.pictures_in),
+                    encoded: get(&r.encoded),
+                    dropped_queue_full: get(&r.dropped_queue_full),
+                    dropped_fps_cap: get(&r.dropped_fps_cap),
+                    errors: get(&r.errors),
+                    encode_seconds: get(&r.encode_nanos) as f64 / 1e9,
+                    media_seconds: get(&r.media_micros) as f64 / 1e6,
+                })
+                .collect(),
+            panics: get(&self.panics),
+        }
+    }
+}
+
+/// What the caller sends to the decode stage.
+enum DecodeInput {
+    Config(Arc<VideoConfig>),
+    Frame { frame: VideoFrame, force_idr: bool },
+}
+
+/// The caller's side of the decode input.
+struct InputState {
+    /// `None` once closed (finish or drop).
+    tx: Option<Sender<DecodeInput>>,
+    /// The last configuration given (to make a repeat a no-op).
+    last_config: Option<Arc<VideoConfig>>,
+    /// A configuration that found the queue full, sent before the next frame.
+    pending_config: Option<Arc<VideoConfig>>,
+    /// Dropping access units until a keyframe fits ([`DECODE_OVERFLOW`]).
+    dropping: bool,
+    /// A dropped access unit was forced: the next one queued carries it.
+    pending_force: bool,
+}
+
+/// Whether a message went into the decode queue.
+enum Offer {
+    Sent,
+    Full,
+    Gone,
+}
+
+impl InputState {
+    fn offer(&self, message: DecodeInput) -> Offer {
+        let Some(tx) = &self.tx else {
+            return Offer::Gone;
+        };
+        match tx.try_send(message) {
+            Ok(()) => Offer::Sent,
+            Err(TrySendError::Full(_)) => Offer::Full,
+            Err(TrySendError::Disconnected(_)) => Offer::Gone,
+        }
+    }
+
+    /// Send the pending configuration, if any; whether frames may follow.
+    fn send_pending_config(&mut self) -> Offer {
+        let Some(config) = self.pending_config.take() else {
+            return Offer::Sent;
+        };
+        let offer = self.offer(DecodeInput::Config(config.clone()));
+        if !matches!(offer, Offer::Sent) {
+            self.pending_config = Some(config);
+        }
+        offer
+    }
+}
+
+/// The source format a rung's scaler and encoder are built for: the decoded
+/// picture's size, and from the configuration its SAR and frame rate.
+#[derive(Clone, Debug, PartialEq)]
+struct SourceFormat {
+    width: u32,
+    height: u32,
+    sar: (u32, u32),
+    frame_rate: Option<f64>,
+}
+
+/// What re-creates a rung's scaler and encoder when it changes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct SourceKey {
+    width: u32,
+    height: u32,
+    sar: (u32, u32),
+}
+
+impl SourceFormat {
+    fn key(&self) -> SourceKey {
+        SourceKey {
+            width: self.width,
+            height: self.height,
+            sar: self.sar,
+        }
+    }
+}
+
+/// One picture on its way to a rung.
+struct RungItem {
+    picture: PictureRef,
+    /// An earlier forced picture was dropped at this rung's full queue.
+    carried_force: bool,
+    format: Arc<SourceFormat>,
+}
+
+/// The decode stage's end of a rung queue.
+struct RungPort {
+    tx: Sender<RungItem>,
+    /// A forced picture was dropped here; the next one sent carries the flag.
+    pending_force: bool,
+    /// The rung thread is gone (panicked or never started).
+    gone: bool,
+}
+
+/// "Log once per kind": remembers the kinds already logged at warning level.
+#[derive(Debug, Default)]
+struct Warned(Vec<String>);
+
+impl Warned {
+    /// Whether `kind` is new (and remember it). Kinds are error variants, so
+    /// the list stays short.
+    fn first(&mut self, kind: String) -> bool {
+        if self.0.contains(&kind) {
+            false
+        } else {
+            self.0.push(kind);
+            true
+        }
+    }
+}
+
+/// A stable name for an error's variant, for [`Warned`].
+fn kind_of<E>(prefix: &str, error: &E) -> String {
+    format!("{prefix} {:?}", std::mem::discriminant(error))
+}
+
+/// A running pipeline for one channel. Created with [`ChannelPipeline::start`].
+pub struct ChannelPipeline {
+    shared: Arc<Shared>,
+    input: Mutex<InputState>,
+    /// (thread name, handle), every stage.
+    threads: Vec<(String, JoinHandle<()>)>,
+    /// Disconnected once every stage thread has exited; `None` after finish.
+    done: Option<Receiver<()>>,
+    options: PipelineOptions,
+}
+
+impl std::fmt::Debug for ChannelPipeline {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ChannelPipeline")
+            .field("channel", &self.shared.channel)
+            .field("stages", &self.threads.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl ChannelPipeline {
+    /// Start the stages for `channel` with the default queue sizes.
+    pub fn start(channel: &str, rungs: Vec<RungPlan>, sink: Arc<dyn RungSink>) -> ChannelPipeline {
+        ChannelPipeline::start_with(channel, rungs, sink, PipelineOptions::default())
+    }
+
+    /// [`ChannelPipeline::start`] with other queue sizes or drain bound.
+    pub fn start_with(
+        channel: &str,
+        rungs: Vec<RungPlan>,
+        sink: Arc<dyn RungSink>,
+        options: PipelineOptions,
+    ) -> ChannelPipeline {
+        let shared = Arc::new(Shared {
+            channel: channel.to_owned(),
+            decode: DecodeCounters::default(),
+            rungs: rungs
+                .iter()
+                .map(|plan| (plan.name.clone(), RungCounters::default()))
+                .collect(),
+            panics: AtomicU64::new(0),
+            stop: AtomicBool::new(false),
+        });
+        let (done_tx, done_rx) = bounded::<()>(1);
+        let rung_queue = options.rung_queue.max(1);
+        let mut threads = Vec::with_capacity(rungs.len() + 1);
+        let mut ports = Vec::with_capacity(rungs.len());
+
+        for (index, plan) in rungs.into_iter().enumerate() {
+            let (tx, rx) = bounded(rung_queue);
+            ports.push(RungPort {
+                tx,
+                pending_force: false,
+                gone: false,
+            });
+            let name = thread_name(channel, &plan.name);
+            let stage = RungStage {
+                shared: shared.clone(),
+                sink: sink.clone(),
+                index,
+                plan,
+                rx,
+                active: None,
+                broken: None,
+                carry_force: false,
+                last_kept: None,
+                last_encoded: None,
+                scratch: Picture::default(),
+                warned: Warned::default(),
+            };
+            if let Some(handle) = spawn_stage(&name, &shared, &sink, &done_tx, move || stage.run())
+            {
+                threads.push((name, handle));
+            }
+        }
+
+        let (input_tx, input_rx) = bounded(options.decode_queue.max(1));
+        let name = thread_name(channel, "dec");
+        let stage = DecodeStage {
+            shared: shared.clone(),
+            sink: sink.clone(),
+            rx: input_rx,
+            pool: PicturePool::new(pool_capacity(ports.len(), rung_queue)),
+            ports,
+            config: None,
+            decoder: None,
+            format: None,
+            forced: VecDeque::with_capacity(MAX_FORCED_PENDING),
+            carry_force: false,
+            reported_picture_format: false,
+            warned: Warned::default(),
+        };
+        if let Some(handle) = spawn_stage(&name, &shared, &sink, &done_tx, move || stage.run()) {
+            threads.push((name, handle));
+        }
+
+        ChannelPipeline {
+            shared,
+            input: Mutex::new(InputState {
+                tx: Some(input_tx),
+                last_config: None,
+                pending_config: None,
+                dropping: false,
+                pending_force: false,
+            }),
+            threads,
+            done: Some(done_rx),
+            options,
+        }
+    }
+
+    /// New source decoder configuration (non-blocking). A different one
+    /// re-creates the decoder; when the decoded size or SAR changes, the
+    /// rungs' scalers and encoders are re-created too (old encoder flushed
+    /// first and its frames delivered, then `rung_config` for the new one).
+    /// The same configuration again is a no-op.
+    pub fn video_config(&self, config: Arc<VideoConfig>) {
+        let mut input = lock(&self.input);
+        if input.last_config.as_deref() == Some(&*config) {
+            return;
+        }
+        input.last_config = Some(config.clone());
+        input.pending_config = Some(config);
+        if let Offer::Full = input.send_pending_config() {
+            // Frames of the old configuration queued behind a full queue
+            // are worthless once it changes, and the new one starts at a
+            // keyframe anyway.
+            input.dropping = true;
+        }
+    }
+
+    /// One source access unit in decode order (non-blocking). `force_idr`:
+    /// every rung puts an IDR (sync sample) at the picture with this frame's
+    /// pts (or, if that picture is lost on the way, the next one; see the
+    /// module docs).
+    pub fn video_frame(&self, frame: VideoFrame, force_idr: bool) {
+        let mut input = lock(&self.input);
+        let force_idr = force_idr || input.pending_force;
+        let keyframe = frame.keyframe;
+        let offer = match input.send_pending_config() {
+            Offer::Sent if input.dropping && !keyframe => Offer::Full,
+            Offer::Sent => input.offer(DecodeInput::Frame { frame, force_idr }),
+            other => other,
+        };
+        match offer {
+            Offer::Sent => {
+                input.dropping = false;
+                input.pending_force = false;
+            }
+            Offer::Full => {
+                input.dropping = true;
+                input.pending_force = force_idr;
+                add(&self.shared.decode.dropped_queue_full, 1);
+            }
+            Offer::Gone => {
+                input.pending_force = force_idr;
+                add(&self.shared.decode.dropped_no_decoder, 1);
+            }
+        }
+    }
+
+    /// A snapshot of the counters.
+    pub fn stats(&self) -> PipelineStats {
+        self.shared.stats()
+    }
+
+    /// The channel's name.
+    pub fn channel(&self) -> &str {
+        &self.shared.channel
+    }
+
+    /// End of stream (blocking; async callers use `spawn_blocking`): close
+    /// the input, flush the decoder and the encoders, deliver everything to
+    /// the sink and join the threads, giving up after the options'
+    /// `finish_timeout` (default [`FINISH_TIMEOUT`]) if a stage is wedged.
+    /// Returns the final counters.
+    pub fn finish(mut self) -> PipelineStats {
+        lock(&self.input).tx = None;
+        let Some(done) = self.done.take() else {
+            return self.stats();
+        };
+        let timeout = self.options.finish_timeout;
+        let deadline = Instant::now() + timeout;
+        let finished = loop {
+            match done.recv_deadline(deadline) {
+                // Nobody sends; only the disconnection matters.
+                Ok(()) => continue,
+                Err(RecvTimeoutError::Disconnected) => break true,
+                Err(RecvTimeoutError::Timeout) => break false,
+            }
+        };
+        if finished {
+            for (name, handle) in self.threads.drain(..) {
+                if handle.join().is_err() {
+                    // Only a panic outside the stage's own catch (its
+                    // error report) gets here.
+                    add(&self.shared.panics, 1);
+                    tracing::error!(channel = %self.shared.channel, thread = %name, "pipeline thread panicked");
+                }
+            }
+        } else {
+            self.shared.stop.store(true, Ordering::SeqCst);
+            let stuck: Vec<&str> = self
+                .threads
+                .iter()
+                .filter(|(_, handle)| !handle.is_finished())
+                .map(|(name, _)| name.as_str())
+                .collect();
+            tracing::error!(
+                channel = %self.shared.channel,
+                ?stuck,
+                "pipeline did not drain within {timeout:?}; its stages were told to stop and are left to exit on their own"
+            );
+            self.threads.clear();
+        }
+        self.stats()
+    }
+}
+
+impl Drop for ChannelPipeline {
+    /// Without `finish`: tell the stages to stop (no flush), close the input
+    /// and detach the threads; never waits.
+    fn drop(&mut self) {
+        if self.done.take().is_some() {
+            self.shared.stop.store(true, Ordering::SeqCst);
+            lock(&self.input).tx = None;
+            self.threads.clear();
+        }
+    }
+}
+
+/// Spawn a stage thread that reports a panic instead of vanishing. The
+/// thread holds a clone of `done` until it exits.
+fn spawn_stage(
+    name: &str,
+    shared: &Arc<Shared>,
+    sink: &Arc<dyn RungSink>,
+    done: &Sender<()>,
+    body: impl FnOnce() + Send + 'static,
+) -> Option<JoinHandle<()>> {
+    let (shared_in, sink_in, done_in) = (shared.clone(), sink.clone(), done.clone());
+    let stage = name.to_owned();
+    let spawned = std::thread::Builder::new()
+        .name(name.to_owned())
+        .spawn(move || {
+            let _done = done_in;
+            if let Err(payload) = catch_unwind(AssertUnwindSafe(body)) {
+                add(&shared_in.panics, 1);
+                let what = payload
+                    .downcast_ref::<&str>()
+                    .map(|s| (*s).to_owned())
+                    .or_else(|| payload.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "non-string panic payload".to_owned());
+                let message = format!(
+                    "channel {}: pipeline stage {stage} panicked: {what}",
+                    shared_in.channel
+                );
+                tracing::error!(channel = %shared_in.channel, stage = %stage, "pipeline stage panicked: {what}");
+                // The sink may be what panicked; do not let it do so twice.
+                let _ = catch_unwind(AssertUnwindSafe(|| sink_in.pipeline_error(message)));
+            }
+        });
+    match spawned {
+        Ok(handle) => Some(handle),
+        Err(e) => {
+            let message = format!(
+                "channel {}: could not start pipeline thread {name}: {e}",
+                shared.channel
+            );
+            tracing::error!(channel = %shared.channel, "{message}");
+            sink.pipeline_error(message);
+            None
+        }
+    }
+}
+
+/// The decode stage, run on its own thread.
+struct DecodeStage {
+    shared: Arc<Shared>,
+    sink: Arc<dyn RungSink>,
+    rx: Receiver<DecodeInput>,
+    ports: Vec<RungPort>,
+    pool: Arc<PicturePool>,
+    /// The configuration in force (even if refused).
+    config: Option<Arc<VideoConfig>>,
+    /// `None` before the first configuration and after a refused one.
+    decoder: Option<Decoder>,
+    /// The format of the last picture out, shared with the rungs.
+    format: Option<Arc<SourceFormat>>,
+    /// Pts of forced access units whose picture has not come out yet.
+    forced: VecDeque<Timestamp>,
+    /// A forced access unit produced no picture: the next picture is forced.
+    carry_force: bool,
+    /// This decoder's pictures were refused as a format the ladder cannot
+    /// take, and the sink was told.
+    reported_picture_format: bool,
+    warned: Warned,
+}
+
+impl DecodeStage {
+    fn run(mut self) {
+        while let Ok(message) = self.rx.recv() {
+            if self.shared.stopping() {
+                return;
+            }
+            match message {
+                DecodeInput::Config(config) => self.configure(config),
+                DecodeInput::Frame { frame, force_idr } => self.access_unit(&frame, force_idr),
+            }
+        }
+        if self.shared.stopping() {
+            return;
+        }
+        self.drain();
+        // Dropping `self` drops the rung senders: the rungs flush and exit.
+    }
+
+    fn configure(&mut self, config: Arc<VideoConfig>) {
+        if self.config.as_deref() == Some(&*config) {
+            return;
+        }
+        self.drain();
+        self.decoder = None;
+        self.reported_picture_format = false;
+        match Decoder::new(&config, DECODE_THREADS) {
+            Ok(decoder) => self.decoder = Some(decoder),
+            Err(e) => {
+                let message = format!("channel {}: {e}", self.shared.channel);
+                tracing::warn!(channel = %self.shared.channel, "source video cannot be decoded: {e}");
+                self.sink.pipeline_error(message);
+            }
+        }
+        self.config = Some(config);
+    }
+
+    fn access_unit(&mut self, frame: &VideoFrame, force_idr: bool) {
+        let Some(decoder) = self.decoder.as_mut() else {
+            add(&self.shared.decode.dropped_no_decoder, 1);
+            self.carry_force |= force_idr;
+            return;
+        };
+        if force_idr {
+            if self.forced.len() >= MAX_FORCED_PENDING {
+                self.forced.pop_front();
+                self.carry_force = true;
+            }
+            self.forced.push_back(frame.pts);
+        }
+        let result = decoder.decode(frame, &self.pool);
+        match result {
+            Ok(pictures) => pictures.into_iter().for_each(|p| self.emit(p)),
+            Err(e) => self.decode_error(e),
+        }
+        // After the fan-out: once `access_units` counts a frame, its
+        // pictures are counted and queued.
+        add(&self.shared.decode.access_units, 1);
+    }
+
+    /// Flush the decoder and send what it held.
+    fn drain(&mut self) {
+        if let Some(decoder) = self.decoder.as_mut() {
+            match decoder.flush(&self.pool) {
+                Ok(pictures) => pictures.into_iter().for_each(|p| self.emit(p)),
+                Err(e) => self.decode_error(e),
+            }
+        }
+        if !self.forced.is_empty() {
+            self.forced.clear();
+            self.carry_force = true;
+        }
+    }
+
+    fn decode_error(&mut self, e: DecodeError) {
+        add(&self.shared.decode.errors, 1);
+        let channel = &self.shared.channel;
+        if self.warned.first(kind_of("decode", &e)) {
+            tracing::warn!(channel = %channel, "{e} (further errors of this kind are logged at debug level)");
+        } else {
+            tracing::debug!(channel = %channel, "{e}");
+        }
+        if matches!(e, DecodeError::PictureFormat { .. }) && !self.reported_picture_format {
+            self.reported_picture_format = true;
+            self.sink.pipeline_error(format!("channel {channel}: {e}"));
+        }
+    }
+
+    /// Mark a decoded picture's IDR request and send it to every rung.
+    fn emit(&mut self, mut picture: Picture) {
+        let mut force = std::mem::take(&mut self.carry_force);
+        if let Some(pts) = picture.pts {
+            // Output is in presentation order: a forced pts at or before
+            // this one will not come out later.
+            let before = self.forced.len();
+            self.forced.retain(|forced| *forced > pts);
+            force |= self.forced.len() != before;
+        }
+        picture.force_idr = force;
+
+        let (sar, frame_rate) = self
+            .config
+            .as_deref()
+            .map_or(((1, 1), None), |c| (c.sample_aspect, c.frame_rate));
+        let format = SourceFormat {
+            width: picture.width,
+            height: picture.height,
+            sar,
+            frame_rate,
+        };
+        let format = match &self.format {
+            Some(current) if **current == format => current.clone(),
+            _ => {
+                let new = Arc::new(format);
+                self.format = Some(new.clone());
+                new
+            }
+        };
+
+        add(&self.shared.decode.pictures, 1);
+        let picture = self.pool.share(picture);
+        for (index, port) in self.ports.iter_mut().enumerate() {
+            if port.gone {
+                continue;
+            }
+            let item = RungItem {
+                picture: picture.clone(),
+                carried_force: port.pending_force,
+                format: format.clone(),
+            };
+            match port.tx.try_send(item) {
+                Ok(()) => port.pending_force = false,
+                Err(TrySendError::Full(_)) => {
+                    // RUNG_OVERFLOW: DropNewest.
+                    port.pending_force |= force;
+                    if let Some((_, counters)) = self.shared.rungs.get(index) {
+                        add(&counters.dropped_queue_full, 1);
+                    }
+                }
+                Err(TrySendError::Disconnected(_)) => {
+                    port.gone = true;
+                    let rung = self.shared.rungs.get(index).map_or("?", |(n, _)| n);
+                    tracing::error!(channel = %self.shared.channel, rung, "rung stage has stopped; its pictures are dropped");
+                }
+            }
+        }
+    }
+}
+
+/// Encoder errors, as the graph needs them: a kind (to log once) and a
+/// message.
+#[derive(Debug)]
+struct EncoderFailure {
+    kind: String,
+    message: String,
+}
+
+impl From<x264::EncodeError> for EncoderFailure {
+    fn from(e: x264::EncodeError) -> Self {
+        EncoderFailure {
+            kind: kind_of("x264", &e),
+            message: e.to_string(),
+        }
+    }
+}
+
+/// What a rung needs from an encoder, whatever the codec.
+trait RungEncoder: Send {
+    /// The decoder configuration of the output (for the init segment).
+    fn video_config(&self) -> Arc<VideoConfig>;
+    /// Encode one picture; the access units that became ready.
+    fn encode(
+        &mut self,
+        picture: &Picture,
+        force_idr: bool,
+    ) -> Result<Vec<VideoFrame>, EncoderFailure>;
+    /// End of stream: everything still held.
+    fn flush(&mut self) -> Result<Vec<VideoFrame>, EncoderFailure>;
+}
+
+impl RungEncoder for Encoder {
+    fn video_config(&self) -> Arc<VideoConfig> {
+        Encoder::video_config(self)
+    }
+
+    fn encode(
+        &mut self,
+        picture: &Picture,
+        force_idr: bool,
+    ) -> Result<Vec<VideoFrame>, EncoderFailure> {
+        Ok(Encoder::encode(self, picture, force_idr)?
+            .into_iter()
+            .collect())
+    }
+
+    fn flush(&mut self) -> Result<Vec<VideoFrame>, EncoderFailure> {
+        Ok(Encoder::flush(self)?)
+    }
+}
+
+/// Open the encoder for a rung at `width` x `height` and nominal `fps`.
+fn open_encoder(
+    plan: &RungPlan,
+    width: u32,
+    height: u32,
+    fps: f64,
+) -> Result<Box<dyn RungEncoder>, String> {
+    let threads = encoder_threads(plan, width, height);
+    match plan.codec {
+        RungCodec::H264 => {
+            let settings = EncoderSettings {
+                width,
+                height,
+                fps,
+                bitrate_kbps: plan.bitrate_kbps,
+                maxrate_kbps: plan.maxrate_kbps,
+                bufsize_kbits: None,
+                profile: plan.profile.clone(),
+                preset: plan.preset.clone(),
+                threads,
+                keyint_max: KEYINT_MAX,
+                source_idrs: true,
+                low_latency: true,
+            };
+            match Encoder::new(&settings) {
+                Ok(encoder) => Ok(Box::new(encoder)),
+                Err(e) => Err(e.to_string()),
+            }
+        }
+        RungCodec::Av1 => Err("AV1 encoder not built yet".to_owned()),
+    }
+}
+
+/// A rung's scaler and encoder for one source format.
+struct Active {
+    key: SourceKey,
+    /// `None` when the rung is the source's size.
+    scaler: Option<Scaler>,
+    encoder: Box<dyn RungEncoder>,
+}
+
+/// One rung's stage, run on its own thread.
+struct RungStage {
+    shared: Arc<Shared>,
+    sink: Arc<dyn RungSink>,
+    index: usize,
+    plan: RungPlan,
+    rx: Receiver<RungItem>,
+    active: Option<Active>,
+    /// The source format whose encoder could not be opened: its pictures are
+    /// refused until the format changes (no reopening per picture).
+    broken: Option<SourceKey>,
+    /// A forced picture was not encoded (error): the next encoded one is.
+    carry_force: bool,
+    /// Pts of the last picture kept by the frame-rate cap.
+    last_kept: Option<Timestamp>,
+    /// Pts of the last picture given to this encoder (for media time).
+    last_encoded: Option<Timestamp>,
+    /// Scaled output, reused for every picture.
+    scratch: Picture,
+    warned: Warned,
+}
+
+impl RungStage {
+    fn counters(&self) -> &RungCounters {
+        &self.shared.rungs[self.index].1
+    }
+
+    fn run(mut self) {
+        while let Ok(item) = self.rx.recv() {
+            if self.shared.stopping() {
+                return;
+            }
+            self.picture(item);
+        }
+        if self.shared.stopping() {
+            return;
+        }
+        self.close_encoder();
+    }
+
+    fn picture(&mut self, item: RungItem) {
+        add(&self.counters().pictures_in, 1);
+        let force =
+            item.picture.force_idr || item.carried_force || std::mem::take(&mut self.carry_force);
+        let Some(pts) = item.picture.pts else {
+            self.refuse("pts", "decoded picture without a pts".to_owned(), force);
+            return;
+        };
+        if !self.keep_for_cap(pts, force) {
+            add(&self.counters().dropped_fps_cap, 1);
+            return;
+        }
+
+        let key = item.format.key();
+        if self.active.as_ref().map(|a| a.key) != Some(key) {
+            self.close_encoder();
+            if self.broken != Some(key) {
+                self.open(&item.format);
+            }
+        }
+
+        let started = Instant::now();
+        let result = self.encode(&item.picture, force);
+        add(
+            &self.counters().encode_nanos,
+            u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX),
+        );
+        match result {
+            Ok(frames) => {
+                if let Some(last) = self.last_encoded {
+                    let gap = (pts - last).as_secs_f64();
+                    if gap > 0.0 && gap <= MAX_MEDIA_STEP.as_secs_f64() {
+                        add(&self.counters().media_micros, (gap * 1e6).round() as u64);
+                    }
+                }
+                self.last_encoded = Some(pts);
+                self.deliver(frames);
+            }
+            Err((kind, message)) => self.refuse(&kind, message, force),
+        }
+    }
+
+    /// Scale (unless the rung is the source's size) and encode.
+    fn encode(
+        &mut self,
+        picture: &Picture,
+        force: bool,
+    ) -> Result<Vec<VideoFrame>, (String, String)> {
+        let Some(active) = self.active.as_mut() else {
+            return Err((
+                "no encoder".to_owned(),
+                "no encoder for this source size".to_owned(),
+            ));
+        };
+        let input = match &mut active.scaler {
+            Some(scaler) => {
+                scaler
+                    .scale(picture, &mut self.scratch)
+                    .map_err(|e| (kind_of("scale", &e), e.to_string()))?;
+                &self.scratch
+            }
+            None => picture,
+        };
+        active
+            .encoder
+            .encode(input, force)
+            .map_err(|e| (e.kind, e.message))
+    }
+
+    /// A picture not encoded because of an error.
+    fn refuse(&mut self, kind: &str, message: String, force: bool) {
+        add(&self.counters().errors, 1);
+        self.carry_force |= force;
+        self.log_error(kind, &message);
+    }
+
+    fn log_error(&mut self, kind: &str, message: &str) {
+        let (channel, rung) = (&self.shared.channel, &self.plan.name);
+        if self.warned.first(kind.to_owned()) {
+            tracing::warn!(channel = %channel, rung = %rung, "{message} (further errors of this kind are logged at debug level)");
+        } else {
+            tracing::debug!(channel = %channel, rung = %rung, "{message}");
+        }
+    }
+
+    /// The frame-rate cap: whether to keep a picture (see the module docs).
+    fn keep_for_cap(&mut self, pts: Timestamp, force: bool) -> bool {
+        let Some(cap) = self.plan.fps_max.filter(|f| usable_rate(*f)) else {
+            return true;
+        };
+        let keep = force
+            || self.last_kept.is_none_or(|last| {
+                let gap = (pts - last).as_secs_f64();
+                gap < 0.0 || gap >= 0.75 / cap
+            });
+        if keep {
+            self.last_kept = Some(pts);
+        }
+        keep
+    }
+
+    /// Build the scaler and encoder for a source format and announce the
+    /// encoder's configuration.
+    fn open(&mut self, format: &SourceFormat) {
+        let key = format.key();
+        let (width, height) = scale::rung_size(
+            key.width,
+            key.height,
+            key.sar,
+            self.plan.width,
+            self.plan.height,
+        );
+        let fps = rung_fps(format.frame_rate, self.plan.fps_max);
+        let scaler = if (width, height) == (key.width, key.height) {
+            Ok(None)
+        } else {
+            Scaler::new(key.width, key.height, width, height)
+                .map(Some)
+                .map_err(|e| e.to_string())
+        };
+        let opened =
+            scaler.and_then(|scaler| Ok((scaler, open_encoder(&self.plan, width, height, fps)?)));
+        match opened {
+            Ok((scaler, encoder)) => {
+                if scaler.is_some() {
+                    self.scratch.resize(width, height);
+                }
+                let counters = self.counters();
+                counters.width.store(width, Ordering::SeqCst);
+                counters.height.store(height, Ordering::SeqCst);
+                self.broken = None;
+                self.last_encoded = None;
+                self.sink
+                    .rung_config(&self.plan.name, encoder.video_config());
+                self.active = Some(Active {
+                    key,
+                    scaler,
+                    encoder,
+                });
+            }
+            Err(e) => {
+                self.broken = Some(key);
+                let message = format!(
+                    "channel {}: rung {}: cannot encode {}x{} (from a {}x{} source): {e}",
+                    self.shared.channel, self.plan.name, width, height, key.width, key.height
+                );
+                tracing::error!(channel = %self.shared.channel, rung = %self.plan.name, "{message}");
+                self.sink.pipeline_error(message);
+            }
+        }
+    }
+
+    /// Flush the current encoder, if any, and deliver what it held.
+    fn close_encoder(&mut self) {
+        let Some(mut active) = self.active.take() else {
+            return;
+        };
+        match active.encoder.flush() {
+            Ok(frames) => self.deliver(frames),
+            Err(e) => {
+                add(&self.counters().errors, 1);
+                self.log_error(&e.kind, &e.message);
+            }
+        }
+    }
+
+    fn deliver(&self, frames: Vec<VideoFrame>) {
+        for frame in frames {
+            add(&self.counters().encoded, 1);
+            self.sink.rung_frame(&self.plan.name, frame);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! Real H.264 made by ffmpeg, demuxed as ingest would (the decoder's test
+    //! helpers), through real decode, scale and x264.
+    //!
+    //! Most tests feed the pipeline "paced": after each access unit they
+    //! wait (polling the counters, with a generous bound) until the decoder
+    //! has taken it and the rungs have taken its pictures, so that the small
+    //! rung queues never overflow on a loaded test box and every count is
+    //! exact. The overflow tests make the overflow happen deterministically
+    //! instead (a sink that blocks or sleeps). No test asserts on elapsed time.
+
+    use super::*;
+    use crate::pipeline::cpu::decode::tests::{demux, encode_at, have_ffmpeg, Stream, TempDir};
+    use std::collections::BTreeSet;
+
+    #[derive(Debug)]
+    enum Event {
+        Config(String, Arc<VideoConfig>),
+        Frame(String, VideoFrame),
+        Error(String),
+    }
+
+    /// A sink that records everything; optionally slow, blocking or
+    /// panicking on one rung.
+    #[derive(Default)]
+    struct Collect {
+        events: Mutex<Vec<Event>>,
+        /// Sleep this long in `rung_frame` for this rung.
+        slow: Option<(String, Duration)>,
+        /// Block in `rung_frame` for this rung until the sender is dropped.
+        block: Option<(String, Mutex<Receiver<()>>)>,
+        /// Block in `pipeline_error` until the sender is dropped.
+        block_errors: Option<Mutex<Receiver<()>>>,
+        /// Panic in `rung_frame` for this rung.
+        panic_on: Option<String>,
+    }
+
+    impl RungSink for Collect {
+        fn rung_config(&self, rung: &str, config: Arc<VideoConfig>) {
+            lock(&self.events).push(Event::Config(rung.to_owned(), config));
+        }
+
+        fn rung_frame(&self, rung: &str, frame: VideoFrame) {
+            if self.panic_on.as_deref() == Some(rung) {
+                panic!("test sink refuses frames for {rung}");
+            }
+            if let Some((name, wait)) = &self.slow {
+                if name == rung {
+                    std::thread::sleep(*wait);
+                }
+            }
+            if let Some((name, release)) = &self.block {
+                if name == rung {
+                    let _ = lock(release).recv();
+                }
+            }
+            lock(&self.events).push(Event::Frame(rung.to_owned(), frame));
+        }
+
+        fn pipeline_error(&self, message: String) {
+            if let Some(release) = &self.block_errors {
+                let _ = lock(release).recv();
+            }
+            lock(&self.events).push(Event::Error(message));
+        }
+    }
+
+    impl Collect {
+        fn frames(&self, rung: &str) -> Vec<VideoFrame> {
+            lock(&self.events)
+                .iter()
+                .filter_map(|e| match e {
+                    Event::Frame(r, f) if r == rung => Some(f.clone()),
+                    _ => None,
+                })
+                .collect()
+        }
+
+        fn configs(&self, rung: &str) -> Vec<Arc<VideoConfig>> {
+            lock(&self.events)
+                .iter()
+                .filter_map(|e| match e {
+                    Event::Config(r, c) if r == rung => Some(c.clone()),
+                    _ => None,
+                })
+                .collect()
+        }
+
+        fn errors(&self) -> Vec<String> {
+            lock(&self.events)
+                .iter()
+                .filter_map(|e| match e {
+                    Event::Error(m) => Some(m.clone()),
+                    _ => None,
+                })
+                .collect()
+        }
+
+        /// A rung's events as segments: each configuration with the frames
+        /// that followed it. Fails if a frame comes before any configuration.
+        fn segments(&self, rung: &str) -> Vec<(Arc<VideoConfig>, Vec<VideoFrame>)> {
+            let mut out: Vec<(Arc<VideoConfig>, Vec<VideoFrame>)> = Vec::new();
+            for e in lock(&self.events).iter() {
+                match e {
+                    Event::Config(r, c) if r == rung => out.push((c.clone(), Vec::new())),
+                    Event::Frame(r, f) if r == rung => out
+                        .last_mut()
+                        .expect("rung_config before the first frame")
+                        .1
+                        .push(f.clone()),
+                    _ => {}
+                }
+            }
+            out
+        }
+    }
+
+    fn plan(name: &str, height: Option<u32>) -> RungPlan {
+        RungPlan {
+            name: name.to_owned(),
+            codec: RungCodec::H264,
+            width: None,
+            height,
+            bitrate_kbps: 300,
+            maxrate_kbps: None,
+            fps_max: None,
+            profile: None,
+            preset: Some("ultrafast".to_owned()),
+            threads: 0,
+        }
+    }
+
+    /// Poll until `done`, failing after a bound far beyond what it needs.
+    fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !done() {
+            assert!(Instant::now() < deadline, "timed out waiting for {what}");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
+    /// Access units the pipeline has dealt with (decoded or dropped).
+    fn handled(s: &PipelineStats) -> u64 {
+        s.decode.access_units + s.decode.dropped_queue_full + s.decode.dropped_no_decoder
+    }
+
+    /// Feed `frames` one at a time (forced where `force` says), waiting after
+    /// each until it is handled and the rungs in `pace` have taken every
+    /// picture decoded so far.
+    fn feed_paced(
+        pipeline: &ChannelPipeline,
+        frames: &[VideoFrame],
+        force: impl Fn(usize) -> bool,
+        pace: &[usize],
+    ) {
+        let start = handled(&pipeline.stats());
+        for (i, frame) in frames.iter().enumerate() {
+            pipeline.video_frame(frame.clone(), force(i));
+            let fed = start + i as u64 + 1;
+            wait_until("the stages to take an access unit", || {
+                let s = pipeline.stats();
+                handled(&s) == fed
+                    && pace.iter().all(|&r| {
+                        s.rungs[r].pictures_in + s.rungs[r].dropped_queue_full == s.decode.pictures
+                    })
+            });
+        }
+    }
+
+    fn sorted_pts(frames: &[VideoFrame]) -> Vec<Timestamp> {
+        let mut pts: Vec<Timestamp> = frames.iter().map(|f| f.pts).collect();
+        pts.sort();
+        pts
+    }
+
+    fn keyframe_pts(frames: &[VideoFrame]) -> BTreeSet<Timestamp> {
+        frames
+            .iter()
+            .filter(|f| f.keyframe)
+            .map(|f| f.pts)
+            .collect()
+    }
+
+    /// Output frames are in presentation order with dts == pts.
+    fn assert_timing(frames: &[VideoFrame]) {
+        for f in frames {
+            assert_eq!(f.dts, f.pts, "dts == pts");
+        }
+        assert!(frames.windows(2).all(|w| w[0].pts < w[1].pts));
+    }
+
+    fn stream(
+        dir: &TempDir,
+        name: &str,
+        size: (u32, u32),
+        rate: u32,
+        frames: usize,
+        x264: &str,
+    ) -> Stream {
+        let path = encode_at(
+            dir,
+            name,
+            size,
+            rate,
+            frames,
+            &[
+                "-pix_fmt",
+                "yuv420p",
+                "-preset",
+                "ultrafast",
+                "-x264-params",
+                x264,
+            ],
+        );
+        demux(&path)
+    }
+
+    #[test]
+    fn b_frame_source_to_two_rungs_with_idrs_where_forced() {
+        if !have_ffmpeg() {
+            return;
+        }
+        let dir = TempDir::new("graph-bframes");
+        let source = stream(
+            &dir,
+            "src",
+            (640, 360),
+            30,
+            60,
+            "keyint=30:min-keyint=30:scenecut=0:bframes=2:b-pyramid=none",
+        );
+        assert!(source.frames.iter().any(|f| f.pts > f.dts), "B-frames");
+        let idrs: Vec<usize> = (0..source.frames.len())
+            .filter(|&i| source.frames[i].keyframe)
+            .collect();
+        assert_eq!(idrs, [0, 30], "the source's IDRs, in decode order");
+
+        let sink = Arc::new(Collect::default());
+        let pipeline = ChannelPipeline::start(
+            "bframes",
+            vec![plan("360p", Some(360)), plan("180p", Some(180))],
+            sink.clone(),
+        );
+        pipeline.video_config(source.config.clone());
+        // Forced on the IDR access units (every 30th in decode order).
+        feed_paced(&pipeline, &source.frames, |i| i % 30 == 0, &[0, 1]);
+        let stats = pipeline.finish();
+
+        let forced: BTreeSet<Timestamp> = idrs.iter().map(|&i| source.frames[i].pts).collect();
+        for (rung, size) in [("360p", (640, 360)), ("180p", (320, 180))] {
+            let segments = sink.segments(rung);
+            assert_eq!(segments.len(), 1, "{rung}: one encoder");
+            let (config, frames) = &segments[0];
+            assert_eq!((config.width, config.height), size, "{rung}");
+            assert_eq!(
+                sorted_pts(frames),
+                sorted_pts(&source.frames),
+                "{rung}: every picture, exact pts"
+            );
+            assert_timing(frames);
+            assert_eq!(
+                keyframe_pts(frames),
+                forced,
+                "{rung}: IDRs exactly where forced"
+            );
+        }
+        assert_eq!(stats.decode.access_units, 60);
+        assert_eq!(stats.decode.pictures, 60);
+        assert_eq!(stats.decode.errors + stats.decode.dropped_queue_full, 0);
+        for rung in &stats.rungs {
+            assert_eq!((rung.pictures_in, rung.encoded), (60, 60), "{rung:?}");
+            assert_eq!(
+                rung.dropped_queue_full + rung.dropped_fps_cap + rung.errors,
+                0
+            );
+            assert!(rung.encode_seconds > 0.0);
+            // 59 gaps of 1/30 s (ms timestamps: 33 or 34 ms each).
+            assert!((rung.media_seconds - 59.0 / 30.0).abs() < 0.01, "{rung:?}");
+        }
+        assert_eq!((stats.rungs[1].width, stats.rungs[1].height), (320, 180));
+        assert!(sink.errors().is_empty());
+    }
+
+    #[test]
+    fn force_on_non_idr_access_units() {
+        if !have_ffmpeg() {
+            return;
+        }
+        let dir = TempDir::new("graph-force");
+        let source = stream(
+            &dir,
+            "src",
+            (320, 180),
+            30,
+            40,
+            "keyint=30:min-keyint=30:scenecut=0:bframes=0",
+        );
+        assert!(source.frames[30].keyframe && !source.frames[10].keyframe);
+        let sink = Arc::new(Collect::default());
+        let pipeline = ChannelPipeline::start(
+            "force",
+            vec![plan("full", None), plan("small", Some(90))],
+            sink.clone(),
+        );
+        pipeline.video_config(source.config.clone());
+        feed_paced(&pipeline, &source.frames, |i| i == 10 || i == 25, &[0, 1]);
+        pipeline.finish();
+
+        // The first picture of an encoder is an IDR; then only the forced
+        // ones, and not the source's own unforced IDR at 30.
+        let expected: BTreeSet<Timestamp> =
+            [0, 10, 25].iter().map(|&i| source.frames[i].pts).collect();
+        for (rung, size) in [("full", (320, 180)), ("small", (160, 90))] {
+            let segments = sink.segments(rung);
+            assert_eq!(segments.len(), 1);
+            assert_eq!((segments[0].0.width, segments[0].0.height), size);
+            let frames = &segments[0].1;
+            assert_eq!(frames.len(), 40);
+            assert_timing(frames);
+            assert_eq!(keyframe_pts(frames), expected, "{rung}");
+        }
+    }
+
+    #[test]
+    fn fps_cap_keeps_every_other_picture_and_the_forced_ones() {
+        if !have_ffmpeg() {
+            return;
+        }
+        let dir = TempDir::new("graph-fps");
+        let source = stream(
+            &dir,
+            "src",
+            (320, 180),
+            60,
+            40,
+            "keyint=60:scenecut=0:bframes=0",
+        );
+        let sink = Arc::new(Collect::default());
+        let mut capped = plan("capped", None);
+        capped.fps_max = Some(30.0);
+        let pipeline = ChannelPipeline::start("fps", vec![capped, plan("all", None)], sink.clone());
+        pipeline.video_config(source.config.clone());
+        feed_paced(&pipeline, &source.frames, |i| i == 0 || i == 7, &[0, 1]);
+        let stats = pipeline.finish();
+
+        // Even pictures up to 6, the forced 7 (which re-anchors), then odd.
+        let kept: Vec<usize> = (0..=6).step_by(2).chain((7..40).step_by(2)).collect();
+        let expected: Vec<Timestamp> = kept.iter().map(|&i| source.frames[i].pts).collect();
+        let frames = sink.frames("capped");
+        assert_timing(&frames);
+        assert_eq!(sorted_pts(&frames), expected);
+        let forced: BTreeSet<Timestamp> = [0, 7].iter().map(|&i| source.frames[i].pts).collect();
+        assert_eq!(keyframe_pts(&frames), forced);
+        assert_eq!(stats.rungs[0].dropped_fps_cap, 40 - kept.len() as u64);
+        assert_eq!(stats.rungs[0].encoded, kept.len() as u64);
+        assert_eq!(sink.frames("all").len(), 40);
+        assert_eq!(stats.rungs[1].dropped_fps_cap, 0);
+
+        // The encoders' nominal rates: the source's, capped.
+        assert_eq!(source.config.frame_rate, Some(60.0));
+        assert_eq!(sink.configs("capped")[0].frame_rate, Some(30.0));
+        assert_eq!(sink.configs("all")[0].frame_rate, Some(60.0));
+    }
+
+    #[test]
+    fn slow_rung_drops_pictures_and_keeps_forced_idrs_while_the_other_gets_all() {
+        if !have_ffmpeg() {
+            return;
+        }
+        let dir = TempDir::new("graph-slow");
+        let source = stream(
+            &dir,
+            "src",
+            (320, 180),
+            30,
+            60,
+            "keyint=60:scenecut=0:bframes=0",
+        );
+        let sink = Arc::new(Collect {
+            slow: Some(("slow".to_owned(), Duration::from_millis(50))),
+            ..Collect::default()
+        });
+        let pipeline = ChannelPipeline::start(
+            "slow",
+            vec![plan("fast", None), plan("slow", Some(90))],
+            sink.clone(),
+        );
+        pipeline.video_config(source.config.clone());
+        let forced_at = |i: usize| i % 15 == 0;
+        // Paced on the fast rung only: the slow one's queue fills.
+        feed_paced(&pipeline, &source.frames, forced_at, &[0]);
+        let stats = pipeline.finish();
+
+        let fast = sink.frames("fast");
+        assert_eq!(
+            sorted_pts(&fast),
+            sorted_pts(&source.frames),
+            "the fast rung got everything"
+        );
+        assert_eq!(stats.rungs[0].dropped_queue_full, 0);
+        let forced: BTreeSet<Timestamp> = (0..60)
+            .filter(|&i| forced_at(i))
+            .map(|i| source.frames[i].pts)
+            .collect();
+        assert_eq!(keyframe_pts(&fast), forced);
+
+        let slow = sink.frames("slow");
+        let s = &stats.rungs[1];
+        assert!(s.dropped_queue_full > 0, "{s:?}");
+        assert_eq!(s.pictures_in + s.dropped_queue_full, 60, "{s:?}");
+        assert_eq!(s.encoded as usize, slow.len());
+        assert_eq!(slow.len() as u64, s.pictures_in);
+        assert_timing(&slow);
+        // Each forced picture, or the first one after it that the slow rung
+        // got, is an IDR; nothing else is.
+        let expected: BTreeSet<Timestamp> = forced
+            .iter()
+            .filter_map(|f| slow.iter().map(|s| s.pts).find(|p| p >= f))
+            .collect();
+        assert_eq!(keyframe_pts(&slow), expected);
+    }
+
+    #[test]
+    fn resolution_change_recreates_the_encoders() {
+        if !have_ffmpeg() {
+            return;
+        }
+        let dir = TempDir::new("graph-resize");
+        let x264 = "keyint=30:scenecut=0:bframes=0";
+        let first = stream(&dir, "a", (640, 360), 30, 30, x264);
+        let mut second = stream(&dir, "b", (320, 240), 30, 30, x264);
+        // The second stream continues the first's timeline.
+        let offset = first.frames.last().unwrap().pts + Timestamp::from_millis(33);
+        for f in &mut second.frames {
+            f.pts = f.pts + offset;
+            f.dts = f.dts + offset;
+        }
+        let sink = Arc::new(Collect::default());
+        let pipeline = ChannelPipeline::start(
+            "resize",
+            vec![plan("full", None), plan("small", Some(180))],
+            sink.clone(),
+        );
+        pipeline.video_config(first.config.clone());
+        pipeline.video_config(first.config.clone()); // the same again: no-op
+        feed_paced(&pipeline, &first.frames, |i| i == 0, &[0, 1]);
+        pipeline.video_config(second.config.clone());
+        feed_paced(&pipeline, &second.frames, |i| i == 0, &[0, 1]);
+        let stats = pipeline.finish();
+
+        for (rung, sizes) in [
+            ("full", [(640, 360), (320, 240)]),
+            ("small", [(320, 180), (240, 180)]),
+        ] {
+            let segments = sink.segments(rung);
+            assert_eq!(segments.len(), 2, "{rung}: rung_config twice");
+            for ((config, frames), (size, source)) in
+                segments.iter().zip(sizes.iter().zip([&first, &second]))
+            {
+                assert_eq!((config.width, config.height), *size, "{rung}");
+                assert_eq!(
+                    sorted_pts(frames),
+                    sorted_pts(&source.frames),
+                    "{rung} {size:?}"
+                );
+                assert!(frames[0].keyframe);
+                assert_timing(frames);
+            }
+        }
+        assert_eq!((stats.rungs[1].width, stats.rungs[1].height), (240, 180));
+        assert_eq!(stats.decode.pictures, 60);
+    }
+
+    #[test]
+    fn ten_bit_and_422_sources_are_reported_and_a_good_one_recovers() {
+        if !have_ffmpeg() {
+            return;
+        }
+        let dir = TempDir::new("graph-refused");
+        let ten = demux(&encode_at(
+            &dir,
+            "p10",
+            (320, 180),
+            30,
+            3,
+            &["-pix_fmt", "yuv420p10le"],
+        ));
+        let four22 = demux(&encode_at(
+            &dir,
+            "p422",
+            (320, 180),
+            30,
+            3,
+            &["-pix_fmt", "yuv422p"],
+        ));
+        let good = stream(&dir, "good", (320, 180), 30, 10, "keyint=30:bframes=0");
+        let sink = Arc::new(Collect::default());
+        let pipeline = ChannelPipeline::start("refused", vec![plan("r", None)], sink.clone());
+        for bad in [&ten, &four22] {
+            pipeline.video_config(bad.config.clone());
+            feed_paced(&pipeline, &bad.frames, |i| i == 0, &[0]);
+        }
+        let errors = sink.errors();
+        assert_eq!(errors.len(), 2, "{errors:?}");
+        assert!(
+            errors[0].contains("10-bit") && errors[0].contains("accepts 8-bit 4:2:0"),
+            "{}",
+            errors[0]
+        );
+        assert!(errors[1].contains("4:2:2"), "{}", errors[1]);
+        assert!(sink.configs("r").is_empty());
+
+        pipeline.video_config(good.config.clone());
+        feed_paced(&pipeline, &good.frames, |i| i == 0, &[0]);
+        let stats = pipeline.finish();
+        assert_eq!(stats.decode.dropped_no_decoder, 6);
+        assert_eq!(stats.decode.access_units, 10);
+        assert_eq!(sink.frames("r").len(), 10);
+        assert_eq!(sink.errors().len(), 2);
+    }
+
+    #[test]
+    fn finish_delivers_everything_queued_and_joins() {
+        if !have_ffmpeg() {
+            return;
+        }
+        let dir = TempDir::new("graph-finish");
+        let source = stream(
+            &dir,
+            "src",
+            (320, 180),
+            30,
+            45,
+            "keyint=15:scenecut=0:bframes=2",
+        );
+        let sink = Arc::new(Collect::default());
+        // Queues big enough for the whole clip: everything is fed at once,
+        // and finish must drain the queues, the decoder's reorder buffer and
+        // the encoders' delay.
+        let options = PipelineOptions {
+            decode_queue: 64,
+            rung_queue: 64,
+            ..PipelineOptions::default()
+        };
+        let pipeline = ChannelPipeline::start_with(
+            "finish",
+            vec![plan("a", None), plan("b", Some(90))],
+            sink.clone(),
+            options,
+        );
+        pipeline.video_config(source.config.clone());
+        for (i, frame) in source.frames.iter().enumerate() {
+            pipeline.video_frame(frame.clone(), i % 15 == 0);
+        }
+        let stats = pipeline.finish();
+        assert_eq!(stats.decode.access_units, 45);
+        for (i, rung) in ["a", "b"].into_iter().enumerate() {
+            assert_eq!(sink.frames(rung).len(), 45, "{rung}");
+            assert_eq!(stats.rungs[i].encoded, 45);
+        }
+        // Every stage thread has exited: none holds the sink any more.
+        assert_eq!(Arc::strong_count(&sink), 1);
+    }
+
+    #[test]
+    fn full_decode_input_drops_until_a_keyframe_and_keeps_the_force() {
+        if !have_ffmpeg() {
+            return;
+        }
+        let dir = TempDir::new("graph-overflow");
+        let source = stream(
+            &dir,
+            "src",
+            (320, 180),
+            30,
+            30,
+            "keyint=10:min-keyint=10:scenecut=0:bframes=0",
+        );
+        let bad = demux(&encode_at(
+            &dir,
+            "p10",
+            (320, 180),
+            30,
+            1,
+            &["-pix_fmt", "yuv420p10le"],
+        ));
+        let (release, blocked) = bounded::<()>(0);
+        let sink = Arc::new(Collect {
+            block_errors: Some(Mutex::new(blocked)),
+            ..Collect::default()
+        });
+        // A rung queue that takes the backlog at once when the decoder is
+        // released: the overflow under test is the decoder's.
+        let options = PipelineOptions {
+            decode_queue: 8,
+            rung_queue: 32,
+            ..PipelineOptions::default()
+        };
+        let pipeline =
+            ChannelPipeline::start_with("overflow", vec![plan("r", None)], sink.clone(), options);
+        // The decode thread blocks reporting the refused config...
+        pipeline.video_config(bad.config.clone());
+        wait_until("the decode thread to take the config", || {
+            // `pipeline_error` has not returned: nothing recorded yet, but
+            // the queue is empty again once the stage took the message.
+            lock(&pipeline.input)
+                .tx
+                .as_ref()
+                .is_some_and(|tx| tx.is_empty())
+        });
+        // ...so the queue fills: the config and AUs 0-6 fit, 7-14 do not
+        // (the keyframe at 10 included, the queue still being full).
+        pipeline.video_config(source.config.clone());
+        for (i, frame) in source.frames[..15].iter().enumerate() {
+            pipeline.video_frame(frame.clone(), i == 0);
+        }
+        assert_eq!(pipeline.stats().decode.dropped_queue_full, 8);
+        drop(release);
+        wait_until("the queue to drain", || {
+            pipeline.stats().decode.access_units == 7
+        });
+        // Still dropping until a keyframe: 15-19 go (17 was forced: the flag
+        // moves on), 20 is a keyframe and is decoded, and so is the rest.
+        let rest = &source.frames[15..];
+        feed_paced(&pipeline, rest, |i| i + 15 == 17, &[0]);
+        let stats = pipeline.finish();
+        assert_eq!(stats.decode.dropped_queue_full, 13);
+        assert_eq!(stats.decode.access_units, 17);
+        assert_eq!(stats.rungs[0].dropped_queue_full, 0);
+        let frames = sink.frames("r");
+        let expected: Vec<Timestamp> = (0..7).chain(20..30).map(|i| source.frames[i].pts).collect();
+        assert_eq!(sorted_pts(&frames), expected);
+        let idrs: BTreeSet<Timestamp> = [0, 20].iter().map(|&i| source.frames[i].pts).collect();
+        assert_eq!(
+            keyframe_pts(&frames),
+            idrs,
+            "the force on dropped AU 17 landed on 20"
+        );
+    }
+
+    #[test]
+    fn a_wedged_sink_does_not_hang_finish() {
+        if !have_ffmpeg() {
+            return;
+        }
+        let dir = TempDir::new("graph-wedged");
+        let source = stream(&dir, "src", (320, 180), 30, 10, "bframes=0");
+        let (release, blocked) = bounded::<()>(0);
+        let sink = Arc::new(Collect {
+            block: Some(("r".to_owned(), Mutex::new(blocked))),
+            ..Collect::default()
+        });
+        let options = PipelineOptions {
+            finish_timeout: Duration::from_millis(200),
+            ..PipelineOptions::default()
+        };
+        let pipeline =
+            ChannelPipeline::start_with("wedged", vec![plan("r", None)], sink.clone(), options);
+        pipeline.video_config(source.config.clone());
+        for frame in &source.frames {
+            pipeline.video_frame(frame.clone(), false);
+        }
+        // The rung thread is stuck in the sink: finish gives up and returns.
+        let stats = pipeline.finish();
+        assert!(stats.rungs[0].encoded <= 1, "{stats:?}");
+        // Unblocked, the stopped stage exits without flushing.
+        drop(release);
+        wait_until("the stage threads to exit", || {
+            Arc::strong_count(&sink) == 1
+        });
+        assert!(sink.frames("r").len() <= 1);
+    }
+
+    #[test]
+    fn dropping_without_finish_stops_the_stages() {
+        if !have_ffmpeg() {
+            return;
+        }
+        let dir = TempDir::new("graph-drop");
+        let source = stream(&dir, "src", (320, 180), 30, 20, "bframes=0");
+        let sink = Arc::new(Collect::default());
+        let pipeline = ChannelPipeline::start("drop", vec![plan("r", None)], sink.clone());
+        pipeline.video_config(source.config.clone());
+        for frame in &source.frames {
+            pipeline.video_frame(frame.clone(), false);
+        }
+        drop(pipeline);
+        wait_until("the stage threads to exit", || {
+            Arc::strong_count(&sink) == 1
+        });
+    }
+
+    #[test]
+    fn a_panicking_stage_is_reported_and_the_others_go_on() {
+        if !have_ffmpeg() {
+            return;
+        }
+        let dir = TempDir::new("graph-panic");
+        let source = stream(&dir, "src", (320, 180), 30, 10, "bframes=0");
+        let sink = Arc::new(Collect {
+            panic_on: Some("bad".to_owned()),
+            ..Collect::default()
+        });
+        let pipeline = ChannelPipeline::start(
+            "panic",
+            vec![plan("bad", None), plan("good", Some(90))],
+            sink.clone(),
+        );
+        pipeline.video_config(source.config.clone());
+        feed_paced(&pipeline, &source.frames, |i| i == 0, &[1]);
+        let stats = pipeline.finish();
+        assert_eq!(stats.panics, 1);
+        assert_eq!(sink.frames("good").len(), 10);
+        let errors = sink.errors();
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert!(
+            errors[0].contains("panicked") && errors[0].contains("panic-bad"),
+            "{}",
+            errors[0]
+        );
+        assert_eq!(Arc::strong_count(&sink), 1);
+    }
+
+    #[test]
+    fn av1_rung_reports_that_its_encoder_is_missing() {
+        if !have_ffmpeg() {
+            return;
+        }
+        let dir = TempDir::new("graph-av1");
+        let source = stream(&dir, "src", (320, 180), 30, 5, "bframes=0");
+        let sink = Arc::new(Collect::default());
+        let mut av1 = plan("av1", None);
+        av1.codec = RungCodec::Av1;
+        let pipeline = ChannelPipeline::start("av1", vec![av1, plan("h264", None)], sink.clone());
+        pipeline.video_config(source.config.clone());
+        feed_paced(&pipeline, &source.frames, |_| false, &[0, 1]);
+        let stats = pipeline.finish();
+        let errors = sink.errors();
+        assert_eq!(errors.len(), 1, "reported once: {errors:?}");
+        assert!(
+            errors[0].contains("AV1 encoder not built yet"),
+            "{}",
+            errors[0]
+        );
+        assert_eq!(stats.rungs[0].errors, 5);
+        assert_eq!(stats.rungs[0].encoded, 0);
+        assert_eq!(sink.frames("h264").len(), 5);
+    }
+
+    #[test]
+    fn frames_before_any_config_are_dropped_and_counted() {
+        let sink = Arc::new(Collect::default());
+        let pipeline = ChannelPipeline::start("early", vec![plan("r", None)], sink.clone());
+        let frame = VideoFrame {
+            dts: Timestamp::from_millis(0),
+            pts: Timestamp::from_millis(0),
+            keyframe: true,
+            data: bytes::Bytes::from_static(&[0, 0, 0, 1, 0x65]),
+        };
+        feed_paced(&pipeline, &[frame.clone(), frame], |_| true, &[0]);
+        let stats = pipeline.finish();
+        assert_eq!(stats.decode.dropped_no_decoder, 2);
+        assert_eq!(stats.decode.access_units, 0);
+        assert!(sink.frames("r").is_empty());
+    }
+
+    #[test]
+    fn the_handle_can_be_shared_between_tasks() {
+        fn send_sync<T: Send + Sync>() {}
+        send_sync::<ChannelPipeline>();
+    }
+
+    #[test]
+    fn thread_names_fit_in_15_bytes_and_keep_the_stage() {
+        assert_eq!(thread_name("tv", "720p"), "ladder-tv-720p");
+        assert_eq!(thread_name("news", "1080p"), "news-1080p");
+        let long = thread_name("a-very-long-channel", "1080p60hq");
+        assert_eq!(long, "a-very--1080p60");
+        assert!(long.len() <= 15);
+        // Never cut inside a character.
+        let name = thread_name("chaîne-éèé", "ré");
+        assert!(name.len() <= 15, "{name}");
+        assert!(name.ends_with("-ré"), "{name}");
+    }
+
+    #[test]
+    fn automatic_encoder_threads() {
+        assert_eq!(auto_threads(1280, 720), 1);
+        assert_eq!(auto_threads(640, 360), 1);
+        assert_eq!(auto_threads(1920, 1080), 2);
+        assert_eq!(auto_threads(3840, 2160), MAX_AUTO_THREADS);
+        let mut p = plan("x", None);
+        assert_eq!(encoder_threads(&p, 1920, 1080), 2);
+        p.threads = 3;
+        assert_eq!(encoder_threads(&p, 640, 360), 3);
+    }
+
+    #[test]
+    fn rung_frame_rate() {
+        assert_eq!(rung_fps(None, None), DEFAULT_FPS);
+        assert_eq!(rung_fps(Some(60.0), Some(30.0)), 30.0);
+        assert_eq!(rung_fps(Some(25.0), Some(30.0)), 25.0);
+        assert_eq!(rung_fps(Some(f64::NAN), Some(-1.0)), DEFAULT_FPS);
+        assert_eq!(rung_fps(None, Some(24.0)), 24.0);
+    }
+}
