@@ -22,10 +22,10 @@
 
 use super::rtmp::handshake::{self, HandshakeProgress, ServerHandshake};
 use super::rtmp::session::{ServerEvent, ServerSession, SessionConfig};
+use crate::app::ChannelRuntime;
 use crate::app::{Admission, App};
 use crate::control::config::Config;
 use crate::media::flv::Demuxer;
-use crate::app::ChannelRuntime;
 use crate::media::MediaEvent;
 use crate::packaging::packager::{PackagerNotice, Pushed};
 use crate::pipeline::graph::ChannelPipeline;
@@ -379,7 +379,7 @@ impl Connection {
         let key = stream_name.split('?').next().unwrap_or("");
         match self.app.admit(key, peer) {
             Ok(admission) => {
-                let (start, session) = {
+                let (start, packager_session) = {
                     let mut p = admission
                         .channel
                         .packager
@@ -397,7 +397,7 @@ impl Connection {
                     started: Instant::now(),
                     warnings: 0,
                     pipeline,
-                    session,
+                    session: packager_session,
                 });
             }
             Err(refusal) => {
@@ -432,7 +432,9 @@ impl Connection {
             Ok(Some(event)) => {
                 // what the transcoding pipeline needs of it (cheap clones)
                 let forward = match (&live.pipeline, &event) {
-                    (Some(_), MediaEvent::VideoConfig(c)) => Some(MediaEvent::VideoConfig(c.clone())),
+                    (Some(_), MediaEvent::VideoConfig(c)) => {
+                        Some(MediaEvent::VideoConfig(c.clone()))
+                    }
                     (Some(_), MediaEvent::Video(f)) => Some(MediaEvent::Video(f.clone())),
                     _ => None,
                 };

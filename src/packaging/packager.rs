@@ -112,6 +112,8 @@ const MAX_PLAN: usize = 2048;
 /// same picture with the same numbers.
 #[derive(Clone, Debug, PartialEq)]
 struct SegmentMark {
+    /// Presentation time of the segment's first picture (ticks).
+    pts: i64,
     msn: u64,
     init_id: u32,
     discontinuity: bool,
@@ -122,20 +124,18 @@ struct SegmentMark {
     wall: SystemTime,
 }
 
-/// A cut point of the leading track: the first picture (by presentation
-/// time) of a part, or of a segment.
-#[derive(Clone, Debug)]
-struct Boundary {
-    pts: i64,
-    segment: Option<SegmentMark>,
-}
-
-/// An encoded rung: a video track that follows the leader's cut points.
+/// An encoded rung: a video track that cuts its segments where the leader
+/// did, and its parts on a grid of the part target from each segment's
+/// first picture (so every rung of a channel has the same parts, and a part
+/// is never longer than the target because of B-frame reordering in the
+/// source).
 #[derive(Debug)]
 struct RungState {
     track: TrackState,
-    /// Absolute index (see `Packager::plan_base`) of the next cut point.
+    /// Absolute index (see `Packager::plan_base`) of the next segment cut.
     next_cut: u64,
+    /// Presentation time (ticks) at or after which the next part starts.
+    next_part: i64,
     /// A segment cut was passed and waits for the rung's next IDR.
     pending_segment: Option<SegmentMark>,
     /// `dts = pts - offset` for this segment's samples.
@@ -279,8 +279,8 @@ pub struct Packager {
     order: Vec<String>,
     /// Encoded rungs, created by [`Packager::rung_config`].
     rungs: Vec<RungState>,
-    /// Cut points of the leading track not yet passed by every rung.
-    plan: VecDeque<Boundary>,
+    /// Segment cuts of the leading track not yet passed by every rung.
+    plan: VecDeque<SegmentMark>,
     /// Absolute index of `plan[0]`.
     plan_base: u64,
     /// Publisher session number; rung output from an older session is late
@@ -373,8 +373,8 @@ impl Packager {
         self.session
     }
 
-    /// Record a cut point of the leading track for the rungs.
-    fn add_cut(&mut self, b: Boundary) {
+    /// Record a segment cut of the leading track for the rungs.
+    fn add_cut(&mut self, b: SegmentMark) {
         if self.rungs.is_empty() && self.rung_bitrates.is_empty() {
             return;
         }
@@ -440,6 +440,7 @@ impl Packager {
                     track: TrackState::new(rung, TrackKind::Video, setup, 0),
                     // cuts already made are for pictures before this rung's first
                     next_cut,
+                    next_part: 0,
                     pending_segment: None,
                     offset: 0,
                     segment_wall: UNIX_EPOCH,
@@ -447,9 +448,9 @@ impl Packager {
                 });
                 // the segment being written: the rung joins at its next cut,
                 // unless the cut is for a picture still to come
-                if let Some(pos) = self.plan.iter().rposition(|b| b.segment.is_some()) {
+                if !self.plan.is_empty() {
                     if let Some(r) = self.rungs.last_mut() {
-                        r.next_cut = self.plan_base + pos as u64;
+                        r.next_cut = self.plan_base + self.plan.len() as u64 - 1;
                     }
                 }
                 self.rungs.len() - 1
@@ -486,30 +487,36 @@ impl Packager {
             .rescale(VIDEO_TIMESCALE)
             .ticks;
         let end = self.plan_base + self.plan.len() as u64;
+        let part_target = Timestamp::from_millis((self.config.part_target * MILLIS as f64) as i64)
+            .rescale(VIDEO_TIMESCALE)
+            .ticks
+            .max(1);
         let r = &mut self.rungs[i];
-        let mut part_cut = false;
         let mut idx = r.next_cut.max(self.plan_base);
         if idx > r.next_cut {
             self.stats.rung_missed_segments += 1;
         }
+        let mut segment_cut = false;
         while idx < end {
             let b = &self.plan[(idx - self.plan_base) as usize];
             if b.pts > pts {
                 break;
             }
-            match &b.segment {
-                Some(m) => {
-                    if r.pending_segment.is_some() {
-                        self.stats.rung_missed_segments += 1;
-                    }
-                    r.pending_segment = Some(m.clone());
-                    part_cut = true;
-                }
-                None => part_cut = true,
+            if r.pending_segment.is_some() {
+                self.stats.rung_missed_segments += 1;
             }
+            r.pending_segment = Some(b.clone());
+            segment_cut = true;
             idx += 1;
         }
         r.next_cut = idx;
+        let mut part_cut = segment_cut;
+        if r.track.open_msn.is_some() && pts >= r.next_part {
+            part_cut = true;
+            while r.next_part <= pts {
+                r.next_part += part_target;
+            }
+        }
         let mark = if f.keyframe {
             r.pending_segment.take()
         } else {
@@ -577,6 +584,11 @@ impl Packager {
         };
         r.offset = m.offset;
         r.segment_wall = m.wall;
+        let part_target = Timestamp::from_millis((self.config.part_target * MILLIS as f64) as i64)
+            .rescale(VIDEO_TIMESCALE)
+            .ticks
+            .max(1);
+        r.next_part = dts + m.offset + part_target;
         t.open_msn = Some(m.msn);
         t.last_msn = Some(m.msn);
         t.segment_start = dts;
@@ -923,8 +935,7 @@ impl Packager {
 
         // Give the pending sample its duration and add it to the part.
         let t = self.video.as_mut().expect("checked above");
-        // the previous part was written early: this frame starts a new one
-        let after_early = std::mem::take(&mut t.early) && open;
+        t.early = false;
         if let Some(p) = t.pending.take() {
             let d = (dts - p.dts).max(1);
             t.recent = [t.recent[1], t.recent[2], d];
@@ -959,15 +970,13 @@ impl Packager {
             let v = self.video.as_ref().expect("video track");
             if let Some((msn, init_id, discontinuity, _, _)) = v.unpublished {
                 let offset = if hidden { 0 } else { i64::from(cts).max(0) };
-                self.add_cut(Boundary {
+                self.add_cut(SegmentMark {
                     pts: pts_ticks,
-                    segment: Some(SegmentMark {
-                        msn,
-                        init_id,
-                        discontinuity,
-                        offset,
-                        wall,
-                    }),
+                    msn,
+                    init_id,
+                    discontinuity,
+                    offset,
+                    wall,
                 });
             }
             // audio that came before this first segment can now be placed
@@ -979,15 +988,6 @@ impl Packager {
             let t = self.video.as_mut().expect("video track");
             t.part_start = dts;
             t.part_wall = wall;
-            self.add_cut(Boundary {
-                pts: pts_ticks,
-                segment: None,
-            });
-        } else if after_early {
-            self.add_cut(Boundary {
-                pts: pts_ticks,
-                segment: None,
-            });
         }
         let t = self.video.as_mut().expect("video track");
         if t.part.is_empty() {

@@ -121,10 +121,14 @@ use std::time::{Duration, Instant};
 /// is [`DECODE_OVERFLOW`].
 pub const DECODE_QUEUE: usize = 120;
 
-/// Capacity of each rung's input, in pictures. Small on purpose: a rung that
-/// cannot keep up should drop pictures now ([`RUNG_OVERFLOW`]) rather than
-/// fall seconds behind live, and every queued picture is a pool buffer held.
-pub const RUNG_QUEUE: usize = 4;
+/// Capacity of each rung's input, in pictures: about 0.4 s at 30 fps. Enough
+/// to ride out a stall of a few frame intervals (an encoder opening, another
+/// process taking the CPU, the burst a publisher sends when it connects),
+/// short enough that a rung that cannot keep up drops pictures now
+/// ([`RUNG_OVERFLOW`]) rather than fall seconds behind live; every queued
+/// picture is a pool buffer held. (With 4, a 2-core machine dropped two or
+/// three pictures at every publish start.)
+pub const RUNG_QUEUE: usize = 12;
 
 /// What the decode input does when full.
 pub const DECODE_OVERFLOW: OverflowPolicy = OverflowPolicy::DropUntilKeyframe;
