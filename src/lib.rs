@@ -15,8 +15,9 @@
 //! - [`media`] — FLV, avcC/SPS, AAC config, timestamps. No I/O.
 //! - [`packaging`] — CMAF boxes and fragmenter, the segment store, LL-HLS and
 //!   LL-DASH renderers. No I/O.
-//! - [`pipeline`] — the transcoding ladder (decode, scale, encode); its CPU
-//!   building blocks are in progress and not yet wired in.
+//! - [`pipeline`] — the transcoding ladder: per channel, one decode thread
+//!   and one thread per encoded rung (libavcodec, swscale, x264, rav1e),
+//!   fed by ingest beside the packager and writing the rungs back into it.
 //! - [`origin`] — the HTTP origin that CDN edges and players pull from.
 //! - [`control`] — configuration.
 //! - [`app`] — wires it together: tasks, bounded queues, admission, shutdown.

@@ -5,8 +5,10 @@
 //! - [`graph`]: the per-channel graph that wires them: one decode thread
 //!   shared by one thread per encoded rung, bounded queues with named
 //!   overflow policies, IDRs where the caller forces them, output to a
-//!   [`graph::RungSink`] (the packager). Not yet wired into `app`, which
-//!   still passes the source through.
+//!   [`graph::RungSink`] (the packager, through `app`). Ingest hands each
+//!   accepted source access unit to the graph with the packager's decision
+//!   (does it start a segment?), so every rung's IDRs and segments line up
+//!   with the source's.
 
 pub mod cpu;
 pub mod frame;
