@@ -16,7 +16,7 @@
 //! - [`packaging`] — CMAF boxes and fragmenter, the segment store, LL-HLS and
 //!   LL-DASH renderers. No I/O.
 //! - [`pipeline`] — the transcoding ladder: per channel, one decode thread
-//!   and one thread per encoded rung (libavcodec, swscale, x264, rav1e),
+//!   and one thread per encoded rung (libavcodec, swscale, x264),
 //!   fed by ingest beside the packager and writing the rungs back into it.
 //! - [`origin`] — the HTTP origin that CDN edges and players pull from.
 //! - [`control`] — configuration.
