@@ -800,6 +800,8 @@ pub struct Level {
 
 /// The defined AV1 levels, lowest first (Annex A.3).
 pub const LEVELS: [Level; 14] = {
+    // One argument per column of the spec's table, in its order.
+    #[allow(clippy::too_many_arguments)]
     const fn l(
         seq_level_idx: u8,
         max_pic_size: u64,
