@@ -7,11 +7,12 @@ SHELL := /bin/bash
 CARGO ?= cargo
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # Debian packages. To build: pkg-config, clang and libclang-dev (bindgen), the
-# FFmpeg and x264 development files (CPU decode, scale, encode). To run the tests
+# FFmpeg and x264 development files (CPU decode, scale, encode), nasm (rav1e's
+# x86 assembly, for the AV1 rungs). To run the tests
 # and the demo: ffmpeg (publishes test streams; ffprobe checks what the origin
 # serves) and curl.
 DEB_PACKAGES := pkg-config clang libclang-dev libavcodec-dev libavutil-dev libswscale-dev \
-	libx264-dev ffmpeg curl ca-certificates
+	libx264-dev nasm ffmpeg curl ca-certificates
 RUST_MIN := 1.85
 
 .PHONY: all deps build release demo test bench lint fmt clean

@@ -12,7 +12,7 @@
 //!
 //! - [`ingest`] — RTMP server (sockets in `ingest::server` only) and the sans-IO
 //!   RTMP protocol in `ingest::rtmp`.
-//! - [`media`] — FLV, avcC/SPS, AAC config, timestamps. No I/O.
+//! - [`media`] — FLV, avcC/SPS, AV1 OBUs and av1C, AAC config, timestamps. No I/O.
 //! - [`packaging`] — CMAF boxes and fragmenter, the segment store, LL-HLS and
 //!   LL-DASH renderers. No I/O.
 //! - [`pipeline`] — the transcoding ladder: per channel, one decode thread

@@ -4,11 +4,14 @@
 //!   demuxer that turns RTMP media messages into [`MediaEvent`]s.
 //! - [`avc`]: the AVCDecoderConfigurationRecord (ISO/IEC 14496-15 §5.3.3) and the
 //!   H.264 SPS fields a packager needs (ITU-T H.264 §7.3.2.1).
+//! - [`av1`]: AV1 OBUs and sequence header (AV1 spec §5.3, §5.5), the
+//!   AV1CodecConfigurationRecord and samples (AV1-ISOBMFF §2.3, §2.4).
 //! - [`aac`]: AudioSpecificConfig (ISO/IEC 14496-3 §1.6.2.1).
 //! - [`timeline`]: 32-bit RTMP timestamps into one 64-bit timeline.
 //! - [`time`]: the timestamp newtype.
 
 pub mod aac;
+pub mod av1;
 pub mod avc;
 pub mod flv;
 pub mod time;
@@ -25,6 +28,8 @@ pub use timeline::{Timeline, TimelineNotice, TrackKind};
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum VideoCodec {
     H264,
+    /// AV1 (`av01`): produced by our encoder rungs; not accepted from publishers.
+    Av1,
 }
 
 /// Audio codecs Ladder understands.
@@ -37,17 +42,21 @@ pub enum AudioCodec {
 #[derive(Clone, Debug, PartialEq)]
 pub struct VideoConfig {
     pub codec: VideoCodec,
-    /// The decoder configuration record as sent (avcC payload, without box header).
+    /// The decoder configuration record as sent, without box header: the avcC
+    /// payload for H.264, the av1C payload for AV1.
     pub record: Bytes,
     /// Coded picture size after cropping, in pixels.
     pub width: u32,
     pub height: u32,
-    /// RFC 6381 codec string, e.g. `avc1.64001f`.
+    /// RFC 6381 codec string, e.g. `avc1.64001f` or `av01.0.04M.08`.
     pub codec_string: String,
-    /// Bytes in each NALU length prefix: 1, 2 or 4.
+    /// Bytes in each NALU length prefix: 1, 2 or 4; 0 for AV1 (OBUs carry
+    /// their own sizes).
     pub nal_length_size: u8,
     /// Frame rate from the SPS VUI timing info, when present.
     pub frame_rate: Option<f64>,
+    /// H.264 `profile_idc` and `level_idc`; for AV1 `seq_profile` and
+    /// `seq_level_idx[0]`.
     pub profile_idc: u8,
     pub level_idc: u8,
     /// Interlaced (frame_mbs_only_flag == 0).
@@ -79,7 +88,7 @@ pub struct AudioConfig {
     pub codec_string: String,
 }
 
-/// One H.264 access unit.
+/// One H.264 access unit, or one AV1 temporal unit.
 #[derive(Clone, Debug)]
 pub struct VideoFrame {
     /// Decode time, normalised, in milliseconds.
@@ -87,9 +96,11 @@ pub struct VideoFrame {
     /// Presentation time (dts + composition offset).
     pub pts: Timestamp,
     /// Sync sample: the access unit holds an IDR NAL unit (the FLV frame type is
-    /// advisory and not used).
+    /// advisory and not used); for AV1 a random access point (a shown key
+    /// frame after a sequence header).
     pub keyframe: bool,
-    /// NAL units, each prefixed by its length in `nal_length_size` bytes (AVCC form).
+    /// NAL units, each prefixed by its length in `nal_length_size` bytes (AVCC
+    /// form); for AV1 the OBUs of an ISOBMFF sample (AV1-ISOBMFF §2.4).
     pub data: Bytes,
 }
 

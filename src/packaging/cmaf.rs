@@ -17,6 +17,9 @@
 //!   §8.16.5 `prft`.
 //! - ISO/IEC 14496-15 §5.3.3 (`AVCDecoderConfigurationRecord`) and §5.4.2 (`avc1`):
 //!   the record is written verbatim as the body of `avcC`.
+//! - AV1-ISOBMFF v1.3.0 §2.1 (the `av01` brand), §2.2 (`av01` sample entry) and
+//!   §2.3 (`av1C`): the AV1CodecConfigurationRecord is written verbatim as the
+//!   body of `av1C` ([`crate::media::av1::build_av1c`] makes it).
 //! - ISO/IEC 14496-14 §3.1 (`esds`, `mp4a`) with the ISO/IEC 14496-1 §7.2.6
 //!   descriptors (`ES_Descriptor`, `DecoderConfigDescriptor`, `DecoderSpecificInfo`
 //!   carrying the AudioSpecificConfig, `SLConfigDescriptor` predefined 2) and the
@@ -60,6 +63,7 @@
 //! sync sample first in every chunk with `segment_start`, `mfhd` sequence numbers
 //! increasing per track, and `tfdt` continuous across chunks.
 
+use crate::media::{VideoCodec, VideoConfig};
 use bytes::{BufMut, Bytes, BytesMut};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -77,6 +81,14 @@ pub const MOVIE_TIMESCALE: u32 = 1000;
 pub const INIT_MAJOR_BRAND: [u8; 4] = *b"cmfc";
 /// See [`INIT_MAJOR_BRAND`].
 pub const INIT_COMPATIBLE_BRANDS: [[u8; 4]; 3] = [*b"cmfc", *b"iso6", *b"mp41"];
+/// Compatible brands of an AV1 track's CMAF header: `av01` is required
+/// (AV1-ISOBMFF §2.1) and makes it a CMAF AV1 track (§3); `mp41` is left out,
+/// having no MPEG-4 systems descriptors to cover.
+pub const INIT_COMPATIBLE_BRANDS_AV1: [[u8; 4]; 3] = [*b"cmfc", *b"iso6", *b"av01"];
+
+/// `compressorname` of the `av01` sample entry: the Pascal string "AOM Coding"
+/// that AV1-ISOBMFF §2.2.4 recommends.
+const AV1_COMPRESSOR_NAME: &[u8] = b"\x0aAOM Coding";
 
 /// `styp` at the start of a segment: `msdh` (ISO/IEC 23009-1 §6.3.4.2, DASH media
 /// segment), `cmfs` (CMAF segment) and `cmff` (CMAF fragment: the segment is one
@@ -113,6 +125,18 @@ pub enum CodecSetup {
         /// square pixels. A zero in either term is treated as square.
         sar: (u32, u32),
     },
+    /// AV1 (`av01`).
+    Av1 {
+        /// AV1CodecConfigurationRecord (AV1-ISOBMFF §2.3.3), without a box
+        /// header: four fixed bytes, then the sequence header OBU. Written
+        /// verbatim as the `av1C` body.
+        av1c: Bytes,
+        /// `max_frame_width_minus_1 + 1` and `max_frame_height_minus_1 + 1`
+        /// of the sequence header (§2.2.4 requires them in the sample entry);
+        /// square pixels.
+        width: u32,
+        height: u32,
+    },
     /// AAC (`mp4a`, object type 0x40).
     Aac {
         /// AudioSpecificConfig (ISO/IEC 14496-3 §1.6.2.1), the `DecoderSpecificInfo`.
@@ -122,6 +146,26 @@ pub enum CodecSetup {
         /// Channel count as signalled in the sample entry.
         channels: u8,
     },
+}
+
+impl CodecSetup {
+    /// The sample entry for a video configuration: `avc1` for H.264 (the
+    /// record is the avcC), `av01` for AV1 (the record is the av1C).
+    pub fn video(config: &VideoConfig) -> CodecSetup {
+        match config.codec {
+            VideoCodec::H264 => CodecSetup::Avc {
+                avcc: config.record.clone(),
+                width: config.width,
+                height: config.height,
+                sar: config.sample_aspect,
+            },
+            VideoCodec::Av1 => CodecSetup::Av1 {
+                av1c: config.record.clone(),
+                width: config.width,
+                height: config.height,
+            },
+        }
+    }
 }
 
 /// One CMAF track: what goes into its init segment.
@@ -145,8 +189,9 @@ pub struct Sample {
     pub composition_offset: i32,
     /// A sync sample (IDR for video). Audio samples are always sync.
     pub keyframe: bool,
-    /// Sample bytes as stored in `mdat` (length-prefixed NAL units for AVC, a raw
-    /// AAC frame without ADTS header for audio).
+    /// Sample bytes as stored in `mdat` (length-prefixed NAL units for AVC, the
+    /// OBUs of a temporal unit without temporal delimiter for AV1, a raw AAC
+    /// frame without ADTS header for audio).
     pub data: Bytes,
 }
 
@@ -274,12 +319,11 @@ fn normalized_sar((h, v): (u32, u32)) -> (u32, u32) {
 /// sample tables, `mvex`/`trex`, all durations 0, no edit list.
 pub fn init_segment(track: &TrackSetup) -> Bytes {
     let mut buf = BytesMut::with_capacity(1024);
-    write_type_box(
-        &mut buf,
-        b"ftyp",
-        &INIT_MAJOR_BRAND,
-        &INIT_COMPATIBLE_BRANDS,
-    );
+    let compatible = match track.codec {
+        CodecSetup::Av1 { .. } => &INIT_COMPATIBLE_BRANDS_AV1,
+        CodecSetup::Avc { .. } | CodecSetup::Aac { .. } => &INIT_COMPATIBLE_BRANDS,
+    };
+    write_type_box(&mut buf, b"ftyp", &INIT_MAJOR_BRAND, compatible);
     write_box(&mut buf, b"moov", |b| {
         write_mvhd(b, track.track_id);
         write_trak(b, track);
@@ -316,10 +360,12 @@ fn write_trak(b: &mut BytesMut, track: &TrackSetup) {
             write_box(b, b"minf", |b| {
                 match track.codec {
                     // vmhd: version 0, flags 1 (§12.1.2), graphicsmode copy, opcolor 0.
-                    CodecSetup::Avc { .. } => write_full_box(b, b"vmhd", 0, 1, |b| {
-                        b.put_u16(0);
-                        b.put_slice(&[0; 6]);
-                    }),
+                    CodecSetup::Avc { .. } | CodecSetup::Av1 { .. } => {
+                        write_full_box(b, b"vmhd", 0, 1, |b| {
+                            b.put_u16(0);
+                            b.put_slice(&[0; 6]);
+                        })
+                    }
                     // smhd: balance 0 (centre), reserved (§12.2.2).
                     CodecSetup::Aac { .. } => write_full_box(b, b"smhd", 0, 0, |b| {
                         b.put_u16(0);
@@ -361,6 +407,13 @@ fn write_tkhd(b: &mut BytesMut, track: &TrackSetup) {
                 let display_width = fixed_16_16(u64::from(*width) * u64::from(h), u64::from(v));
                 (0, display_width, fixed_16_16(u64::from(*height), 1))
             }
+            // AV1-ISOBMFF §2.2.4: the largest render size, which is the
+            // frame size for our encoder's streams.
+            CodecSetup::Av1 { width, height, .. } => (
+                0,
+                fixed_16_16(u64::from(*width), 1),
+                fixed_16_16(u64::from(*height), 1),
+            ),
             CodecSetup::Aac { .. } => (0x0100, 0, 0),
         };
         b.put_u16(volume);
@@ -389,7 +442,7 @@ fn write_mdhd(b: &mut BytesMut, timescale: u32) {
 /// `hdlr` (§8.4.3): `vide` or `soun`, with a null-terminated name.
 fn write_hdlr(b: &mut BytesMut, codec: &CodecSetup) {
     let (handler, name): (&[u8; 4], &[u8]) = match codec {
-        CodecSetup::Avc { .. } => (b"vide", b"Ladder video\0"),
+        CodecSetup::Avc { .. } | CodecSetup::Av1 { .. } => (b"vide", b"Ladder video\0"),
         CodecSetup::Aac { .. } => (b"soun", b"Ladder audio\0"),
     };
     write_full_box(b, b"hdlr", 0, 0, |b| {
@@ -412,6 +465,11 @@ fn write_stbl(b: &mut BytesMut, track: &TrackSetup) {
                     height,
                     sar,
                 } => write_avc1(b, avcc, *width, *height, *sar),
+                CodecSetup::Av1 {
+                    av1c,
+                    width,
+                    height,
+                } => write_av01(b, av1c, *width, *height),
                 CodecSetup::Aac {
                     asc,
                     sample_rate,
@@ -441,25 +499,54 @@ fn write_sample_entry_header(b: &mut BytesMut) {
 /// aspect ratio from it and GPAC's CMAF conformance expects it.
 fn write_avc1(b: &mut BytesMut, avcc: &[u8], width: u32, height: u32, sar: (u32, u32)) {
     write_box(b, b"avc1", |b| {
-        write_sample_entry_header(b);
-        b.put_u16(0); // pre_defined
-        b.put_u16(0); // reserved
-        b.put_slice(&[0; 12]); // pre_defined
-        b.put_u16(u16_saturating(width));
-        b.put_u16(u16_saturating(height));
-        b.put_u32(0x0048_0000); // horizresolution 72 dpi
-        b.put_u32(0x0048_0000); // vertresolution 72 dpi
-        b.put_u32(0); // reserved
-        b.put_u16(1); // frame_count
-        b.put_slice(&[0; 32]); // compressorname: empty Pascal string
-        b.put_u16(0x0018); // depth: colour, no alpha
-        b.put_i16(-1); // pre_defined
+        write_visual_sample_entry(b, width, height, b"");
         write_box(b, b"avcC", |b| b.put_slice(avcc));
-        let (h, v) = normalized_sar(sar);
-        write_box(b, b"pasp", |b| {
-            b.put_u32(h);
-            b.put_u32(v);
-        });
+        write_pasp(b, sar);
+    });
+}
+
+/// `av01` (AV1-ISOBMFF §2.2): VisualSampleEntry (§12.1.3) + `av1C` (§2.3) +
+/// `pasp`, with the recommended compressorname.
+///
+/// `pasp` (1:1) is written as for `avc1`: §2.2.4 requires it only when the
+/// render size differs from the frame size (never, for our encoder), and
+/// allows it always. No `colr`: the sequence header leaves colour unspecified
+/// and a `colr` could only repeat that.
+fn write_av01(b: &mut BytesMut, av1c: &[u8], width: u32, height: u32) {
+    write_box(b, b"av01", |b| {
+        write_visual_sample_entry(b, width, height, AV1_COMPRESSOR_NAME);
+        write_box(b, b"av1C", |b| b.put_slice(av1c));
+        write_pasp(b, (1, 1));
+    });
+}
+
+/// The VisualSampleEntry fields (§12.1.3.2) up to the child boxes;
+/// `compressor` is the Pascal string (length byte included, at most 32 bytes).
+fn write_visual_sample_entry(b: &mut BytesMut, width: u32, height: u32, compressor: &[u8]) {
+    write_sample_entry_header(b);
+    b.put_u16(0); // pre_defined
+    b.put_u16(0); // reserved
+    b.put_slice(&[0; 12]); // pre_defined
+    b.put_u16(u16_saturating(width));
+    b.put_u16(u16_saturating(height));
+    b.put_u32(0x0048_0000); // horizresolution 72 dpi
+    b.put_u32(0x0048_0000); // vertresolution 72 dpi
+    b.put_u32(0); // reserved
+    b.put_u16(1); // frame_count
+    let mut name = [0u8; 32]; // compressorname: empty Pascal string unless given
+    let len = compressor.len().min(32);
+    name[..len].copy_from_slice(&compressor[..len]);
+    b.put_slice(&name);
+    b.put_u16(0x0018); // depth: colour, no alpha
+    b.put_i16(-1); // pre_defined
+}
+
+/// `pasp` (§12.1.4.2): hSpacing, vSpacing.
+fn write_pasp(b: &mut BytesMut, sar: (u32, u32)) {
+    let (h, v) = normalized_sar(sar);
+    write_box(b, b"pasp", |b| {
+        b.put_u32(h);
+        b.put_u32(v);
     });
 }
 
@@ -547,7 +634,7 @@ fn write_esds(b: &mut BytesMut, es_id: u32, asc: &[u8], channels: u8) {
 /// sample).
 fn write_trex(b: &mut BytesMut, track: &TrackSetup) {
     let default_flags = match track.codec {
-        CodecSetup::Avc { .. } => NON_SYNC_SAMPLE_FLAGS,
+        CodecSetup::Avc { .. } | CodecSetup::Av1 { .. } => NON_SYNC_SAMPLE_FLAGS,
         CodecSetup::Aac { .. } => SYNC_SAMPLE_FLAGS,
     };
     write_full_box(b, b"trex", 0, 0, |b| {
@@ -787,6 +874,24 @@ mod tests {
         }
     }
 
+    /// An AV1 640x360 track with the sequence header rav1e wrote for it.
+    fn av1_track() -> TrackSetup {
+        TrackSetup {
+            track_id: 1,
+            timescale: 90_000,
+            codec: CodecSetup::Av1 {
+                av1c: av1c_360p(),
+                width: 640,
+                height: 360,
+            },
+        }
+    }
+
+    fn av1c_360p() -> Bytes {
+        crate::media::av1::build_av1c(crate::media::av1::RAV1E_SEQUENCE_HEADER_360P)
+            .expect("rav1e's sequence header makes an av1C")
+    }
+
     // -- a minimal box reader, to check what we wrote --------------------------
 
     #[derive(Debug, Clone)]
@@ -935,7 +1040,111 @@ mod tests {
         );
     }
 
+    #[test]
+    fn init_av1_matches_snapshot() {
+        assert_snapshot("init-av1-360p.mp4", &init_segment(&av1_track()));
+    }
+
     // -- init segment structure --------------------------------------------------
+
+    #[test]
+    fn init_av1_layout() {
+        let init = init_segment(&av1_track());
+        let top = boxes_in(&init, 0, init.len());
+        assert_eq!(kinds(&top), ["ftyp", "moov"]);
+        // ftyp: major cmfc, minor 0, compatible cmfc iso6 av01 (AV1-ISOBMFF §2.1).
+        assert_eq!(&init[8..28], b"cmfc\0\0\0\0cmfciso6av01");
+
+        let trak = find_path(&init, &[b"moov", b"trak"]);
+        let tkhd = find_path(&init, &[b"moov", b"trak", b"tkhd"]);
+        assert!(tkhd.start > trak.start);
+        assert_eq!(be32(&init, tkhd.end - 8), 640 << 16);
+        assert_eq!(be32(&init, tkhd.end - 4), 360 << 16);
+        let hdlr = find_path(&init, &[b"moov", b"trak", b"mdia", b"hdlr"]);
+        assert_eq!(&init[hdlr.body + 8..hdlr.body + 12], b"vide");
+        let minf = find_path(&init, &[b"moov", b"trak", b"mdia", b"minf"]);
+        assert_eq!(
+            kinds(&boxes_in(&init, minf.body, minf.end)),
+            ["vmhd", "dinf", "stbl"]
+        );
+
+        // stsd -> av01 -> av1C (verbatim) + pasp.
+        let stsd = find_path(
+            &init,
+            &[b"moov", b"trak", b"mdia", b"minf", b"stbl", b"stsd"],
+        );
+        assert_eq!(be32(&init, stsd.body + 4), 1, "stsd entry_count");
+        let av01 = child(&init, &stsd, 8, b"av01");
+        let entry = &init[av01.body..];
+        assert_eq!(u16::from_be_bytes([entry[24], entry[25]]), 640);
+        assert_eq!(u16::from_be_bytes([entry[26], entry[27]]), 360);
+        // compressorname: the Pascal string AV1-ISOBMFF §2.2.4 recommends.
+        assert_eq!(entry[42], 10);
+        assert_eq!(&entry[43..53], b"AOM Coding");
+        assert!(entry[53..74].iter().all(|&b| b == 0));
+        assert_eq!(u16::from_be_bytes([entry[74], entry[75]]), 0x18, "depth");
+        let inner = boxes_in(&init, av01.body + 78, av01.end);
+        assert_eq!(kinds(&inner), ["av1C", "pasp"]);
+        let av1c = &init[inner[0].body..inner[0].end];
+        assert_eq!(av1c, &av1c_360p()[..]);
+        // marker/version, profile 0 level 2.1, 4:2:0 8-bit, then the OBU.
+        assert_eq!(&av1c[..4], &[0x81, 0x01, 0x0C, 0x00]);
+        assert_eq!(&av1c[4..], crate::media::av1::RAV1E_SEQUENCE_HEADER_360P);
+        assert_eq!(
+            &init[inner[1].body..inner[1].end],
+            &[0, 0, 0, 1, 0, 0, 0, 1]
+        );
+
+        // trex: video default flags non-sync; key frames are flagged per sample.
+        let trex = find_path(&init, &[b"moov", b"mvex", b"trex"]);
+        assert_eq!(be32(&init, trex.body + 20), NON_SYNC_SAMPLE_FLAGS);
+    }
+
+    #[test]
+    fn init_av1_decodes_with_mp4_atom() {
+        let init = init_segment(&av1_track());
+        let buf = &mut &init[..];
+        let ftyp = mp4_atom::Ftyp::decode(buf).unwrap();
+        assert!(ftyp.compatible_brands.contains(&FourCC::new(b"av01")));
+        let moov = mp4_atom::Moov::decode(buf).unwrap();
+        assert!(buf.is_empty());
+        let trak = &moov.trak[0];
+        assert_eq!(trak.mdia.hdlr.handler, FourCC::new(b"vide"));
+        assert!(trak.mdia.minf.vmhd.is_some());
+        match &trak.mdia.minf.stbl.stsd.codecs[..] {
+            [mp4_atom::Codec::Av01(av01)] => {
+                assert_eq!((av01.visual.width, av01.visual.height), (640, 360));
+                let c = &av01.av1c;
+                assert_eq!((c.seq_profile, c.seq_level_idx_0), (0, 1));
+                assert!(!c.seq_tier_0 && !c.high_bitdepth && !c.twelve_bit && !c.monochrome);
+                assert!(c.chroma_subsampling_x && c.chroma_subsampling_y);
+                assert_eq!(c.chroma_sample_position, 0);
+                assert_eq!(c.initial_presentation_delay, None);
+                assert_eq!(
+                    c.config_obus,
+                    crate::media::av1::RAV1E_SEQUENCE_HEADER_360P.to_vec()
+                );
+                let pasp = av01.pasp.as_ref().expect("pasp");
+                assert_eq!((pasp.h_spacing, pasp.v_spacing), (1, 1));
+            }
+            other => panic!("unexpected sample entries {other:?}"),
+        }
+    }
+
+    #[test]
+    fn video_configs_pick_their_sample_entry() {
+        let av1 = crate::media::av1::video_config(av1c_360p()).unwrap();
+        assert_eq!(
+            CodecSetup::video(&av1),
+            CodecSetup::Av1 {
+                av1c: av1c_360p(),
+                width: 640,
+                height: 360
+            }
+        );
+        let h264 = crate::media::avc::video_config(avcc(SPS_720P, PPS_720P)).unwrap();
+        assert_eq!(CodecSetup::video(&h264), avc_track().codec);
+    }
 
     #[test]
     fn init_avc_layout() {

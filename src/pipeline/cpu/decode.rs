@@ -438,6 +438,11 @@ impl Decoder {
 fn check_config(config: &VideoConfig) -> Result<(), DecodeError> {
     match config.codec {
         VideoCodec::H264 => {}
+        VideoCodec::Av1 => {
+            return Err(DecodeError::Unsupported {
+                found: format!("AV1 ({})", config.codec_string),
+            })
+        }
     }
     let profile = profile_name(config.profile_idc);
     if config.chroma_format_idc != 1 {

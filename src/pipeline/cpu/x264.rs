@@ -287,7 +287,7 @@ impl EncoderSettings {
 
 /// The nominal frame rate as a fraction: NTSC rates (23.976, 29.97, 59.94...)
 /// as `N*1000/1001`, anything else to the millihertz.
-fn fps_fraction(fps: f64) -> (u32, u32) {
+pub(crate) fn fps_fraction(fps: f64) -> (u32, u32) {
     let ntsc = fps * 1.001;
     if ntsc >= 1.0 && (ntsc - ntsc.round()).abs() < 0.005 && (fps - fps.round()).abs() > 0.005 {
         return (ntsc.round() as u32 * 1000, 1001);
