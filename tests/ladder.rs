@@ -356,3 +356,101 @@ fn a_rung_too_slow_for_real_time_drops_frames_and_nothing_else_suffers() {
         );
     }
 }
+
+#[test]
+fn an_av1_rung_plays_decodes_with_dav1d_and_is_aligned_with_the_source() {
+    let src = Source {
+        size: "640x360",
+        rate: 30,
+        seconds: 6.0,
+        x264: "-preset ultrafast -profile:v high -g 60 -keyint_min 60 -sc_threshold 0",
+        audio: true,
+    };
+    let ladder = run(
+        &src,
+        r#"{ name = "source", passthrough = true },
+           { name = "av1", codec = "av1", height = 360, bitrate_kbps = 500 }"#,
+        1,
+    );
+    let (_, master) = get_text(&ladder.url("/live/cam/master.m3u8"));
+    // AV1 Main profile, main tier, 8-bit: av01.0.<level>M.08 (AV1-ISOBMFF codecs parameter)
+    let variant = master
+        .lines()
+        .find(|l| l.contains("CODECS=\"av01."))
+        .unwrap_or_else(|| panic!("no av01 variant:\n{master}"));
+    let codecs = variant.split("CODECS=\"").nth(1).unwrap();
+    let av01 = codecs.split(['"', ',']).next().unwrap();
+    let fields: Vec<&str> = av01.split('.').collect();
+    assert_eq!(fields.len(), 4, "{av01}");
+    assert_eq!(fields[1], "0", "main profile: {av01}");
+    assert!(
+        fields[2].len() == 3 && fields[2].ends_with('M'),
+        "level and main tier: {av01}"
+    );
+    assert_eq!(fields[3], "08", "8-bit: {av01}");
+    assert!(codecs.contains("mp4a.40.2"), "with the audio: {variant}");
+    // DASH: AV1 in an AdaptationSet of its own beside the H.264 one and audio
+    let (_, mpd) = get_text(&ladder.url("/live/cam/manifest.mpd"));
+    assert_eq!(mpd.matches("<AdaptationSet").count(), 3, "{mpd}");
+    assert!(mpd.contains(&format!("codecs=\"{av01}\"")), "{mpd}");
+
+    let dir = tempdir::Dir::new("av1");
+    let source = served(&ladder, "cam", "source", &dir);
+    let r = served(&ladder, "cam", "av1", &dir);
+    let v = stream(&r.probe, "video");
+    assert_eq!(v["codec_name"], "av1");
+    assert_eq!(
+        (v["width"].as_i64(), v["height"].as_i64()),
+        (Some(640), Some(360))
+    );
+    // the same segments as the source, each opening with a key frame at the
+    // source's first presentation time
+    let msns = |s: &Served| s.playlist.segments.iter().map(|x| x.0).collect::<Vec<_>>();
+    assert_eq!(msns(&r), msns(&source));
+    for (i, (seg, src_seg)) in r.segments.iter().zip(&source.segments).enumerate() {
+        assert!(seg[0].2, "segment {i} starts with a key frame: {seg:?}");
+        assert!(
+            (seg[0].0 - src_seg[0].0).abs() < 0.001,
+            "segment {i} starts at {} where the source's does at {}",
+            seg[0].0,
+            src_seg[0].0
+        );
+        assert!(seg.iter().all(|p| p.0 == p.1), "AV1 has pts = dts: {seg:?}");
+    }
+    // libdav1d decodes every listed picture without an error
+    let whole = dir.join("av1.mp4");
+    let out = std::process::Command::new("ffmpeg")
+        .args(["-v", "error", "-c:v", "libdav1d", "-i"])
+        .arg(&whole)
+        .args(["-map", "0:v", "-f", "framemd5", "-"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success() && out.stderr.is_empty(),
+        "dav1d: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let decoded = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .count();
+    let listed: usize = r.segments.iter().map(|s| s.len()).sum();
+    assert_eq!(decoded, listed, "every listed picture decodes");
+    // what the encoder made is what is listed; pictures it could not take in
+    // time are counted, not lost silently (rav1e is at the limit of real
+    // time at 360p on 2 cores)
+    let line = rung_line(&ladder.log(), "av1");
+    let encoded = num(&line, "encoded");
+    let dropped = num(&line, "dropped_queue_full");
+    let pictures = num(&line, "pictures");
+    // (pictures: what reached the rung; dropped_queue_full: what did not)
+    assert_eq!(pictures + dropped, 180, "{line:?}");
+    assert_eq!(encoded, pictures, "{line:?}");
+    assert_eq!(num(&line, "errors"), 0, "{line:?}");
+    let source_listed: usize = source.segments.iter().map(|s| s.len()).sum();
+    assert!(
+        listed as u64 <= encoded && source_listed as u64 - listed as u64 <= dropped,
+        "listed {listed}, encoded {encoded}, dropped {dropped}, source {source_listed}"
+    );
+    assert!(encoded >= 90, "rav1e kept up with at most half: {line:?}");
+}

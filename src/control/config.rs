@@ -567,8 +567,39 @@ impl Config {
                 self.server.admin_listen
             ));
         }
+        for (name, ladder) in &self.ladders {
+            for r in &ladder.renditions {
+                if let Some(warning) = av1_realtime_warning(r) {
+                    w.push(format!("ladders.{name} rendition {:?}: {warning}", r.name));
+                }
+            }
+        }
         w
     }
+}
+
+/// Whether an AV1 rendition may not keep real time on the CPU, judged at
+/// its configured size (a 16:9 source assumed where only one side is set)
+/// and `fps_max` (30 fps assumed without one).
+fn av1_realtime_warning(r: &Rendition) -> Option<String> {
+    if r.passthrough || r.codec != VideoCodecChoice::Av1 {
+        return None;
+    }
+    let even = |v: u64| v.div_ceil(2) * 2;
+    let (width, height) = match (r.width, r.height) {
+        (Some(w), Some(h)) => (w, h),
+        (None, Some(h)) => (u32::try_from(even(u64::from(h) * 16 / 9)).ok()?, h),
+        (Some(w), None) => (w, u32::try_from(even(u64::from(w) * 9 / 16)).ok()?),
+        (None, None) => return None,
+    };
+    let fps = r.fps_max.unwrap_or(30.0);
+    let warning = crate::pipeline::cpu::av1::realtime_warning(width, height, fps)?;
+    Some(match (r.width.is_none(), r.fps_max.is_none()) {
+        (false, false) => warning,
+        (true, true) => format!("{warning} (a 16:9 source at 30 fps assumed)"),
+        (true, false) => format!("{warning} (a 16:9 source assumed)"),
+        (false, true) => format!("{warning} (a 30 fps source assumed)"),
+    })
 }
 
 /// Equality of `given` (attacker-chosen) against `secret` in time that depends on
@@ -1433,6 +1464,48 @@ mod tests {
                 assert!(t.contains('#'), "uncommented key: {line}");
             }
         }
+    }
+
+    #[test]
+    fn av1_rungs_beyond_what_keeps_real_time_are_warned_about() {
+        let c = Config::parse(
+            r#"
+[[channels]]
+name = "a"
+key = "k"
+ladder = "av"
+[ladders.av]
+renditions = [
+  { name = "source", passthrough = true },
+  { name = "a720", codec = "av1", height = 720, bitrate_kbps = 2500 },
+  { name = "a360", codec = "av1", height = 360, bitrate_kbps = 700, fps_max = 24 },
+  { name = "a360x", codec = "av1", width = 640, height = 360, bitrate_kbps = 700, fps_max = 30 },
+  { name = "h720", height = 720, bitrate_kbps = 3000 },
+]
+"#,
+            "t.toml",
+        )
+        .unwrap();
+        let w: Vec<_> = c
+            .warnings()
+            .into_iter()
+            .filter(|w| w.contains("AV1"))
+            .collect();
+        assert_eq!(w.len(), 2, "{w:?}");
+        assert!(w[0].starts_with("ladders.av rendition \"a720\": AV1 rung 1280x720 at 30 fps will not keep real time"), "{}", w[0]);
+        assert!(
+            w[0].ends_with("(a 16:9 source at 30 fps assumed)"),
+            "{}",
+            w[0]
+        );
+        // 640x360 at 30 fps measured 30.2 fps: within the headroom, at the limit
+        assert!(
+            w[1].starts_with(
+                "ladders.av rendition \"a360x\": AV1 rung 640x360 at 30 fps is at the limit"
+            ),
+            "{}",
+            w[1]
+        );
     }
 
     #[test]

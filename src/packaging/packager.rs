@@ -527,7 +527,10 @@ impl Packager {
             self.stats.rung_dropped += 1;
             return;
         }
-        let offset = mark.as_ref().map(|m| m.offset).unwrap_or(r.offset);
+        let offset = mark
+            .as_ref()
+            .map(|m| rung_offset(&r.track.setup, m.offset))
+            .unwrap_or(r.offset);
         let mut dts = pts - offset;
         if let Some(p) = r.track.pending.take() {
             dts = dts.max(p.dts + 1);
@@ -582,13 +585,14 @@ impl Packager {
         } else {
             None
         };
-        r.offset = m.offset;
+        let offset = rung_offset(&t.setup, m.offset);
+        r.offset = offset;
         r.segment_wall = m.wall;
         let part_target = Timestamp::from_millis((self.config.part_target * MILLIS as f64) as i64)
             .rescale(VIDEO_TIMESCALE)
             .ticks
             .max(1);
-        r.next_part = dts + m.offset + part_target;
+        r.next_part = dts + offset + part_target;
         t.open_msn = Some(m.msn);
         t.last_msn = Some(m.msn);
         t.segment_start = dts;
@@ -1246,11 +1250,18 @@ impl Packager {
 
 /// The CMAF sample entry for a video decoder configuration.
 fn codec_setup(c: &VideoConfig) -> CodecSetup {
-    CodecSetup::Avc {
-        avcc: c.record.clone(),
-        width: c.width,
-        height: c.height,
-        sar: c.sample_aspect,
+    CodecSetup::video(c)
+}
+
+/// The composition offset a rung's samples take in the leader's segment
+/// `mark_offset`: H.264 rungs take the source IDR's (`dts = pts - offset`,
+/// so a rung segment's tfdt equals the source's); AV1 rungs take none, since
+/// AV1 has no reordering between temporal units and AV1-ISOBMFF §2.4 has
+/// every sample presented at its decode time.
+fn rung_offset(setup: &TrackSetup, mark_offset: i64) -> i64 {
+    match setup.codec {
+        CodecSetup::Av1 { .. } => 0,
+        _ => mark_offset,
     }
 }
 

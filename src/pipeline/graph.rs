@@ -103,6 +103,7 @@
 //! flushing and does not wait for them.
 
 use crate::media::{Timestamp, VideoConfig, VideoFrame};
+use crate::pipeline::cpu::av1::{Av1Encoder, Av1Error, Av1Settings};
 use crate::pipeline::cpu::decode::{DecodeError, Decoder};
 use crate::pipeline::cpu::scale::{self, Scaler};
 use crate::pipeline::cpu::x264::{self, Encoder, EncoderSettings};
@@ -1050,6 +1051,15 @@ impl From<x264::EncodeError> for EncoderFailure {
     }
 }
 
+impl From<Av1Error> for EncoderFailure {
+    fn from(e: Av1Error) -> Self {
+        EncoderFailure {
+            kind: kind_of("rav1e", &e),
+            message: e.to_string(),
+        }
+    }
+}
+
 /// What a rung needs from an encoder, whatever the codec.
 trait RungEncoder: Send {
     /// The decoder configuration of the output (for the init segment).
@@ -1084,6 +1094,24 @@ impl RungEncoder for Encoder {
     }
 }
 
+impl RungEncoder for Av1Encoder {
+    fn video_config(&self) -> Arc<VideoConfig> {
+        Av1Encoder::video_config(self)
+    }
+
+    fn encode(
+        &mut self,
+        picture: &Picture,
+        force_idr: bool,
+    ) -> Result<Vec<VideoFrame>, EncoderFailure> {
+        Ok(Av1Encoder::encode(self, picture, force_idr)?)
+    }
+
+    fn flush(&mut self) -> Result<Vec<VideoFrame>, EncoderFailure> {
+        Ok(Av1Encoder::flush(self)?)
+    }
+}
+
 /// Open the encoder for a rung at `width` x `height` and nominal `fps`.
 fn open_encoder(
     plan: &RungPlan,
@@ -1113,7 +1141,21 @@ fn open_encoder(
                 Err(e) => Err(e.to_string()),
             }
         }
-        RungCodec::Av1 => Err("AV1 encoder not built yet".to_owned()),
+        RungCodec::Av1 => {
+            let settings = Av1Settings {
+                width,
+                height,
+                fps,
+                bitrate_kbps: plan.bitrate_kbps,
+                // rav1e sizes its threads to its tiles unless told
+                threads: plan.threads,
+                speed: None,
+            };
+            match Av1Encoder::new(&settings) {
+                Ok(encoder) => Ok(Box::new(encoder)),
+                Err(e) => Err(e.to_string()),
+            }
+        }
     }
 }
 
@@ -2064,29 +2106,40 @@ mod tests {
     }
 
     #[test]
-    fn av1_rung_reports_that_its_encoder_is_missing() {
+    fn av1_rung_puts_its_key_frames_where_the_source_asks_beside_an_h264_rung() {
         if !have_ffmpeg() {
             return;
         }
         let dir = TempDir::new("graph-av1");
-        let source = stream(&dir, "src", (320, 180), 30, 5, "bframes=0");
+        let source = stream(&dir, "src", (320, 180), 30, 12, "bframes=0");
         let sink = Arc::new(Collect::default());
         let mut av1 = plan("av1", None);
         av1.codec = RungCodec::Av1;
         let pipeline = ChannelPipeline::start("av1", vec![av1, plan("h264", None)], sink.clone());
         pipeline.video_config(source.config.clone());
-        feed_paced(&pipeline, &source.frames, |_| false, &[0, 1]);
+        feed_paced(&pipeline, &source.frames, |i| i == 0 || i == 6, &[0, 1]);
         let stats = pipeline.finish();
-        let errors = sink.errors();
-        assert_eq!(errors.len(), 1, "reported once: {errors:?}");
+        assert!(sink.errors().is_empty(), "{:?}", sink.errors());
+        assert_eq!(stats.rungs[0].errors, 0);
+        assert_eq!(stats.rungs[0].encoded, 12);
+
+        let configs = sink.configs("av1");
+        assert_eq!(configs.len(), 1);
+        assert_eq!(configs[0].codec, crate::media::VideoCodec::Av1);
         assert!(
-            errors[0].contains("AV1 encoder not built yet"),
+            configs[0].codec_string.starts_with("av01.0."),
             "{}",
-            errors[0]
+            configs[0].codec_string
         );
-        assert_eq!(stats.rungs[0].errors, 5);
-        assert_eq!(stats.rungs[0].encoded, 0);
-        assert_eq!(sink.frames("h264").len(), 5);
+        assert_eq!((configs[0].width, configs[0].height), (320, 180));
+        let frames = sink.frames("av1");
+        let pts: Vec<_> = frames.iter().map(|f| f.pts).collect();
+        let source_pts: Vec<_> = source.frames.iter().map(|f| f.pts).collect();
+        assert_eq!(pts, source_pts, "every picture, at the source's time");
+        assert!(frames.iter().all(|f| f.dts == f.pts), "no reordering");
+        let keys: Vec<usize> = (0..frames.len()).filter(|&i| frames[i].keyframe).collect();
+        assert_eq!(keys, vec![0, 6]);
+        assert_eq!(sink.frames("h264").len(), 12);
     }
 
     #[test]

@@ -523,6 +523,17 @@ impl Ladder {
         }
     }
 
+    /// The rungs as AV1 (a made-up av1C: the packager carries it verbatim).
+    fn config_av1(&self, p: &mut Packager, width: u32) {
+        for r in &self.rungs {
+            let mut c = (*video_config(width)).clone();
+            c.codec = crate::media::VideoCodec::Av1;
+            c.codec_string = "av01.0.04M.08".to_owned();
+            c.record = Bytes::from_static(&[0x81, 0x04, 0x0c, 0x00]);
+            p.rung_config(p.session(), r, Arc::new(c));
+        }
+    }
+
     fn push(&mut self, p: &mut Packager, e: MediaEvent, t: i64) {
         let video = match &e {
             MediaEvent::Video(f) => Some((f.pts.as_millis(), f.keyframe)),
@@ -726,6 +737,45 @@ fn rung_segments_start_where_a_b_frame_source_presents_its_idr() {
 }
 
 #[test]
+fn av1_rungs_of_a_b_frame_source_present_at_their_decode_time() {
+    let (store, mut p) = setup_ladder(Some("source"), &[("av1", 700)]);
+    let mut ladder = Ladder::new(&["av1"], 4);
+    ladder.config_av1(&mut p, 640);
+    run_ladder(&mut p, &mut ladder, source_frames(9.0, 60, true));
+    let s = store.read();
+    let source = shape(&s, "source");
+    let rung = shape(&s, "av1");
+    assert_eq!(source.len(), 5);
+    assert_eq!(rung.len(), source.len());
+    // the source's IDRs decode 67 ms before they are presented; the AV1
+    // rung's samples carry no composition offset, so its segments start
+    // (tfdt) at the source IDRs' presentation times: 100 ms + 2 s per GOP
+    for (k, (a, b)) in source.iter().zip(&rung).enumerate() {
+        assert_eq!((a.0, a.1, a.2), (b.0, b.1, b.2), "msn, init, discontinuity");
+        assert_eq!(b.3, (100 + 2000 * k as u64) * 90, "segment {} start", a.0);
+        assert!(b.3 > a.3, "presented after the source decodes its IDR");
+        assert!(b.6, "rung segment {} starts with a key frame", b.0);
+    }
+    for (a, b) in source.iter().zip(&rung).take(4) {
+        assert_eq!(b.4, 2000 * 90, "segment {} duration", a.0);
+        assert_eq!(a.5.len(), b.5.len(), "segment {} parts", a.0);
+    }
+    let track = s.track("av1").unwrap();
+    assert_eq!(track.info.codec, "av01.0.04M.08");
+    // and in the bytes: every trun sample's composition offset is zero
+    let mut samples = 0;
+    for g in &track.segments {
+        for part in &g.parts {
+            for (_, cts) in trun_samples(&part.data) {
+                assert_eq!(cts, 0, "segment {}", g.msn);
+                samples += 1;
+            }
+        }
+    }
+    assert_eq!(samples, 270);
+}
+
+#[test]
 fn without_a_source_rung_the_rungs_cut_at_a_fixed_cadence() {
     let (store, mut p) = setup_ladder(None, &[("720p", 3000), ("360p", 700)]);
     let mut ladder = Ladder::new(&["720p", "360p"], 2);
@@ -806,4 +856,46 @@ fn a_reconnect_renews_rung_inits_and_drops_late_output_of_the_old_session() {
     for id in inits {
         assert!(s.track("360p").unwrap().init(id).is_some());
     }
+}
+
+/// (index, composition offset) of every sample in the `trun`s of a CMAF
+/// chunk's `moof`s (0 where the trun carries no offsets).
+fn trun_samples(data: &[u8]) -> Vec<(usize, i32)> {
+    fn boxes(d: &[u8]) -> Vec<([u8; 4], &[u8])> {
+        let mut out = Vec::new();
+        let mut i = 0;
+        while i + 8 <= d.len() {
+            let size = u32::from_be_bytes(d[i..i + 4].try_into().unwrap()) as usize;
+            assert!(size >= 8 && i + size <= d.len(), "box size {size} at {i}");
+            out.push((d[i + 4..i + 8].try_into().unwrap(), &d[i + 8..i + size]));
+            i += size;
+        }
+        out
+    }
+    let be = |d: &[u8], i: usize| u32::from_be_bytes(d[i..i + 4].try_into().unwrap());
+    let mut out = Vec::new();
+    for (_, moof) in boxes(data).into_iter().filter(|b| &b.0 == b"moof") {
+        for (_, traf) in boxes(moof).into_iter().filter(|b| &b.0 == b"traf") {
+            for (_, trun) in boxes(traf).into_iter().filter(|b| &b.0 == b"trun") {
+                let flags = be(trun, 0) & 0xFF_FFFF;
+                let count = be(trun, 4) as usize;
+                let mut at = 8;
+                at += if flags & 0x1 != 0 { 4 } else { 0 };
+                at += if flags & 0x4 != 0 { 4 } else { 0 };
+                for _ in 0..count {
+                    for bit in [0x100, 0x200, 0x400] {
+                        at += if flags & bit != 0 { 4 } else { 0 };
+                    }
+                    let cts = if flags & 0x800 != 0 {
+                        at += 4;
+                        be(trun, at - 4) as i32
+                    } else {
+                        0
+                    };
+                    out.push((out.len(), cts));
+                }
+            }
+        }
+    }
+    out
 }
