@@ -10,11 +10,14 @@
 //!   channel is refused or replaces the first (`[ingest] duplicate_publisher`).
 //! - Shutdown: one `watch` that every task selects on (SIGINT, SIGTERM).
 
-use crate::control::config::{Backend, Config, ConfigSource, DuplicatePolicy, VideoCodecChoice};
+use crate::control::config::{
+    Backend, Config, ConfigSource, DuplicatePolicy, Fallback, VideoCodecChoice,
+};
 use crate::ingest::server::{self as ingest_server, IngestLimits};
 use crate::origin::{self, OriginConfig};
 use crate::packaging::packager::Packager;
 use crate::packaging::store::{ChannelStore, Registry, StoreConfig};
+use crate::pipeline::admission::{Admission as LadderAdmission, GpuCapacity, Grant, Refused};
 use crate::pipeline::graph::{ChannelPipeline, RungCodec, RungPlan, RungSink};
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -134,6 +137,8 @@ pub struct App {
     channels: Mutex<HashMap<String, Arc<ChannelRuntime>>>,
     publishers: Arc<Semaphore>,
     next_session: std::sync::atomic::AtomicU64,
+    /// Where each channel's ladder runs: the GPUs and what is charged to them.
+    placement: LadderAdmission,
 }
 
 /// What a successful admission hands the publisher's session.
@@ -146,9 +151,12 @@ pub struct Admission {
 }
 
 impl App {
-    pub fn new(config: Config) -> Arc<App> {
+    /// The appliance on `config`, placing ladders on `gpus` (none: every
+    /// ladder runs on the CPU).
+    pub fn new(config: Config, gpus: Vec<GpuCapacity>) -> Arc<App> {
         let max = config.ingest.max_publishers.max(1);
         Arc::new(App {
+            placement: LadderAdmission::new(gpus),
             config,
             registry: Registry::new(),
             channels: Mutex::new(HashMap::new()),
@@ -200,13 +208,33 @@ impl App {
         (source, rungs)
     }
 
-    /// Start the transcoding pipeline of a publisher session, when the
-    /// channel's ladder has encoded rungs. Backend: `cpu`, and `auto` (no GPU
-    /// backend in this build yet); `gpu` and `hybrid` fall back to the CPU,
-    /// as logged at start-up.
-    pub fn start_pipeline(&self, channel: &Arc<ChannelRuntime>) -> Option<ChannelPipeline> {
-        let (_, rungs) = self.ladder_plan(&channel.name);
+    /// Decide where the channel's ladder runs (issue 4 §5): `Ok(None)` when
+    /// it has no encoded rung; `Err` when the ladder's `fallback` is `fail`
+    /// and no GPU can take it. The grant holds the channel's share of a GPU
+    /// until it is dropped.
+    pub fn place_ladder(&self, channel: &str) -> Result<Option<Grant>, Refused> {
+        let (source, rungs) = self.ladder_plan(channel);
         if rungs.is_empty() {
+            return Ok(None);
+        }
+        let (backend, fallback) = self
+            .config
+            .ladder_for(channel)
+            .map_or((Backend::Cpu, Fallback::Cpu), |l| (l.backend, l.fallback));
+        self.placement
+            .admit(backend, fallback, &rungs, source.is_some())
+            .map(Some)
+    }
+
+    /// Start the transcoding pipeline of a publisher session with the rungs
+    /// its grant kept. This build runs every ladder on the CPU (libavcodec,
+    /// swscale, x264, rav1e), whatever the placement.
+    pub fn start_pipeline(
+        &self,
+        channel: &Arc<ChannelRuntime>,
+        grant: &Grant,
+    ) -> Option<ChannelPipeline> {
+        if grant.rungs.is_empty() {
             return None;
         }
         let session = channel
@@ -218,7 +246,11 @@ impl App {
             channel: channel.clone(),
             session,
         });
-        Some(ChannelPipeline::start(&channel.name, rungs, sink))
+        Some(ChannelPipeline::start(
+            &channel.name,
+            grant.rungs.clone(),
+            sink,
+        ))
     }
 
     /// Map a stream key to a channel name, per the auth mode.
@@ -379,7 +411,8 @@ async fn serve(config: Config, source: ConfigSource) -> Result<(), AppError> {
             addr: http_addr,
             source: e,
         })?;
-    let app = App::new(config);
+    // (GPUs are not probed yet: every ladder is placed on the CPU)
+    let app = App::new(config, Vec::new());
     info!(
         version = env!("CARGO_PKG_VERSION"),
         config = %source,
@@ -480,7 +513,7 @@ mod tests {
         let text = format!(
             "[auth]\nopen = {open}\n[[channels]]\nname = \"news\"\nkey = \"k1\"\n[ladders.default]\nbackend = \"cpu\"\nrenditions = [ {{ name = \"source\", passthrough = true }} ]\n"
         );
-        App::new(Config::parse(&text, "test.toml").unwrap())
+        App::new(Config::parse(&text, "test.toml").unwrap(), Vec::new())
     }
 
     fn peer() -> SocketAddr {

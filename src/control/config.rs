@@ -185,6 +185,8 @@ pub struct ChannelConfig {
 pub struct LadderConfig {
     /// Where decode, scale and encode run.
     pub backend: Backend,
+    /// What admission does when no GPU can take a channel that wants one.
+    pub fallback: Fallback,
     /// The renditions, in the order the multivariant playlist lists them.
     pub renditions: Vec<Rendition>,
 }
@@ -202,6 +204,33 @@ pub enum Backend {
     Hybrid,
     /// libavcodec and x264.
     Cpu,
+}
+
+/// What admission does when a ladder wants a GPU (`auto` on a box with
+/// GPUs, `gpu`, `hybrid`) and none can take the channel: full, missing, or
+/// without the engine the backend needs. Decided once, at publish, and
+/// logged; never in the middle of a stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Fallback {
+    /// Run the whole ladder on the host CPU.
+    #[default]
+    Cpu,
+    /// Leave out encoded rungs, costliest first, until the rest fits on a
+    /// GPU; at worst only the source passed through.
+    Degrade,
+    /// Refuse the publish.
+    Fail,
+}
+
+impl fmt::Display for Fallback {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Cpu => "cpu",
+            Self::Degrade => "degrade",
+            Self::Fail => "fail",
+        })
+    }
 }
 
 /// Video codec of an encoded rendition.
@@ -726,6 +755,7 @@ struct RawChannel {
 )]
 struct RawLadder {
     backend: Option<Backend>,
+    fallback: Option<Fallback>,
     renditions: S<Vec<S<RawRendition>>>,
 }
 
@@ -1209,6 +1239,7 @@ impl Validator<'_> {
         }
         LadderConfig {
             backend: raw.backend.unwrap_or_default(),
+            fallback: raw.fallback.unwrap_or_default(),
             renditions: out,
         }
     }
@@ -1424,6 +1455,7 @@ mod tests {
         assert_eq!(c.ladders.len(), 1);
         let l = &c.ladders["default"];
         assert_eq!(l.backend, Backend::Auto);
+        assert_eq!(l.fallback, Fallback::Cpu);
         let got: Vec<_> = l
             .renditions
             .iter()
@@ -1464,6 +1496,23 @@ mod tests {
                 assert!(t.contains('#'), "uncommented key: {line}");
             }
         }
+    }
+
+    #[test]
+    fn a_ladder_names_its_gpu_fallback() {
+        let c = Config::parse(
+            "[ladders.default]\nbackend = \"gpu\"\nfallback = \"degrade\"\nrenditions = [{ name = \"source\", passthrough = true }]\n",
+            "t.toml",
+        )
+        .unwrap();
+        assert_eq!(c.ladders["default"].backend, Backend::Gpu);
+        assert_eq!(c.ladders["default"].fallback, Fallback::Degrade);
+        let e = errors(&LADDER.replace("renditions", "fallback = \"retry\"\nrenditions"));
+        assert_eq!(e.len(), 1, "{e:?}");
+        assert!(
+            e[0].contains("unknown variant `retry`, expected one of `cpu`, `degrade`, `fail`"),
+            "{e:?}"
+        );
     }
 
     #[test]

@@ -28,6 +28,7 @@ use crate::control::config::Config;
 use crate::media::flv::Demuxer;
 use crate::media::MediaEvent;
 use crate::packaging::packager::{PackagerNotice, Pushed};
+use crate::pipeline::admission::Grant;
 use crate::pipeline::graph::ChannelPipeline;
 use bytes::Bytes;
 use std::net::SocketAddr;
@@ -164,6 +165,9 @@ struct Live {
     warnings: u32,
     /// The transcoding pipeline, when the ladder has encoded rungs.
     pipeline: Option<ChannelPipeline>,
+    /// Where the ladder was placed; its GPU share is held until the
+    /// pipeline has drained.
+    grant: Option<Grant>,
     /// The packager session the pipeline writes for.
     session: u64,
 }
@@ -379,6 +383,19 @@ impl Connection {
         let key = stream_name.split('?').next().unwrap_or("");
         match self.app.admit(key, peer) {
             Ok(admission) => {
+                let grant = match self.app.place_ladder(&admission.channel.name) {
+                    Ok(grant) => grant,
+                    Err(refused) => {
+                        warn!(channel = %admission.channel.name, %peer, reason = %refused, "publish refused");
+                        session.reject_publish(
+                            stream_id,
+                            "NetStream.Publish.Rejected",
+                            "no GPU capacity for this channel's ladder",
+                        );
+                        self.app.release(&admission.channel, admission.session_id);
+                        return;
+                    }
+                };
                 let (start, packager_session) = {
                     let mut p = admission
                         .channel
@@ -387,8 +404,20 @@ impl Connection {
                         .unwrap_or_else(|e| e.into_inner());
                     (p.start_session(SystemTime::now()), p.session())
                 };
-                let pipeline = self.app.start_pipeline(&admission.channel);
-                info!(channel = %admission.channel.name, %peer, "publish started");
+                let pipeline = grant
+                    .as_ref()
+                    .and_then(|g| self.app.start_pipeline(&admission.channel, g));
+                match &grant {
+                    Some(g) => info!(
+                        channel = %admission.channel.name,
+                        %peer,
+                        rungs = g.rungs.len(),
+                        placement = %g.placement,
+                        placement_reason = %g.reason,
+                        "publish started"
+                    ),
+                    None => info!(channel = %admission.channel.name, %peer, "publish started"),
+                }
                 session.accept_publish(stream_id);
                 self.live = Some(Live {
                     admission,
@@ -397,6 +426,7 @@ impl Connection {
                     started: Instant::now(),
                     warnings: 0,
                     pipeline,
+                    grant,
                     session: packager_session,
                 });
             }
@@ -517,7 +547,7 @@ impl Connection {
         }
         self.app.release(channel, live.admission.session_id);
         if let Some(pipeline) = live.pipeline.take() {
-            drain_pipeline(channel.clone(), pipeline, live.session);
+            drain_pipeline(channel.clone(), pipeline, live.session, live.grant.take());
         }
         let stats = live.demuxer.stats();
         info!(
@@ -536,12 +566,19 @@ impl Connection {
 /// Let the transcoding pipeline finish what it holds (on a thread of its own:
 /// flushing encoders takes a few frame intervals), then close the rungs'
 /// segments and log one line per rung.
-fn drain_pipeline(channel: Arc<ChannelRuntime>, pipeline: ChannelPipeline, session: u64) {
+fn drain_pipeline(
+    channel: Arc<ChannelRuntime>,
+    pipeline: ChannelPipeline,
+    session: u64,
+    grant: Option<Grant>,
+) {
     let name = channel.name.clone();
     let spawned = std::thread::Builder::new()
         .name("ladder-drain".into())
         .spawn(move || {
             let stats = pipeline.finish();
+            // the ladder's GPU share is free once its pipeline has stopped
+            drop(grant);
             channel
                 .packager
                 .lock()

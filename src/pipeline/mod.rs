@@ -10,6 +10,7 @@
 //!   (does it start a segment?), so every rung's IDRs and segments line up
 //!   with the source's.
 
+pub mod admission;
 pub mod cpu;
 pub mod frame;
 pub mod graph;
