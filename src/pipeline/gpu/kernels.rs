@@ -53,7 +53,10 @@
 //! picture type and x264 wrapper unchanged.
 //!
 //! Nothing here has run on a GPU yet: the CPU reference is tested here; the
-//! GPU self-test is to compare the kernels' output with it bit for bit.
+//! GPU self-test is to compare the kernels' output with it and should expect
+//! bit-exact equality, no tolerance: the kernels are integer only, their
+//! tables are the ones built here, and `>>` on negative `int` compiles to an
+//! arithmetic shift (`shr.s32` in the PTX), as Rust's does on `i32`.
 
 use crate::pipeline::frame::Picture;
 
@@ -939,6 +942,65 @@ mod tests {
                     let v = out.uv[y * out.uv_pitch + 2 * x + 1];
                     assert_eq!(f64::from(u), 2.0 * (3.0 * x as f64 + pos), "{siting:?} u");
                     assert_eq!(f64::from(v), 2.0 * (3.0 * y as f64 + 1.0), "{siting:?} v");
+                }
+            }
+        }
+    }
+
+    /// A line-by-line port of `ladder_filter_uv`'s per-thread loop (one
+    /// pass, horizontal sums recomputed per tap row), for output (x, y).
+    fn kernel_uv_pixel(src: &Nv12, [xt, yt]: &[AxisTable; 2], x: usize, y: usize) -> [u8; 2] {
+        let base = yt.pos[y] as usize * src.uv_pitch + 2 * xt.pos[x] as usize;
+        let (mut acc_u, mut acc_v) = (0i32, 0i32);
+        for j in 0..yt.taps {
+            let row = &src.uv[base + j * src.uv_pitch..];
+            let (mut hu, mut hv) = (0i32, 0i32);
+            for k in 0..xt.taps {
+                let c = i32::from(xt.coef[k * xt.dst_len() + x]);
+                hu += c * i32::from(row[2 * k]);
+                hv += c * i32::from(row[2 * k + 1]);
+            }
+            let cy = i32::from(yt.coef[j * yt.dst_len() + y]);
+            acc_u += cy * ((hu + 128) >> 8);
+            acc_v += cy * ((hv + 128) >> 8);
+        }
+        [acc_u, acc_v].map(|a| ((a + (1 << 19)) >> 20).clamp(0, 255) as u8)
+    }
+
+    #[test]
+    fn two_pass_reference_equals_the_kernels_one_pass_loop() {
+        // Detailed content, and hard 0/255 cells where bicubic overshoots
+        // (negative horizontal sums, clamping at both ends).
+        let mut cells = Nv12::new(301, 199);
+        let mut seed = 0x2545_f491_4f6c_dd1d_u64;
+        for v in cells.y.iter_mut().chain(cells.uv.iter_mut()) {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            *v = if seed % 3 == 0 { 255 } else { 0 };
+        }
+        for (src, f) in [
+            (Nv12::from_i420(&synthetic(301, 199)), ScaleFilter::Bicubic),
+            (Nv12::from_i420(&synthetic(301, 199)), ScaleFilter::Area),
+            (cells, ScaleFilter::Bicubic),
+        ] {
+            for (dw, dh) in [(100, 66), (214, 120), (301, 199)] {
+                let plan = ScalePlan::new((301, 199), (dw, dh), f, ChromaSiting::Left).unwrap();
+                let mut out = Nv12::new(dw, dh);
+                plan.reference(&src, &mut out).unwrap();
+                let PlanTables::Filter { chroma, .. } = &plan.tables else {
+                    unreachable!()
+                };
+                let (cw, ch) = out.chroma_size();
+                for y in 0..ch {
+                    for x in 0..cw {
+                        let at = y * out.uv_pitch + 2 * x;
+                        assert_eq!(
+                            [out.uv[at], out.uv[at + 1]],
+                            kernel_uv_pixel(&src, chroma, x, y),
+                            "{f:?} {dw}x{dh} ({x}, {y})"
+                        );
+                    }
                 }
             }
         }
