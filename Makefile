@@ -10,12 +10,13 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # FFmpeg and x264 development files (CPU decode, scale, encode), nasm (rav1e's
 # x86 assembly, for the AV1 rungs). To run the tests
 # and the demo: ffmpeg (publishes test streams; ffprobe checks what the origin
-# serves) and curl.
+# serves) and curl. python3 and pip: scripts/ptx.py (CUDA kernels, below).
 DEB_PACKAGES := pkg-config clang libclang-dev libavcodec-dev libavutil-dev libswscale-dev \
-	libx264-dev nasm ffmpeg curl ca-certificates
+	libx264-dev nasm ffmpeg curl ca-certificates python3 python3-pip
 RUST_MIN := 1.85
+PYTHON ?= python3
 
-.PHONY: all deps build release demo test bench lint fmt clean
+.PHONY: all deps build release demo test bench lint fmt clean kernels
 
 all: build
 
@@ -43,9 +44,18 @@ release: deps
 demo: release
 	@bash scripts/demo.sh target/release/ladder
 
-# Every test that needs no GPU: unit, property, integration, and end to end
-# with real ffmpeg and ffprobe.
+# CUDA kernels: compile kernels/*.cu to PTX in kernels/ptx/ (committed, and
+# embedded in the binary by src/pipeline/gpu/kernels.rs) with NVRTC from the
+# pinned PyPI wheel nvidia-cuda-nvrtc-cu12, fetched once into target/nvrtc/.
+# No GPU or CUDA toolkit needed. Run after editing a .cu file, then commit.
+kernels:
+	$(PYTHON) scripts/ptx.py
+
+# Every test that needs no GPU: the kernels compile and the committed PTX is
+# not stale (scripts/ptx.py --check; under a second once NVRTC is cached),
+# then unit, property, integration, and end to end with real ffmpeg and ffprobe.
 test: deps
+	$(PYTHON) scripts/ptx.py --check
 	$(CARGO) test --locked --all-targets
 
 bench: deps

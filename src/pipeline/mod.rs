@@ -2,6 +2,8 @@
 //!
 //! - [`frame`]: pooled I420 pictures shared between stages by reference.
 //! - [`cpu`]: libavcodec decode, the CPU scaler, x264 encode.
+//! - [`gpu`]: the CUDA backends; so far their kernels (embedded PTX, and a
+//!   CPU reference of each kernel's arithmetic).
 //! - [`graph`]: the per-channel graph that wires them: one decode thread
 //!   shared by one thread per encoded rung, bounded queues with named
 //!   overflow policies, IDRs where the caller forces them, output to a
@@ -13,4 +15,5 @@
 pub mod admission;
 pub mod cpu;
 pub mod frame;
+pub mod gpu;
 pub mod graph;

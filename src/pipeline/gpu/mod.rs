@@ -1,0 +1,3 @@
+//! GPU backend: runtime-loaded CUDA, NVDEC, kernels, NVENC.
+
+pub mod kernels;
