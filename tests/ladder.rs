@@ -129,6 +129,13 @@ fn every_rendition_is_as_configured_and_aligned_with_the_source() {
     let dir = tempdir::Dir::new("ladder");
     let source = served(&ladder, "cam", "source", &dir);
     let audio = download_track(&ladder, "cam", "audio", &dir.join("audio.mp4"));
+    let first_audio = packets(&ffprobe(&dir.join("audio.mp4")), "audio")[0].0;
+    let first_video = |s: &Served| {
+        s.segments[0]
+            .iter()
+            .map(|p| p.0)
+            .fold(f64::INFINITY, f64::min)
+    };
     let frame = 1.0 / 30.0;
     let mut parts = Vec::new();
     for (rung, height, kbps, profile) in [
@@ -140,6 +147,14 @@ fn every_rendition_is_as_configured_and_aligned_with_the_source() {
         // in its log line); then its segments hold fewer pictures.
         let f = rung_line(&ladder.log(), rung);
         let dropped = num(&f, "dropped_queue_full");
+        // A/V sync: against the shared audio, the rung starts where the
+        // source does, within one frame (a dropped first picture is a frame)
+        let rung_av = first_video(&r) - first_audio;
+        let source_av = first_video(&source) - first_audio;
+        assert!(
+            (rung_av - source_av).abs() <= frame + 0.001,
+            "{rung}: video starts {rung_av:.3} s after the audio, the source's {source_av:.3} s"
+        );
         if dropped > 0 {
             eprintln!("{rung}: {dropped} pictures dropped on this machine: {f:?}");
         }
