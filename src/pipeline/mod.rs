@@ -2,6 +2,8 @@
 //!
 //! - [`frame`]: pooled I420 pictures shared between stages by reference.
 //! - [`cpu`]: libavcodec decode, the CPU scaler, x264 encode.
+//! - [`gpu`]: CUDA, NVDEC and NVENC loaded at run time; the GPU inventory and
+//!   `ladder doctor`.
 //! - [`graph`]: the per-channel graph that wires them: one decode thread
 //!   shared by one thread per encoded rung, bounded queues with named
 //!   overflow policies, IDRs where the caller forces them, output to a
@@ -12,4 +14,5 @@
 
 pub mod cpu;
 pub mod frame;
+pub mod gpu;
 pub mod graph;
