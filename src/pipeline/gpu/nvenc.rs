@@ -585,11 +585,12 @@ mod tests {
 
     #[test]
     fn function_list_layout() {
-        // version, reserved, 43 entry points + reserved1, reserved2[275]: the size the
-        // driver fills for NV_ENCODE_API_FUNCTION_LIST_VER (version 2).
+        // nvEncodeAPI.h 12.1: version and reserved (u32 each), 42 entry points and
+        // reserved1 (43 pointers), reserved2[275]: the size the driver fills for
+        // NV_ENCODE_API_FUNCTION_LIST_VER (version 2).
         assert_eq!(
             std::mem::size_of::<enc::NV_ENCODE_API_FUNCTION_LIST>(),
-            8 + 8 * (44 + 275)
+            8 + 8 * (43 + 275)
         );
     }
 
