@@ -299,13 +299,23 @@ impl std::fmt::Debug for Nvenc {
     }
 }
 
-/// Takes entry `name` out of the function list, as a function returning `u32`.
+/// The function type inside the bindings' `Option<unsafe extern "C" fn ...>` entries.
+trait Entry {
+    type Fn;
+}
+
+impl<F> Entry for Option<F> {
+    type Fn = F;
+}
+
+/// Takes entry `$field` (bindings type `$sdk`) out of the function list, as `$ty`: the
+/// same signature returning `u32`.
 macro_rules! entry {
-    ($list:expr, $field:ident, $ty:ty) => {
+    ($list:expr, $field:ident, $sdk:ty, $ty:ty) => {
         match $list.$field {
-            // Safety: the bindings' type and `$ty` differ only in the return type,
+            // Safety: `<$sdk as Entry>::Fn` and `$ty` differ only in the return type,
             // `NVENCSTATUS` (a `#[repr(u32)]` enum) against `u32`: the same ABI.
-            Some(f) => unsafe { std::mem::transmute::<_, $ty>(f) },
+            Some(f) => unsafe { std::mem::transmute::<<$sdk as Entry>::Fn, $ty>(f) },
             None => return Err(NvencError::MissingEntry(stringify!($field))),
         }
     };
@@ -371,11 +381,36 @@ impl Nvenc {
             });
         }
         let fns = Functions {
-            open_encode_session_ex: entry!(list, nvEncOpenEncodeSessionEx, OpenEncodeSessionEx),
-            get_encode_guid_count: entry!(list, nvEncGetEncodeGUIDCount, GetEncodeGuidCount),
-            get_encode_guids: entry!(list, nvEncGetEncodeGUIDs, GetEncodeGuids),
-            get_encode_caps: entry!(list, nvEncGetEncodeCaps, GetEncodeCaps),
-            destroy_encoder: entry!(list, nvEncDestroyEncoder, DestroyEncoder),
+            open_encode_session_ex: entry!(
+                list,
+                nvEncOpenEncodeSessionEx,
+                enc::PNVENCOPENENCODESESSIONEX,
+                OpenEncodeSessionEx
+            ),
+            get_encode_guid_count: entry!(
+                list,
+                nvEncGetEncodeGUIDCount,
+                enc::PNVENCGETENCODEGUIDCOUNT,
+                GetEncodeGuidCount
+            ),
+            get_encode_guids: entry!(
+                list,
+                nvEncGetEncodeGUIDs,
+                enc::PNVENCGETENCODEGUIDS,
+                GetEncodeGuids
+            ),
+            get_encode_caps: entry!(
+                list,
+                nvEncGetEncodeCaps,
+                enc::PNVENCGETENCODECAPS,
+                GetEncodeCaps
+            ),
+            destroy_encoder: entry!(
+                list,
+                nvEncDestroyEncoder,
+                enc::PNVENCDESTROYENCODER,
+                DestroyEncoder
+            ),
         };
         Ok(Nvenc {
             fns,
