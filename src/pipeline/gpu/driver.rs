@@ -359,6 +359,25 @@ mod tests {
     }
 
     #[test]
+    fn cudarc_panic_is_caught() {
+        // A library that loads but is not the driver: the probe passes, then cudarc
+        // looks for libcuda itself and (with no driver here) panics. That must come
+        // back as an error, not unwind into the caller.
+        if open_library(LIBCUDA, &[LIBCUDA]).is_ok() {
+            eprintln!("skipped: libcuda.so.1 loads here, so cudarc would not panic");
+            return;
+        }
+        let e = Driver::init_from(&["libm.so.6"]).unwrap_err();
+        assert!(
+            matches!(e, GpuError::Panicked { call: "cuInit", .. }),
+            "{e:?}"
+        );
+        assert!(e
+            .to_string()
+            .starts_with("CUDA driver binding panicked in cuInit: "));
+    }
+
+    #[test]
     fn cuda_version_formats() {
         assert_eq!(CudaVersion(12040).to_string(), "12.4");
         assert_eq!(CudaVersion(12080).to_string(), "12.8");

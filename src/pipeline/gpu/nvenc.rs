@@ -209,9 +209,11 @@ pub enum NvencProbe {
     },
 }
 
-/// Statuses with which `nvEncOpenEncodeSessionEx` refuses a GPU that has no encoder
-/// (A100 answers `NV_ENC_ERR_UNSUPPORTED_DEVICE`, as FFmpeg users report; the others
-/// name the same condition).
+/// Statuses with which `nvEncOpenEncodeSessionEx` refuses a GPU that has no encoder.
+/// GPUs without NVENC answer `NV_ENC_ERR_UNSUPPORTED_DEVICE (2)` in public reports
+/// (FFmpeg's "OpenEncodeSessionEx failed: unsupported device (2)" on a P106-100,
+/// HandBrake/HandBrake#1998); 1, 3, 4 and 5 name the same condition. Not verified on an
+/// A100/H100/H200 here (no GPU on the build machine).
 pub fn means_no_encoder(status: NvencStatus) -> bool {
     matches!(status, 1..=5)
 }

@@ -301,8 +301,11 @@ fn probe_gpu(
                 info.nvenc.session_limit = Some(caps.session_limit);
             }
             Ok(NvencProbe::Absent { status }) => {
+                // In a container without the "video" driver capability a GPU that has
+                // an encoder answers the same way (NVIDIA/nvidia-docker#1514): say so.
                 info.nvenc.reason = Some(format!(
-                    "none on this GPU (nvEncOpenEncodeSessionEx: {status})"
+                    "none on this GPU (nvEncOpenEncodeSessionEx: {status}; in a container, \
+                     check NVIDIA_DRIVER_CAPABILITIES includes \"video\")"
                 ));
             }
             Err(e) => info.nvenc.reason = Some(e.to_string()),
