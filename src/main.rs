@@ -12,6 +12,7 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use ladder::control::config::Config;
+use ladder::pipeline::gpu::{self, doctor::DoctorReport};
 use tracing_subscriber::EnvFilter;
 
 #[global_allocator]
@@ -48,6 +49,16 @@ enum Command {
         #[command(flatten)]
         config: ConfigArg,
     },
+    /// Report the NVIDIA driver, the GPUs, their NVDEC and NVENC capabilities, and the
+    /// backend each configured ladder would get. Exit 0 with or without a GPU.
+    Doctor {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Print one JSON object instead of text (fields in the `pipeline::gpu::doctor`
+        /// module docs).
+        #[arg(long)]
+        json: bool,
+    },
     /// Print configuration.
     Config {
         /// Print the embedded default configuration, commented: a starting point for
@@ -81,6 +92,7 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Serve { config } => serve(config.config.as_deref()),
         Command::CheckConfig { config } => check_config(config.config.as_deref()),
+        Command::Doctor { config, json } => doctor(config.config.as_deref(), json),
         Command::Config { default } => {
             debug_assert!(default, "clap requires --default");
             print_stdout(Config::default_text())
@@ -129,6 +141,23 @@ fn check_config(path: Option<&Path>) -> ExitCode {
             eprintln!("{errors}");
             ExitCode::from(EXIT_USAGE)
         }
+    }
+}
+
+/// `ladder doctor`: reports; no GPU is an answer (exit 0), a bad config is not (2).
+fn doctor(path: Option<&Path>, json: bool) -> ExitCode {
+    let (config, _source) = match Config::load(path) {
+        Ok(loaded) => loaded,
+        Err(errors) => {
+            eprintln!("{errors}");
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
+    let report = DoctorReport::new(&config, gpu::probe::probe());
+    if json {
+        print_stdout(&report.to_json())
+    } else {
+        print_stdout(&report.to_text())
     }
 }
 

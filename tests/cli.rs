@@ -265,3 +265,108 @@ fn help_exits_0() {
     assert_eq!(o.status.code(), Some(0));
     assert!(stdout(&o).contains("check-config"));
 }
+
+/// `ladder doctor` on a box with no NVIDIA driver (this build machine). On a GPU box
+/// the answer depends on the hardware (`make test-gpu`), so the test says it skipped.
+fn driver_present() -> bool {
+    let found = ladder::pipeline::gpu::driver::open_library(
+        ladder::pipeline::gpu::driver::LIBCUDA,
+        &[ladder::pipeline::gpu::driver::LIBCUDA],
+    )
+    .is_ok();
+    if found {
+        eprintln!("skipped: libcuda.so.1 loads here, so this is not a no-GPU box");
+    }
+    found
+}
+
+const DOCTOR: &str = r#"[[channels]]
+name = "news"
+key  = "s3cr3t"
+
+[ladders.default]
+renditions = [{ name = "720p", height = 720, bitrate_kbps = 3000 }]
+
+[ladders.nvenc]
+backend = "gpu"
+renditions = [{ name = "720p", height = 720, bitrate_kbps = 3000 }]
+
+[ladders.x264]
+backend = "cpu"
+renditions = [{ name = "720p", height = 720, bitrate_kbps = 3000 }]
+"#;
+
+#[test]
+fn doctor_without_gpu() {
+    if driver_present() {
+        return;
+    }
+    let path = file("doctor", DOCTOR);
+    let o = ladder(&["doctor", "--config", path.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(0), "stderr: {}", stderr(&o));
+    assert_eq!(
+        stdout(&o),
+        "no NVIDIA driver (libcuda.so.1 not found): CPU backend\n\
+         ladder \"default\" (backend = \"auto\"): cpu (no NVIDIA driver (libcuda.so.1 not found))\n\
+         ladder \"nvenc\" (backend = \"gpu\"): cannot run: gpu requested but no NVIDIA driver (libcuda.so.1 not found)\n\
+         ladder \"x264\" (backend = \"cpu\"): cpu (requested)\n"
+    );
+    assert_eq!(stderr(&o), "");
+}
+
+#[test]
+fn doctor_without_gpu_json() {
+    if driver_present() {
+        return;
+    }
+    let path = file("doctor-json", DOCTOR);
+    let o = ladder(&["doctor", "--json", "--config", path.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(0), "stderr: {}", stderr(&o));
+    assert_eq!(stderr(&o), "");
+    let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(v["schema"], 1);
+    assert!(v["driver"].is_null());
+    assert_eq!(v["no_gpu"], "no NVIDIA driver (libcuda.so.1 not found)");
+    assert!(v["no_gpu_detail"]
+        .as_str()
+        .unwrap()
+        .starts_with("libcuda.so.1 not found (tried libcuda.so.1: "));
+    assert_eq!(v["gpus"], serde_json::json!([]));
+    let ladders: Vec<(&str, &str, &serde_json::Value)> = v["ladders"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| {
+            (
+                l["name"].as_str().unwrap(),
+                l["requested"].as_str().unwrap(),
+                &l["backend"],
+            )
+        })
+        .collect();
+    assert_eq!(
+        ladders,
+        [
+            ("default", "auto", &serde_json::json!("cpu")),
+            ("nvenc", "gpu", &serde_json::Value::Null),
+            ("x264", "cpu", &serde_json::json!("cpu")),
+        ]
+    );
+}
+
+#[test]
+fn doctor_on_embedded_default_and_bad_config() {
+    if !driver_present() {
+        let o = ladder(&["doctor"]);
+        assert_eq!(o.status.code(), Some(0), "stderr: {}", stderr(&o));
+        assert!(stdout(&o).starts_with("no NVIDIA driver (libcuda.so.1 not found): CPU backend\n"));
+    }
+    let path = file("doctor-bad", "[bogus]\n");
+    let o = ladder(&["doctor", "--config", path.to_str().unwrap()]);
+    assert_eq!(
+        o.status.code(),
+        Some(2),
+        "a bad config is exit 2 for doctor too"
+    );
+    assert_eq!(stdout(&o), "");
+}

@@ -200,7 +200,8 @@ pub enum Backend {
     Auto,
     /// NVDEC, CUDA scaling, NVENC.
     Gpu,
-    /// CPU decode, GPU scale and encode.
+    /// NVDEC decode and CUDA scaling on the GPU, x264 encode on the CPU: for GPUs
+    /// with no NVENC (A100, H100, H200). Issue 4 and GPU.md define it this way.
     Hybrid,
     /// libavcodec and x264.
     Cpu,

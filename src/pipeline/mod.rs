@@ -2,8 +2,9 @@
 //!
 //! - [`frame`]: pooled I420 pictures shared between stages by reference.
 //! - [`cpu`]: libavcodec decode, the CPU scaler, x264 encode.
-//! - [`gpu`]: the CUDA backends; so far their kernels (embedded PTX, and a
-//!   CPU reference of each kernel's arithmetic).
+//! - [`gpu`]: CUDA, NVDEC and NVENC loaded at run time; the GPU inventory and
+//!   `ladder doctor`; the CUDA kernels (embedded PTX, and a CPU reference of
+//!   each kernel's arithmetic).
 //! - [`graph`]: the per-channel graph that wires them: one decode thread
 //!   shared by one thread per encoded rung, bounded queues with named
 //!   overflow policies, IDRs where the caller forces them, output to a
