@@ -10,15 +10,13 @@
 //!   channel is refused or replaces the first (`[ingest] duplicate_publisher`).
 //! - Shutdown: one `watch` that every task selects on (SIGINT, SIGTERM).
 
-use crate::control::config::{
-    Backend, Config, ConfigSource, DuplicatePolicy, Fallback, VideoCodecChoice,
-};
+use crate::control::config::{Backend, Config, ConfigSource, DuplicatePolicy, Fallback};
 use crate::ingest::server::{self as ingest_server, IngestLimits};
 use crate::origin::{self, OriginConfig};
 use crate::packaging::packager::Packager;
 use crate::packaging::store::{ChannelStore, Registry, StoreConfig};
 use crate::pipeline::admission::{Admission as LadderAdmission, GpuCapacity, Grant, Refused};
-use crate::pipeline::graph::{ChannelPipeline, RungCodec, RungPlan, RungSink};
+use crate::pipeline::graph::{ChannelPipeline, RungPlan, RungSink};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -180,32 +178,7 @@ impl App {
         let Some(ladder) = self.config.ladder_for(channel) else {
             return (Some("source".to_string()), Vec::new());
         };
-        let source = ladder
-            .renditions
-            .iter()
-            .find(|r| r.passthrough)
-            .map(|r| r.name.clone());
-        let rungs = ladder
-            .renditions
-            .iter()
-            .filter(|r| !r.passthrough)
-            .map(|r| RungPlan {
-                name: r.name.clone(),
-                codec: match r.codec {
-                    VideoCodecChoice::H264 => RungCodec::H264,
-                    VideoCodecChoice::Av1 => RungCodec::Av1,
-                },
-                width: r.width,
-                height: r.height,
-                bitrate_kbps: r.bitrate_kbps.unwrap_or(1000),
-                maxrate_kbps: r.maxrate_kbps,
-                fps_max: r.fps_max,
-                profile: r.profile.clone(),
-                preset: r.preset.clone(),
-                threads: r.threads.unwrap_or(0) as usize,
-            })
-            .collect();
-        (source, rungs)
+        crate::pipeline::plan::ladder_plan(ladder)
     }
 
     /// Decide where the channel's ladder runs (issue 4 §5): `Ok(None)` when

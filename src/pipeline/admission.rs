@@ -24,7 +24,7 @@
 //! underused, which a GPU-equipped run of `ladder bench` should correct.
 
 use crate::control::config::{Backend, Fallback};
-use crate::pipeline::graph::{RungCodec, RungPlan};
+use crate::pipeline::plan::{RungCodec, RungPlan};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 /// The source a ladder is planned for before its first picture is seen:

@@ -182,33 +182,7 @@ pub enum OverflowPolicy {
     DropNewestKeepForced,
 }
 
-/// The codec of an encoded rung.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum RungCodec {
-    H264,
-    Av1,
-}
-
-/// One encoded rendition, resolved from the configuration by the caller.
-#[derive(Clone, Debug, PartialEq)]
-pub struct RungPlan {
-    /// The rendition's name (playlist and thread names).
-    pub name: String,
-    pub codec: RungCodec,
-    /// Requested size; resolved per source with [`scale::rung_size`] (aspect
-    /// kept, even, never upscaled). Neither: the source's size.
-    pub width: Option<u32>,
-    pub height: Option<u32>,
-    pub bitrate_kbps: u32,
-    pub maxrate_kbps: Option<u32>,
-    /// Frame-rate cap (see the module docs); `None`, or a value that is not a
-    /// positive number, means no cap.
-    pub fps_max: Option<f64>,
-    pub profile: Option<String>,
-    pub preset: Option<String>,
-    /// Encoder threads; 0 = [`auto_threads`] for the rung's size.
-    pub threads: usize,
-}
+pub use super::plan::{RungCodec, RungPlan};
 
 /// Where encoded output goes (the packager, in the caller). Called from the
 /// rung threads (and `pipeline_error` from any stage): implementations should

@@ -18,3 +18,4 @@ pub mod cpu;
 pub mod frame;
 pub mod gpu;
 pub mod graph;
+pub mod plan;

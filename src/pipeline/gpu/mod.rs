@@ -20,3 +20,4 @@ pub mod kernels;
 pub mod nvdec;
 pub mod nvenc;
 pub mod probe;
+pub mod selftest;
