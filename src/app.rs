@@ -15,7 +15,7 @@ use crate::ingest::server::{self as ingest_server, IngestLimits};
 use crate::origin::{self, OriginConfig};
 use crate::packaging::packager::Packager;
 use crate::packaging::store::{ChannelStore, Registry, StoreConfig};
-use crate::pipeline::admission::{Admission as LadderAdmission, GpuCapacity, Grant, Refused};
+use crate::pipeline::admission::{Admission as LadderAdmission, Grant, Refused};
 use crate::pipeline::graph::{ChannelPipeline, RungPlan, RungSink};
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -149,12 +149,12 @@ pub struct Admission {
 }
 
 impl App {
-    /// The appliance on `config`, placing ladders on `gpus` (none: every
-    /// ladder runs on the CPU).
-    pub fn new(config: Config, gpus: Vec<GpuCapacity>) -> Arc<App> {
+    /// The appliance on `config`, placing ladders with `placement` (over the
+    /// GPUs probed at start; none: every ladder on the CPU).
+    pub fn new(config: Config, placement: LadderAdmission) -> Arc<App> {
         let max = config.ingest.max_publishers.max(1);
         Arc::new(App {
-            placement: LadderAdmission::new(gpus),
+            placement,
             config,
             registry: Registry::new(),
             channels: Mutex::new(HashMap::new()),
@@ -384,8 +384,25 @@ async fn serve(config: Config, source: ConfigSource) -> Result<(), AppError> {
             addr: http_addr,
             source: e,
         })?;
-    // (GPUs are not probed yet: every ladder is placed on the CPU)
-    let app = App::new(config, Vec::new());
+    // the GPUs, once: what admission places ladders on
+    let inventory = crate::pipeline::gpu::probe::probe();
+    match &inventory.no_gpu {
+        Some(reason) => info!(reason = %reason, "no GPU: every ladder runs on the CPU"),
+        None => {
+            for g in &inventory.gpus {
+                let c = g.capacity();
+                info!(
+                    gpu = c.index,
+                    name = %c.name,
+                    memory_mib = c.memory >> 20,
+                    nvdec_engines = c.nvdec_engines,
+                    nvenc_engines = c.nvenc_engines,
+                    "GPU found"
+                );
+            }
+        }
+    }
+    let app = App::new(config, inventory.admission());
     info!(
         version = env!("CARGO_PKG_VERSION"),
         config = %source,
@@ -486,7 +503,10 @@ mod tests {
         let text = format!(
             "[auth]\nopen = {open}\n[[channels]]\nname = \"news\"\nkey = \"k1\"\n[ladders.default]\nbackend = \"cpu\"\nrenditions = [ {{ name = \"source\", passthrough = true }} ]\n"
         );
-        App::new(Config::parse(&text, "test.toml").unwrap(), Vec::new())
+        App::new(
+            Config::parse(&text, "test.toml").unwrap(),
+            LadderAdmission::new(Vec::new()),
+        )
     }
 
     fn peer() -> SocketAddr {

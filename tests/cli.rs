@@ -289,6 +289,7 @@ renditions = [{ name = "720p", height = 720, bitrate_kbps = 3000 }]
 
 [ladders.nvenc]
 backend = "gpu"
+fallback = "fail"
 renditions = [{ name = "720p", height = 720, bitrate_kbps = 3000 }]
 
 [ladders.x264]
@@ -307,9 +308,9 @@ fn doctor_without_gpu() {
     assert_eq!(
         stdout(&o),
         "no NVIDIA driver (libcuda.so.1 not found): CPU backend\n\
-         ladder \"default\" (backend = \"auto\"): cpu (no NVIDIA driver (libcuda.so.1 not found))\n\
-         ladder \"nvenc\" (backend = \"gpu\"): cannot run: gpu requested but no NVIDIA driver (libcuda.so.1 not found)\n\
-         ladder \"x264\" (backend = \"cpu\"): cpu (requested)\n"
+         ladder \"default\" (backend = \"auto\"): cpu (no NVIDIA driver (libcuda.so.1 not found): CPU backend)\n\
+         ladder \"nvenc\" (backend = \"gpu\"): a publish is refused (fallback = \"fail\"): no NVIDIA driver (libcuda.so.1 not found)\n\
+         ladder \"x264\" (backend = \"cpu\"): cpu (backend = \"cpu\")\n"
     );
     assert_eq!(stderr(&o), "");
 }

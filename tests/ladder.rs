@@ -469,3 +469,99 @@ fn an_av1_rung_plays_decodes_with_dav1d_and_is_aligned_with_the_source() {
     );
     assert!(encoded >= 90, "rav1e kept up with at most half: {line:?}");
 }
+
+/// `backend = "gpu"` on a box with no GPU: the ladder's `fallback` decides at
+/// publish. `fail` refuses the publisher with a reason; `degrade` keeps the
+/// source passed through and leaves the rungs out; both are logged once.
+#[test]
+fn a_gpu_ladder_without_a_gpu_follows_its_fallback_at_publish() {
+    if ladder::pipeline::gpu::driver::open_library(
+        ladder::pipeline::gpu::driver::LIBCUDA,
+        &[ladder::pipeline::gpu::driver::LIBCUDA],
+    )
+    .is_ok()
+    {
+        eprintln!("skipped: libcuda.so.1 loads here, so this is not a no-GPU box");
+        return;
+    }
+    let _one_at_a_time = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let config = format!(
+        r#"
+[server]
+rtmp_listen  = "127.0.0.1:0"
+http_listen  = "127.0.0.1:0"
+admin_listen = "127.0.0.1:0"
+
+[auth]
+open = false
+
+[packaging]
+{PACKAGING}
+
+[[channels]]
+name = "strict"
+key = "k-strict"
+ladder = "strict"
+
+[[channels]]
+name = "lenient"
+key = "k-lenient"
+ladder = "lenient"
+
+[ladders.strict]
+backend = "gpu"
+fallback = "fail"
+renditions = [ {{ name = "source", passthrough = true }}, {{ name = "360p", height = 360, bitrate_kbps = 700 }} ]
+
+[ladders.lenient]
+backend = "gpu"
+fallback = "degrade"
+renditions = [ {{ name = "source", passthrough = true }}, {{ name = "360p", height = 360, bitrate_kbps = 700 }} ]
+"#
+    );
+    let ladder = Ladder::start(&config);
+    let src = Source {
+        size: "640x360",
+        rate: 30,
+        seconds: 3.0,
+        x264: "-preset ultrafast -g 30 -keyint_min 30 -sc_threshold 0",
+        audio: true,
+    };
+    let (code, err) = wait(
+        publish(&src, &ladder.rtmp_url("k-strict"), None),
+        Duration::from_secs(60),
+    );
+    assert_ne!(code, Some(0), "the strict publish is refused: {err}");
+    assert!(
+        ladder.wait_log("publish refused", Duration::from_secs(5)),
+        "{}",
+        ladder.log()
+    );
+    let log = ladder.log();
+    let refused = log.lines().find(|l| l.contains("publish refused")).unwrap();
+    assert!(
+        refused.contains("channel=strict")
+            && refused.contains("no NVIDIA driver (libcuda.so.1 not found)"),
+        "{refused}"
+    );
+    assert!(!log.contains("k-strict"), "the key is never logged:\n{log}");
+
+    let (code, err) = wait(
+        publish(&src, &ladder.rtmp_url("k-lenient"), None),
+        Duration::from_secs(60),
+    );
+    assert_eq!(code, Some(0), "the lenient publish is accepted: {err}");
+    assert!(ladder.wait_log("publish ended", Duration::from_secs(10)));
+    let log = ladder.log();
+    let started = log
+        .lines()
+        .find(|l| l.contains("publish started") && l.contains("channel=lenient"))
+        .unwrap_or_else(|| panic!("{log}"));
+    assert!(
+        started.contains("rungs=0") && started.contains("keeps only the source passed through"),
+        "{started}"
+    );
+    let (_, master) = get_text(&ladder.url("/live/lenient/master.m3u8"));
+    assert!(master.contains("source/index.m3u8"), "{master}");
+    assert!(!master.contains("360p"), "the rung was left out:\n{master}");
+}

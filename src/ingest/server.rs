@@ -414,6 +414,8 @@ impl Connection {
                         rungs = g.rungs.len(),
                         placement = %g.placement,
                         placement_reason = %g.reason,
+                        // (the NVDEC/NVENC pipelines are not built yet)
+                        runs_on = "cpu",
                         "publish started"
                     ),
                     None => info!(channel = %admission.channel.name, %peer, "publish started"),

@@ -188,6 +188,8 @@ struct GpuState {
 #[derive(Clone, Debug)]
 pub struct Admission {
     gpus: Arc<Mutex<Vec<GpuState>>>,
+    /// Why there is no GPU, when there is none (the probe's words).
+    absent: Arc<str>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -204,7 +206,15 @@ enum Kind {
 impl Admission {
     /// The GPUs found at start-up; none on a box without a driver.
     pub fn new(gpus: Vec<GpuCapacity>) -> Admission {
+        Admission::with_absent_reason(gpus, "no NVIDIA GPU")
+    }
+
+    /// As [`new`](Self::new), with the probe's words for why there is no
+    /// GPU (e.g. `no NVIDIA driver (libcuda.so.1 not found)`), used in
+    /// reasons when `gpus` is empty.
+    pub fn with_absent_reason(gpus: Vec<GpuCapacity>, absent: &str) -> Admission {
         Admission {
+            absent: absent.into(),
             gpus: Arc::new(Mutex::new(
                 gpus.into_iter()
                     .map(|cap| GpuState {
@@ -236,7 +246,7 @@ impl Admission {
         let kinds: &[Kind] = match backend {
             Backend::Cpu => return Ok(cpu(rungs, "backend = \"cpu\"".to_owned())),
             Backend::Auto if gpus.is_empty() => {
-                return Ok(cpu(rungs, "no NVIDIA GPU: CPU backend".to_owned()))
+                return Ok(cpu(rungs, format!("{}: CPU backend", self.absent)))
             }
             Backend::Auto => &[Kind::Gpu, Kind::Hybrid],
             Backend::Gpu => &[Kind::Gpu],
@@ -252,8 +262,8 @@ impl Admission {
                 Err(e) => why.push(e),
             }
         }
-        let why = if why.is_empty() {
-            "no NVIDIA GPU".to_owned()
+        let why = if gpus.is_empty() {
+            self.absent.to_string()
         } else {
             why.join("; ")
         };
@@ -438,11 +448,11 @@ fn best_gpu(gpus: &[GpuState], kind: Kind, rungs: &[RungPlan]) -> Result<(usize,
         let mut after = g.used;
         after.add(&load);
         let refuse = if c.nvdec_engines == 0 {
-            Some("no H.264 NVDEC".to_owned())
+            Some("has no H.264 NVDEC".to_owned())
         } else if kind == Kind::Gpu && c.nvenc_engines == 0 {
-            Some("no NVENC".to_owned())
+            Some("has no NVENC".to_owned())
         } else if kind == Kind::Gpu && needs_av1 && !c.nvenc_av1 {
-            Some("no AV1 NVENC for the AV1 rungs".to_owned())
+            Some("has no AV1 NVENC for the AV1 rungs".to_owned())
         } else if c.nvenc_sessions.is_some_and(|cap| after.sessions > cap) {
             Some(format!(
                 "NVENC sessions full ({} of {})",
@@ -479,7 +489,7 @@ fn best_gpu(gpus: &[GpuState], kind: Kind, rungs: &[RungPlan]) -> Result<(usize,
             }
         });
         match refuse {
-            Some(why) => reasons.push(format!("GPU {} {}", c.index, why)),
+            Some(why) => reasons.push(format!("GPU {} ({}) {}", c.index, c.name, why)),
             None => {
                 let fullest = decode.max(encode).max(scale).max(memory);
                 if best.is_none_or(|(b, _)| fullest < b) {
@@ -490,7 +500,7 @@ fn best_gpu(gpus: &[GpuState], kind: Kind, rungs: &[RungPlan]) -> Result<(usize,
     }
     match best {
         Some((_, i)) => Ok((i, load)),
-        None if gpus.is_empty() => Err("no NVIDIA GPU".to_owned()),
+        None if gpus.is_empty() => Err("no GPU".to_owned()),
         None => Err(format!(
             "{}: {}",
             match kind {
@@ -621,12 +631,16 @@ mod tests {
         let e = a
             .admit(Backend::Gpu, Fallback::Fail, &ladder(), true)
             .unwrap_err();
-        assert_eq!(e.0, "gpu: GPU 0 no NVENC");
+        assert_eq!(e.0, "gpu: GPU 0 (NVIDIA H200) has no NVENC");
         let g = a
             .admit(Backend::Gpu, Fallback::Cpu, &ladder(), true)
             .unwrap();
         assert_eq!(g.placement, Placement::Cpu);
-        assert!(g.reason.contains("GPU 0 no NVENC"), "{}", g.reason);
+        assert!(
+            g.reason.contains("GPU 0 (NVIDIA H200) has no NVENC"),
+            "{}",
+            g.reason
+        );
     }
 
     #[test]
@@ -665,7 +679,7 @@ mod tests {
             match a.admit(Backend::Gpu, Fallback::Fail, &ladder(), true) {
                 Ok(g) => held.push(g),
                 Err(e) => {
-                    assert_eq!(e.0, "gpu: GPU 0 NVENC full");
+                    assert_eq!(e.0, "gpu: GPU 0 (NVIDIA L4) NVENC full");
                     break;
                 }
             }
@@ -719,7 +733,7 @@ mod tests {
             .unwrap_err();
         assert_eq!(
             e.0,
-            "gpu: GPU 0 NVENC sessions full (0 of 0); fallback \"degrade\" found no rung \
+            "gpu: GPU 0 (NVIDIA GeForce RTX 4090) NVENC sessions full (0 of 0); fallback \"degrade\" found no rung \
              that fits and there is no passthrough rendition"
         );
     }
@@ -737,7 +751,10 @@ mod tests {
         let e = a
             .admit(Backend::Gpu, Fallback::Fail, &ladder(), true)
             .unwrap_err();
-        assert_eq!(e.0, "gpu: GPU 0 NVENC sessions full (6 of 8)");
+        assert_eq!(
+            e.0,
+            "gpu: GPU 0 (NVIDIA GeForce RTX 4090) NVENC sessions full (6 of 8)"
+        );
         drop((a2, b));
 
         let mut small = l4(0);
@@ -753,7 +770,11 @@ mod tests {
         let e = a
             .admit(Backend::Gpu, Fallback::Fail, &ladder(), true)
             .unwrap_err();
-        assert!(e.0.starts_with("gpu: GPU 0 memory full"), "{}", e.0);
+        assert!(
+            e.0.starts_with("gpu: GPU 0 (NVIDIA L4) memory full"),
+            "{}",
+            e.0
+        );
     }
 
     #[test]

@@ -26,20 +26,26 @@
 //!               "engines": N | null,
 //!               "session_limit": null | {"kind": "unlimited" | "driver-capped", "basis": "..."}}
 //!   }],
-//!   "ladders": [{"name": "default", "requested": "auto", "backend": "gpu" | "hybrid" | "cpu" | null,
-//!                "gpu": 0 | null, "reason": "..."}]
+//!   "ladders": [{"name": "default", "requested": "auto", "fallback": "cpu" | "degrade" | "fail",
+//!                "backend": "gpu" | "hybrid" | "cpu" | null, "gpu": 0 | null,
+//!                "rungs": ["720p", ...], "dropped": ["1080p", ...], "reason": "..."}]
 //! }
 //! ```
 //!
-//! `backend: null` means the requested backend cannot run on this box (`reason` says
-//! why).
+//! Each ladder is placed as admission would place its first channel on this box
+//! ([`crate::pipeline::admission`], the same code the server runs at publish): `rungs`
+//! are the encoded rungs that would run, `dropped` those `fallback = "degrade"` would
+//! leave out. `backend: null` means a publish would be refused (`fallback = "fail"`
+//! and no GPU can take it; `reason` says why).
 
 use std::fmt::Write as _;
 
 use serde::Serialize;
 
-use super::probe::{backend_for, GpuInfo, GpuInventory};
+use super::probe::{GpuInfo, GpuInventory};
 use crate::control::config::{Backend, Config};
+use crate::pipeline::admission::Placement;
+use crate::pipeline::plan::ladder_plan;
 
 /// Version of the JSON object; bumped only if a field changes meaning.
 pub const SCHEMA: u32 = 1;
@@ -63,10 +69,16 @@ pub struct LadderReport {
     pub name: String,
     /// `backend` in the configuration.
     pub requested: String,
+    /// `fallback` in the configuration.
+    pub fallback: String,
     /// What it gets, or `None` when the request cannot run here.
     pub backend: Option<String>,
     /// The GPU used, for `gpu` and `hybrid`.
     pub gpu: Option<usize>,
+    /// The encoded rungs that would run.
+    pub rungs: Vec<String>,
+    /// The encoded rungs `degrade` would leave out.
+    pub dropped: Vec<String>,
     /// Why.
     pub reason: String,
 }
@@ -78,13 +90,40 @@ impl DoctorReport {
             .ladders
             .iter()
             .map(|(name, ladder)| {
-                let c = backend_for(ladder, &inventory);
+                let (source, rungs) = ladder_plan(ladder);
+                let placed = inventory.admission().admit(
+                    ladder.backend,
+                    ladder.fallback,
+                    &rungs,
+                    source.is_some(),
+                );
+                let (backend, gpu, kept, dropped, reason) = match placed {
+                    Ok(g) => {
+                        let (backend, gpu) = match g.placement {
+                            Placement::Gpu { gpu } => (Backend::Gpu, Some(gpu as usize)),
+                            Placement::Hybrid { gpu } => (Backend::Hybrid, Some(gpu as usize)),
+                            Placement::Cpu => (Backend::Cpu, None),
+                        };
+                        let kept = g.rungs.iter().map(|r| r.name.clone()).collect();
+                        (
+                            Some(backend.to_string()),
+                            gpu,
+                            kept,
+                            g.dropped.clone(),
+                            g.reason.clone(),
+                        )
+                    }
+                    Err(refused) => (None, None, Vec::new(), Vec::new(), refused.0),
+                };
                 LadderReport {
                     name: name.clone(),
-                    requested: c.requested.to_string(),
-                    backend: c.backend.map(|b| b.to_string()),
-                    gpu: c.gpu,
-                    reason: c.reason,
+                    requested: ladder.backend.to_string(),
+                    fallback: ladder.fallback.to_string(),
+                    backend,
+                    gpu,
+                    rungs: kept,
+                    dropped,
+                    reason,
                 }
             })
             .collect();
@@ -140,7 +179,11 @@ impl DoctorReport {
                     let _ = writeln!(out, "{b} ({})", l.reason);
                 }
                 None => {
-                    let _ = writeln!(out, "cannot run: {}", l.reason);
+                    let _ = writeln!(
+                        out,
+                        "a publish is refused (fallback = \"{}\"): {}",
+                        l.fallback, l.reason
+                    );
                 }
             }
         }
@@ -253,7 +296,7 @@ mod tests {
         assert_eq!(
             r.to_text(),
             "no NVIDIA driver (libcuda.so.1 not found): CPU backend\n\
-             ladder \"default\" (backend = \"auto\"): cpu (no NVIDIA driver (libcuda.so.1 not found))\n"
+             ladder \"default\" (backend = \"auto\"): cpu (no NVIDIA driver (libcuda.so.1 not found): CPU backend)\n"
         );
     }
 
@@ -272,8 +315,9 @@ mod tests {
         assert_eq!(
             v["ladders"],
             serde_json::json!([{
-                "name": "default", "requested": "auto", "backend": "cpu", "gpu": null,
-                "reason": "no NVIDIA driver (libcuda.so.1 not found)"
+                "name": "default", "requested": "auto", "fallback": "cpu", "backend": "cpu",
+                "gpu": null, "rungs": ["720p", "480p", "360p"], "dropped": [],
+                "reason": "no NVIDIA driver (libcuda.so.1 not found): CPU backend"
             }])
         );
         let keys: Vec<&String> = v.as_object().unwrap().keys().collect();
@@ -330,9 +374,13 @@ mod tests {
             lines[3],
             "  NVENC: none on this GPU (nvEncOpenEncodeSessionEx: NV_ENC_ERR_UNSUPPORTED_DEVICE (2))"
         );
-        assert!(lines[4].starts_with(
-            "ladder \"default\" (backend = \"auto\"): hybrid (GPU 0 (NVIDIA H200) has NVDEC"
-        ));
+        assert!(
+            lines[4].starts_with(
+                "ladder \"default\" (backend = \"auto\"): hybrid (GPU 0 (NVIDIA H200): 1 channel(s)"
+            ),
+            "{}",
+            lines[4]
+        );
         assert_eq!(
             lines[5],
             "note: this build runs every ladder on the CPU; the GPU pipelines are not wired yet"

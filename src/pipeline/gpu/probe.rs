@@ -2,9 +2,10 @@
 //! "ladder doctor" and backend choice).
 //!
 //! [`probe`] never fails and never panics: a box with no driver is an inventory with no
-//! GPUs and a reason ([`GpuInventory::no_gpu`]). [`backend_for`] is a pure function from
-//! a ladder's configuration and an inventory to the backend it gets and why, so it is
-//! tested across made-up inventories (no GPU, H200-like, L4-like) here.
+//! GPUs and a reason ([`GpuInventory::no_gpu`]). [`GpuInventory::admission`] turns it
+//! into what admission places ladders on ([`crate::pipeline::admission`]): each GPU's
+//! engines, memory and session cap. That mapping, and where ladders land on made-up
+//! inventories (no GPU, H200-like, L4-like, mixed), are tested here.
 //!
 //! No `unsafe` here: the FFI lives in `driver`, `nvdec` and `nvenc`.
 
@@ -14,8 +15,10 @@ use serde::Serialize;
 
 use super::driver::{Driver, GpuError, LIBCUDA};
 use super::nvdec::{DecodeCodec, DecoderCaps, Nvcuvid};
-use super::nvenc::{EncodeCodec, EncodeCodecCaps, Nvenc, NvencProbe, SessionLimit};
-use crate::control::config::{Backend, LadderConfig, VideoCodecChoice};
+use super::nvenc::{
+    EncodeCodec, EncodeCodecCaps, Nvenc, NvencProbe, SessionLimit, SessionLimitKind,
+};
+use crate::pipeline::admission::{Admission, GpuCapacity};
 
 /// Where the kernel module states the driver version.
 pub const NVIDIA_VERSION_FILE: &str = "/proc/driver/nvidia/version";
@@ -113,10 +116,6 @@ impl GpuInfo {
                 .codecs
                 .iter()
                 .any(|c| c.codec == EncodeCodec::H264)
-    }
-
-    fn label(&self) -> String {
-        format!("GPU {} ({})", self.index, self.name)
     }
 }
 
@@ -316,123 +315,68 @@ fn probe_gpu(
     info
 }
 
-/// The backend a ladder gets on a given inventory, and why.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct BackendChoice {
-    /// What the configuration asks for.
-    pub requested: Backend,
-    /// What it gets; `None` when the request cannot be met on this box (what it falls
-    /// back to is the pipeline's policy, not doctor's).
-    pub backend: Option<Backend>,
-    /// The GPU used, for `gpu` and `hybrid`.
-    pub gpu: Option<usize>,
-    /// Why, for an operator.
-    pub reason: String,
-}
+/// Concurrent NVENC sessions assumed on a driver-capped (GeForce-class) board:
+/// the cap in current drivers (GPU.md), which no API reports.
+pub const GEFORCE_NVENC_SESSIONS: u32 = 8;
 
-/// Resolves `ladder.backend` against `inventory`:
-///
-/// - `auto`: `gpu` on the first GPU with NVDEC and NVENC; else `hybrid` (NVDEC decode
-///   and CUDA scaling, x264 on the CPU) on the first GPU with NVDEC (A100, H100, H200);
-///   else `cpu`.
-/// - `gpu`: the first GPU with NVDEC and NVENC, or cannot run.
-/// - `hybrid`: the first GPU with NVDEC, or cannot run.
-/// - `cpu`: always.
-pub fn backend_for(ladder: &LadderConfig, inventory: &GpuInventory) -> BackendChoice {
-    let full = inventory
-        .gpus
-        .iter()
-        .find(|g| g.has_nvdec() && g.has_nvenc());
-    let decode_only = inventory.gpus.iter().find(|g| g.has_nvdec());
-    let why_none = || -> String {
-        if let Some(reason) = &inventory.no_gpu {
-            return reason.clone();
-        }
-        match inventory.gpus.first() {
-            Some(g) if !g.has_nvdec() => format!(
-                "{} has no usable NVDEC: {}",
-                g.label(),
-                g.nvdec
-                    .reason
-                    .as_deref()
-                    .unwrap_or("H.264 decode not supported")
-            ),
-            Some(g) => format!(
-                "{} has no NVENC: {}",
-                g.label(),
-                g.nvenc
-                    .reason
-                    .as_deref()
-                    .unwrap_or("H.264 encode not offered")
-            ),
-            None => "no GPU".to_owned(),
-        }
-    };
-    let requested = ladder.backend;
-    let choice = |backend: Option<Backend>, gpu: Option<&GpuInfo>, reason: String| BackendChoice {
-        requested,
-        backend,
-        gpu: gpu.map(|g| g.index),
-        reason,
-    };
-    let gpu_reason = |g: &GpuInfo| {
-        let mut reason = format!("{}: NVDEC and NVENC", g.label());
-        if ladder_has_av1(ladder) && !g.nvenc.codecs.iter().any(|c| c.codec == EncodeCodec::Av1) {
-            reason.push_str("; its NVENC has no AV1 encoder, so the AV1 rungs cannot use it");
-        }
-        reason
-    };
-    let hybrid_reason = |g: &GpuInfo| {
-        format!(
-            "{} has NVDEC but no NVENC ({}): decode and scale on the GPU, encode with x264 on the CPU",
-            g.label(),
-            g.nvenc.reason.as_deref().unwrap_or("no H.264 encoder")
-        )
-    };
-    match requested {
-        Backend::Cpu => choice(Some(Backend::Cpu), None, "requested".to_owned()),
-        Backend::Auto => match (full, decode_only) {
-            (Some(g), _) => choice(Some(Backend::Gpu), Some(g), gpu_reason(g)),
-            (None, Some(g)) => choice(Some(Backend::Hybrid), Some(g), hybrid_reason(g)),
-            (None, None) => choice(Some(Backend::Cpu), None, why_none()),
-        },
-        Backend::Gpu => match full {
-            Some(g) => choice(Some(Backend::Gpu), Some(g), gpu_reason(g)),
-            None => match decode_only {
-                Some(g) => choice(
-                    None,
-                    None,
-                    format!(
-                        "gpu requested but {} has no NVENC ({}); hybrid would run",
-                        g.label(),
-                        g.nvenc.reason.as_deref().unwrap_or("no H.264 encoder")
-                    ),
-                ),
-                None => choice(None, None, format!("gpu requested but {}", why_none())),
+impl GpuInfo {
+    /// What admission needs of this GPU. An engine count the driver did not
+    /// report counts as one where the engine works at all.
+    pub fn capacity(&self) -> GpuCapacity {
+        let nvdec_engines = if self.has_nvdec() {
+            self.nvdec
+                .codecs
+                .iter()
+                .filter(|c| c.codec == DecodeCodec::H264)
+                .map(|c| c.engines)
+                .max()
+                .unwrap_or(0)
+                .max(1)
+        } else {
+            0
+        };
+        let nvenc_engines = if self.has_nvenc() {
+            self.nvenc.engines.unwrap_or(1).max(1)
+        } else {
+            0
+        };
+        GpuCapacity {
+            index: u32::try_from(self.index).unwrap_or(u32::MAX),
+            name: self.name.clone(),
+            memory: self.memory_bytes,
+            nvdec_engines,
+            nvenc_engines,
+            nvenc_av1: nvenc_engines > 0
+                && self
+                    .nvenc
+                    .codecs
+                    .iter()
+                    .any(|c| c.codec == EncodeCodec::Av1),
+            nvenc_sessions: match self.nvenc.session_limit.as_ref().map(|l| l.kind) {
+                Some(SessionLimitKind::DriverCapped) => Some(GEFORCE_NVENC_SESSIONS),
+                _ => None,
             },
-        },
-        Backend::Hybrid => match decode_only {
-            Some(g) => choice(
-                Some(Backend::Hybrid),
-                Some(g),
-                format!("{}: NVDEC decode and CUDA scaling, x264 encode", g.label()),
-            ),
-            None => choice(None, None, format!("hybrid requested but {}", why_none())),
-        },
+        }
     }
 }
 
-fn ladder_has_av1(ladder: &LadderConfig) -> bool {
-    ladder
-        .renditions
-        .iter()
-        .any(|r| !r.passthrough && r.codec == VideoCodecChoice::Av1)
+impl GpuInventory {
+    /// Admission over these GPUs, with the probe's reason where there are none.
+    pub fn admission(&self) -> Admission {
+        Admission::with_absent_reason(
+            self.gpus.iter().map(GpuInfo::capacity).collect(),
+            self.no_gpu.as_deref().unwrap_or("no NVIDIA GPU"),
+        )
+    }
 }
 
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+    use crate::control::config::{Backend, Fallback};
+    use crate::pipeline::admission::{Grant, Placement, Refused};
     use crate::pipeline::gpu::nvenc::session_limit;
+    use crate::pipeline::plan::ladder_plan;
 
     pub(crate) fn nvdec(engines: u32, av1: bool) -> NvdecInfo {
         let caps = |codec, supported| DecoderCaps {
@@ -513,17 +457,17 @@ pub(crate) mod tests {
         probe_with(&["/nonexistent/ladder-test/libcuda.so.1"])
     }
 
-    fn ladder(backend: Backend) -> LadderConfig {
-        let mut l = crate::control::config::Config::load_from(
+    /// Where the embedded default ladder (source + 720p/480p/360p) lands
+    /// with `backend` and `fallback`, on a fresh admission over `inv`.
+    fn place(inv: &GpuInventory, backend: Backend, fallback: Fallback) -> Result<Grant, Refused> {
+        let config = crate::control::config::Config::load_from(
             crate::control::config::ConfigSource::Embedded,
         )
         .unwrap()
-        .0
-        .ladders
-        .remove("default")
-        .unwrap();
-        l.backend = backend;
-        l
+        .0;
+        let (source, rungs) = ladder_plan(&config.ladders["default"]);
+        inv.admission()
+            .admit(backend, fallback, &rungs, source.is_some())
     }
 
     #[test]
@@ -542,114 +486,108 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn no_gpu_box() {
+    fn no_gpu_box_places_on_the_cpu_with_the_probes_reason() {
         let inv = no_driver();
-        let auto = backend_for(&ladder(Backend::Auto), &inv);
-        assert_eq!(auto.backend, Some(Backend::Cpu));
-        assert_eq!(auto.reason, "no NVIDIA driver (libcuda.so.1 not found)");
-        let gpu = backend_for(&ladder(Backend::Gpu), &inv);
-        assert_eq!(gpu.backend, None);
+        let auto = place(&inv, Backend::Auto, Fallback::Fail).unwrap();
+        assert_eq!(auto.placement, Placement::Cpu);
         assert_eq!(
-            gpu.reason,
-            "gpu requested but no NVIDIA driver (libcuda.so.1 not found)"
+            auto.reason,
+            "no NVIDIA driver (libcuda.so.1 not found): CPU backend"
         );
-        let hybrid = backend_for(&ladder(Backend::Hybrid), &inv);
-        assert_eq!(hybrid.backend, None);
+        let e = place(&inv, Backend::Gpu, Fallback::Fail).unwrap_err();
+        assert_eq!(e.0, "no NVIDIA driver (libcuda.so.1 not found)");
+        let hybrid = place(&inv, Backend::Hybrid, Fallback::Cpu).unwrap();
+        assert_eq!(hybrid.placement, Placement::Cpu);
         assert!(hybrid
             .reason
-            .starts_with("hybrid requested but no NVIDIA driver"));
-        assert_eq!(
-            backend_for(&ladder(Backend::Cpu), &inv).backend,
-            Some(Backend::Cpu)
-        );
+            .starts_with("no NVIDIA driver (libcuda.so.1 not found): fallback \"cpu\""));
     }
 
     #[test]
-    fn h200_like_is_hybrid() {
+    fn h200_like_is_hybrid_and_has_no_nvenc_for_gpu() {
         let mut h200 = gpu(0, "NVIDIA H200", None);
         h200.nvdec = nvdec(7, false);
+        let cap = h200.capacity();
+        assert_eq!(
+            (
+                cap.nvdec_engines,
+                cap.nvenc_engines,
+                cap.nvenc_av1,
+                cap.nvenc_sessions
+            ),
+            (7, 0, false, None)
+        );
         let inv = inventory(vec![h200]);
-        let auto = backend_for(&ladder(Backend::Auto), &inv);
-        assert_eq!((auto.backend, auto.gpu), (Some(Backend::Hybrid), Some(0)));
-        assert!(auto
-            .reason
-            .starts_with("GPU 0 (NVIDIA H200) has NVDEC but no NVENC (none on this GPU"));
-        let gpu_req = backend_for(&ladder(Backend::Gpu), &inv);
-        assert_eq!(gpu_req.backend, None);
-        assert!(gpu_req
-            .reason
-            .starts_with("gpu requested but GPU 0 (NVIDIA H200) has no NVENC"));
-        let hybrid = backend_for(&ladder(Backend::Hybrid), &inv);
-        assert_eq!(
-            (hybrid.backend, hybrid.gpu),
-            (Some(Backend::Hybrid), Some(0))
+        let auto = place(&inv, Backend::Auto, Fallback::Fail).unwrap();
+        assert_eq!(auto.placement, Placement::Hybrid { gpu: 0 });
+        assert!(
+            auto.reason.starts_with("GPU 0 (NVIDIA H200): 1 channel(s)"),
+            "{}",
+            auto.reason
         );
-        assert_eq!(
-            backend_for(&ladder(Backend::Cpu), &inv).backend,
-            Some(Backend::Cpu)
-        );
+        let e = place(&inv, Backend::Gpu, Fallback::Fail).unwrap_err();
+        assert_eq!(e.0, "gpu: GPU 0 (NVIDIA H200) has no NVENC");
     }
 
     #[test]
-    fn l4_like_is_gpu() {
-        let inv = inventory(vec![gpu(0, "NVIDIA L4", Some(2))]);
-        let auto = backend_for(&ladder(Backend::Auto), &inv);
-        assert_eq!((auto.backend, auto.gpu), (Some(Backend::Gpu), Some(0)));
-        assert_eq!(auto.reason, "GPU 0 (NVIDIA L4): NVDEC and NVENC");
-        let gpu_req = backend_for(&ladder(Backend::Gpu), &inv);
-        assert_eq!(gpu_req.backend, Some(Backend::Gpu));
-        let hybrid = backend_for(&ladder(Backend::Hybrid), &inv);
-        assert_eq!(hybrid.backend, Some(Backend::Hybrid));
-        let cpu = backend_for(&ladder(Backend::Cpu), &inv);
+    fn l4_like_is_gpu_and_geforce_is_session_capped() {
+        let l4 = gpu(0, "NVIDIA L4", Some(2));
+        let cap = l4.capacity();
         assert_eq!(
-            (cpu.backend, cpu.gpu, cpu.reason.as_str()),
-            (Some(Backend::Cpu), None, "requested")
+            (
+                cap.nvdec_engines,
+                cap.nvenc_engines,
+                cap.nvenc_av1,
+                cap.nvenc_sessions
+            ),
+            (4, 2, true, None)
         );
+        assert_eq!(cap.memory, 24 << 30);
+        let inv = inventory(vec![l4]);
+        let auto = place(&inv, Backend::Auto, Fallback::Fail).unwrap();
+        assert_eq!(auto.placement, Placement::Gpu { gpu: 0 });
+        let cpu = place(&inv, Backend::Cpu, Fallback::Fail).unwrap();
+        assert_eq!(cpu.placement, Placement::Cpu);
+        let geforce = gpu(0, "NVIDIA GeForce RTX 4090", Some(2)).capacity();
+        assert_eq!(geforce.nvenc_sessions, Some(GEFORCE_NVENC_SESSIONS));
     }
 
     #[test]
-    fn mixed_box_prefers_the_gpu_with_nvenc() {
+    fn mixed_box_puts_gpu_ladders_on_the_card_with_nvenc() {
         let mut a100 = gpu(0, "NVIDIA A100-SXM4-80GB", None);
         a100.nvdec = nvdec(5, false);
         let inv = inventory(vec![a100, gpu(1, "NVIDIA L4", Some(2))]);
-        let auto = backend_for(&ladder(Backend::Auto), &inv);
-        assert_eq!((auto.backend, auto.gpu), (Some(Backend::Gpu), Some(1)));
-        let hybrid = backend_for(&ladder(Backend::Hybrid), &inv);
-        assert_eq!(hybrid.gpu, Some(0), "the first GPU with NVDEC");
+        let auto = place(&inv, Backend::Auto, Fallback::Fail).unwrap();
+        assert_eq!(auto.placement, Placement::Gpu { gpu: 1 });
+        let hybrid = place(&inv, Backend::Hybrid, Fallback::Fail).unwrap();
+        assert!(matches!(hybrid.placement, Placement::Hybrid { .. }));
     }
 
     #[test]
-    fn driver_without_video_libraries_is_cpu() {
+    fn driver_without_video_libraries_falls_back() {
         let mut g = gpu(0, "NVIDIA L4", None);
         g.nvdec = NvdecInfo {
             available: false,
             reason: Some("libnvcuvid.so.1 not found (...)".to_owned()),
             codecs: Vec::new(),
         };
+        assert_eq!(g.capacity().nvdec_engines, 0);
         let inv = inventory(vec![g]);
-        let auto = backend_for(&ladder(Backend::Auto), &inv);
-        assert_eq!(auto.backend, Some(Backend::Cpu));
-        assert_eq!(
-            auto.reason,
-            "GPU 0 (NVIDIA L4) has no usable NVDEC: libnvcuvid.so.1 not found (...)"
+        let auto = place(&inv, Backend::Auto, Fallback::Cpu).unwrap();
+        assert_eq!(auto.placement, Placement::Cpu);
+        assert!(
+            auto.reason.starts_with("gpu: GPU 0 (NVIDIA L4) has no H.264 NVDEC; hybrid: GPU 0 (NVIDIA L4) has no H.264 NVDEC: fallback \"cpu\""),
+            "{}",
+            auto.reason
         );
     }
 
     #[test]
-    fn av1_rungs_without_av1_nvenc_are_noted() {
-        let mut l4 = gpu(0, "NVIDIA T4", Some(1));
-        l4.nvenc.codecs.retain(|c| c.codec != EncodeCodec::Av1);
-        let inv = inventory(vec![l4]);
-        let mut l = ladder(Backend::Auto);
-        let mut av1 = l.renditions.last().unwrap().clone();
-        av1.name = "av1".to_owned();
-        av1.codec = VideoCodecChoice::Av1;
-        l.renditions.push(av1);
-        let auto = backend_for(&l, &inv);
-        assert_eq!(auto.backend, Some(Backend::Gpu));
-        assert!(auto
-            .reason
-            .ends_with("its NVENC has no AV1 encoder, so the AV1 rungs cannot use it"));
+    fn an_nvenc_without_av1_is_known_to_admission() {
+        let mut t4 = gpu(0, "NVIDIA T4", Some(1));
+        t4.nvenc.codecs.retain(|c| c.codec != EncodeCodec::Av1);
+        assert!(!t4.capacity().nvenc_av1);
+        assert!(gpu(0, "NVIDIA L4", Some(1)).capacity().nvenc_av1);
     }
 
     #[test]
