@@ -8,6 +8,7 @@
 
 use crate::media::Timestamp;
 use std::sync::{Arc, Mutex};
+use thiserror::Error;
 
 /// One plane of a picture: `stride` bytes per row, `height` rows.
 #[derive(Clone, Debug, Default)]
@@ -113,6 +114,65 @@ impl Drop for Pooled {
         if let Some(p) = self.picture.take() {
             self.pool.give_back(p);
         }
+    }
+}
+
+/// Why a picture cannot go to an encoder of a given size: the caller's
+/// fault; the encoder refuses it and is unchanged.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum PictureMismatch {
+    #[error("picture is {got_width}x{got_height}, the encoder takes {width}x{height}")]
+    Size {
+        got_width: u32,
+        got_height: u32,
+        width: u32,
+        height: u32,
+    },
+    #[error("picture plane {plane} does not hold {width}x{height} samples at stride {stride} in {len} bytes")]
+    Plane {
+        plane: usize,
+        width: usize,
+        height: usize,
+        stride: usize,
+        len: usize,
+    },
+}
+
+impl Picture {
+    /// That this is a `width` x `height` I420 picture whose three planes
+    /// each hold their samples (`stride` bytes apart, the last row possibly
+    /// short), as an encoder reading them will assume.
+    pub fn check_i420(&self, width: u32, height: u32) -> Result<(), PictureMismatch> {
+        if self.width != width || self.height != height {
+            return Err(PictureMismatch::Size {
+                got_width: self.width,
+                got_height: self.height,
+                width,
+                height,
+            });
+        }
+        let (w, h) = (width as usize, height as usize);
+        let dims = [(w, h), (w / 2, h / 2), (w / 2, h / 2)];
+        for (i, (plane, (pw, ph))) in self.planes.iter().zip(dims).enumerate() {
+            let needed = plane
+                .stride
+                .checked_mul(ph.saturating_sub(1))
+                .and_then(|n| n.checked_add(pw));
+            let fits = plane.stride >= pw
+                && plane.width >= pw
+                && plane.height >= ph
+                && needed.is_some_and(|n| n <= plane.data.len());
+            if !fits {
+                return Err(PictureMismatch::Plane {
+                    plane: i,
+                    width: pw,
+                    height: ph,
+                    stride: plane.stride,
+                    len: plane.data.len(),
+                });
+            }
+        }
+        Ok(())
     }
 }
 

@@ -89,7 +89,7 @@
 use crate::media::av1::{self as obu, Level, ObuError};
 use crate::media::{Timestamp, VideoConfig, VideoFrame};
 use crate::pipeline::cpu::x264::fps_fraction;
-use crate::pipeline::frame::Picture;
+use crate::pipeline::frame::{Picture, PictureMismatch};
 use bytes::Bytes;
 use ladder_rav1e::rav1e::prelude::{
     Config, EncoderConfig, EncoderStatus, FrameParameters, FrameTypeOverride, Opaque, Rational,
@@ -181,21 +181,8 @@ pub enum Av1Error {
     InvalidSettings { field: &'static str, reason: String },
     #[error("rav1e rejected the configuration: {0}")]
     Config(String),
-    #[error("picture is {got_width}x{got_height}, the encoder takes {width}x{height}")]
-    PictureSize {
-        got_width: u32,
-        got_height: u32,
-        width: u32,
-        height: u32,
-    },
-    #[error("picture plane {plane} does not hold {width}x{height} samples at stride {stride} in {len} bytes")]
-    PicturePlane {
-        plane: usize,
-        width: usize,
-        height: usize,
-        stride: usize,
-        len: usize,
-    },
+    #[error(transparent)]
+    Picture(#[from] PictureMismatch),
     #[error("picture has no presentation timestamp")]
     MissingPts,
     #[error("picture pts {pts:?} is not after the previous one ({previous:?})")]
@@ -515,36 +502,7 @@ impl Av1Encoder {
 
     /// Check a picture's geometry against the encoder's.
     fn check_picture(&self, picture: &Picture) -> Result<(), Av1Error> {
-        if picture.width != self.width || picture.height != self.height {
-            return Err(Av1Error::PictureSize {
-                got_width: picture.width,
-                got_height: picture.height,
-                width: self.width,
-                height: self.height,
-            });
-        }
-        let (w, h) = (self.width as usize, self.height as usize);
-        let dims = [(w, h), (w / 2, h / 2), (w / 2, h / 2)];
-        for (i, (plane, (pw, ph))) in picture.planes.iter().zip(dims).enumerate() {
-            let needed = plane
-                .stride
-                .checked_mul(ph - 1)
-                .and_then(|n| n.checked_add(pw));
-            let fits = plane.stride >= pw
-                && plane.width >= pw
-                && plane.height >= ph
-                && needed.is_some_and(|n| n <= plane.data.len());
-            if !fits {
-                return Err(Av1Error::PicturePlane {
-                    plane: i,
-                    width: pw,
-                    height: ph,
-                    stride: plane.stride,
-                    len: plane.data.len(),
-                });
-            }
-        }
-        Ok(())
+        Ok(picture.check_i420(self.width, self.height)?)
     }
 }
 
@@ -952,19 +910,19 @@ mod tests {
         wrong_size.pts = Some(pts_of(0));
         assert!(matches!(
             enc.encode(&wrong_size, false),
-            Err(Av1Error::PictureSize {
+            Err(Av1Error::Picture(PictureMismatch::Size {
                 got_width: 64,
                 got_height: 32,
                 width: 64,
                 height: 48
-            })
+            }))
         ));
 
         let mut short = picture(0);
         short.planes[2].data.truncate(10);
         assert!(matches!(
             enc.encode(&short, false),
-            Err(Av1Error::PicturePlane { plane: 2, .. })
+            Err(Av1Error::Picture(PictureMismatch::Plane { plane: 2, .. }))
         ));
 
         let mut no_pts = picture(0);

@@ -89,7 +89,7 @@
 
 use crate::media::avc::{self, AvcError, NAL_IDR, NAL_PPS, NAL_SPS};
 use crate::media::{Timestamp, VideoConfig, VideoFrame, VIDEO_TIMESCALE};
-use crate::pipeline::frame::Picture;
+use crate::pipeline::frame::{Picture, PictureMismatch};
 use bytes::{Bytes, BytesMut};
 use std::collections::VecDeque;
 use std::ffi::{c_int, CString};
@@ -162,21 +162,8 @@ pub enum EncodeError {
     Headers,
     #[error("x264 wrote SPS/PPS that do not make a valid avcC: {0}")]
     BadHeaders(#[from] AvcError),
-    #[error("picture is {got_width}x{got_height}, the encoder takes {width}x{height}")]
-    PictureSize {
-        got_width: u32,
-        got_height: u32,
-        width: u32,
-        height: u32,
-    },
-    #[error("picture plane {plane} does not hold {width}x{height} samples at stride {stride} in {len} bytes")]
-    PicturePlane {
-        plane: usize,
-        width: usize,
-        height: usize,
-        stride: usize,
-        len: usize,
-    },
+    #[error(transparent)]
+    Picture(#[from] PictureMismatch),
     #[error("picture has no presentation timestamp")]
     MissingPts,
     #[error("picture pts {pts:?} is not after the previous one ({previous:?}); x264 needs increasing timestamps")]
@@ -469,39 +456,17 @@ impl Encoder {
     /// Check a picture's geometry against the encoder's; its strides as x264
     /// takes them.
     fn check_picture(&self, picture: &Picture) -> Result<[c_int; 3], EncodeError> {
-        if picture.width != self.width || picture.height != self.height {
-            return Err(EncodeError::PictureSize {
-                got_width: picture.width,
-                got_height: picture.height,
-                width: self.width,
-                height: self.height,
-            });
-        }
-        let (w, h) = (self.width as usize, self.height as usize);
-        let dims = [(w, h), (w / 2, h / 2), (w / 2, h / 2)];
+        picture.check_i420(self.width, self.height)?;
         let mut strides = [0; 3];
-        for (i, (plane, (pw, ph))) in picture.planes.iter().zip(dims).enumerate() {
-            // x264 reads `pw` bytes from each of `ph` rows `stride` apart.
-            let needed = plane
-                .stride
-                .checked_mul(ph - 1)
-                .and_then(|n| n.checked_add(pw));
-            let fits = plane.stride >= pw
-                && plane.width >= pw
-                && plane.height >= ph
-                && needed.is_some_and(|n| n <= plane.data.len());
-            match c_int::try_from(plane.stride) {
-                Ok(stride) if fits => strides[i] = stride,
-                _ => {
-                    return Err(EncodeError::PicturePlane {
-                        plane: i,
-                        width: pw,
-                        height: ph,
-                        stride: plane.stride,
-                        len: plane.data.len(),
-                    })
-                }
-            }
+        for (i, plane) in picture.planes.iter().enumerate() {
+            // x264 takes strides as C ints
+            strides[i] = c_int::try_from(plane.stride).map_err(|_| PictureMismatch::Plane {
+                plane: i,
+                width: plane.width,
+                height: plane.height,
+                stride: plane.stride,
+                len: plane.data.len(),
+            })?;
         }
         Ok(strides)
     }
@@ -1199,14 +1164,17 @@ mod tests {
         wrong_size.pts = Some(pts_of(0));
         assert!(matches!(
             enc.encode(&wrong_size, false),
-            Err(EncodeError::PictureSize { .. })
+            Err(EncodeError::Picture(PictureMismatch::Size { .. }))
         ));
 
         let mut short = picture(0);
         short.planes[2].data.truncate(10);
         assert!(matches!(
             enc.encode(&short, false),
-            Err(EncodeError::PicturePlane { plane: 2, .. })
+            Err(EncodeError::Picture(PictureMismatch::Plane {
+                plane: 2,
+                ..
+            }))
         ));
 
         let mut no_pts = picture(0);
