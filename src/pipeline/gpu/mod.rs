@@ -21,6 +21,7 @@
 
 pub mod doctor;
 pub mod driver;
+pub mod encode;
 pub mod kernels;
 pub mod nvdec;
 pub mod nvenc;

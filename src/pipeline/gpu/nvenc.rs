@@ -740,6 +740,21 @@ pub fn blank_config() -> enc::NV_ENC_CONFIG {
     }
 }
 
+/// The H.264 member of an H.264 configuration's codec union.
+pub fn h264_config_mut(cfg: &mut enc::NV_ENC_CONFIG) -> &mut enc::NV_ENC_CONFIG_H264 {
+    // Safety: the configurations built here are H.264 ones: the driver's H.264
+    // preset configuration, which fills `h264Config`, or `blank_config`, whose
+    // all-zero union is a valid NV_ENC_CONFIG_H264 (integers, pointers and
+    // enums with a zero variant only).
+    unsafe { &mut cfg.encodeCodecConfig.h264Config }
+}
+
+/// Read-only [`h264_config_mut`].
+pub fn h264_config(cfg: &enc::NV_ENC_CONFIG) -> &enc::NV_ENC_CONFIG_H264 {
+    // Safety: as in `h264_config_mut`.
+    unsafe { &cfg.encodeCodecConfig.h264Config }
+}
+
 /// An all-zero `NV_ENC_INITIALIZE_PARAMS` (every enum in it has a zero
 /// variant).
 pub fn blank_initialize_params() -> enc::NV_ENC_INITIALIZE_PARAMS {
