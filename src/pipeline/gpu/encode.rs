@@ -1117,6 +1117,14 @@ mod tests {
     }
 
     #[test]
+    fn encoder_and_scaler_can_move_to_a_rung_thread() {
+        fn send<T: Send>() {}
+        send::<NvencEncoder>();
+        send::<CudaScaler>();
+        send::<DeviceNv12Buffer>();
+    }
+
+    #[test]
     fn sessions_are_counted_per_gpu_and_given_back() {
         let reg = SessionRegistry::new();
         let dc = nvenc::session_limit("NVIDIA L4");
