@@ -799,6 +799,99 @@ pub fn build_avcc(sps: &[&[u8]], pps: &[&[u8]]) -> Bytes {
     out.freeze()
 }
 
+/// The decoder configuration of an encoder's output from its one SPS and PPS
+/// (what x264 and NVENC hand back): an avcC built with [`build_avcc`] and
+/// parsed back with [`video_config`]; `fps` stands in for the frame rate when
+/// the SPS signals none (or a variable one).
+pub fn config_from_parameter_sets(
+    sps: &[u8],
+    pps: &[u8],
+    fps: f64,
+) -> Result<VideoConfig, AvcError> {
+    if nal_type(sps) != Some(NAL_SPS) {
+        return Err(AvcError::NotSps(nal_type(sps).unwrap_or(0)));
+    }
+    if nal_type(pps) != Some(NAL_PPS) {
+        return Err(AvcError::NoPps);
+    }
+    let mut config = video_config(build_avcc(&[sps], &[pps]))?;
+    config.frame_rate = config.frame_rate.or(Some(fps));
+    Ok(config)
+}
+
+// ---------------------------------------------------------------------------
+// Annex B byte streams
+// ---------------------------------------------------------------------------
+
+/// Iterator over the NAL units of an Annex B byte stream; see [`annexb_nal_units`].
+#[derive(Debug, Clone)]
+pub struct AnnexBNalUnits<'a> {
+    rest: &'a [u8],
+}
+
+/// Offset of the first three-byte start code prefix `00 00 01` in `data`.
+fn start_code(data: &[u8]) -> Option<usize> {
+    data.windows(3).position(|w| w == [0, 0, 1])
+}
+
+impl<'a> Iterator for AnnexBNalUnits<'a> {
+    type Item = &'a [u8];
+
+    fn next(&mut self) -> Option<&'a [u8]> {
+        loop {
+            let begin = start_code(self.rest)? + 3;
+            let body = &self.rest[begin..];
+            let end = start_code(body).unwrap_or(body.len());
+            self.rest = &body[end..];
+            // The zero byte of a four-byte start code, and trailing_zero_8bits
+            // (§B.1.1), belong to no NAL unit: a NAL unit never ends in 0x00.
+            let mut nal = &body[..end];
+            while let [head @ .., 0] = nal {
+                nal = head;
+            }
+            if !nal.is_empty() {
+                return Some(nal);
+            }
+        }
+    }
+}
+
+/// The NAL units of an Annex B byte stream (ITU-T H.264 Annex B, what NVENC
+/// writes): each follows a `00 00 01` start code (or `00 00 00 01`), and
+/// zero bytes before the next start code are dropped. Bytes before the first
+/// start code are not a NAL unit and are skipped.
+pub fn annexb_nal_units(data: &[u8]) -> AnnexBNalUnits<'_> {
+    AnnexBNalUnits { rest: data }
+}
+
+/// AVCC (4-byte big-endian lengths) from an Annex B access unit, keeping the
+/// NAL units whose type `keep` accepts. The input comes from our own encoder,
+/// so a NAL unit of 4 GiB or more (impossible there) is left out.
+pub fn annexb_to_avcc(data: &[u8], keep: impl Fn(u8) -> bool) -> Bytes {
+    let mut out = BytesMut::with_capacity(data.len() + 16);
+    for nal in annexb_nal_units(data) {
+        let Ok(len) = u32::try_from(nal.len()) else {
+            continue;
+        };
+        if nal_type(nal).is_some_and(&keep) {
+            out.put_u32(len);
+            out.put_slice(nal);
+        }
+    }
+    out.freeze()
+}
+
+/// Annex B (four-byte start codes) from AVCC data with `length_size`-byte
+/// lengths: for writing an elementary stream a decoder or ffprobe reads.
+pub fn avcc_to_annexb(data: &[u8], length_size: u8) -> Result<Vec<u8>, AvcError> {
+    let mut out = Vec::with_capacity(data.len() + 16);
+    for nal in nal_units(data, length_size) {
+        out.extend_from_slice(&[0, 0, 0, 1]);
+        out.extend_from_slice(nal?);
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1369,6 +1462,60 @@ mod tests {
                 vec![Err(AvcError::InvalidLengthSize(bad))]
             );
         }
+    }
+
+    #[test]
+    fn annexb_splits_on_both_start_codes_and_drops_trailing_zeros() {
+        let sps = hex(SPS_HIGH_720P30);
+        let pps = hex(PPS_HIGH_720P30);
+        let idr = [0x65u8, 0x88, 0x84, 0x00, 0x21];
+        let mut stream = vec![0, 0, 0, 1];
+        stream.extend_from_slice(&sps);
+        stream.extend_from_slice(&[0, 0, 1]);
+        stream.extend_from_slice(&pps);
+        stream.extend_from_slice(&[0, 0]); // trailing_zero_8bits
+        stream.extend_from_slice(&[0, 0, 0, 1]);
+        stream.extend_from_slice(&idr);
+        let nals: Vec<&[u8]> = annexb_nal_units(&stream).collect();
+        assert_eq!(nals, [&sps[..], &pps[..], &idr[..]]);
+        assert_eq!(annexb_nal_units(&[1, 2, 3]).count(), 0, "no start code");
+        assert_eq!(annexb_nal_units(&[0, 0, 1, 0, 0, 1]).count(), 0, "empty");
+
+        // Slices only, as the encoders put them in samples.
+        let avcc = annexb_to_avcc(&stream, |t| (1..=5).contains(&t));
+        let mut want = vec![0, 0, 0, 5];
+        want.extend_from_slice(&idr);
+        assert_eq!(&avcc[..], &want[..]);
+
+        // And back: Annex B with four-byte start codes.
+        let all = annexb_to_avcc(&stream, |_| true);
+        let back = avcc_to_annexb(&all, 4).unwrap();
+        let again: Vec<&[u8]> = annexb_nal_units(&back).collect();
+        assert_eq!(again, [&sps[..], &pps[..], &idr[..]]);
+        assert!(avcc_to_annexb(&[0, 0, 0, 9, 1], 4).is_err());
+    }
+
+    #[test]
+    fn config_from_an_encoders_parameter_sets() {
+        let sps = hex(SPS_HIGH_720P30);
+        let pps = hex(PPS_HIGH_720P30);
+        let cfg = config_from_parameter_sets(&sps, &pps, 25.0).unwrap();
+        assert_eq!(cfg.codec_string, "avc1.64001f");
+        assert_eq!((cfg.width, cfg.height), (1280, 720));
+        assert_eq!(cfg.frame_rate, Some(30.0), "the SPS's own rate wins");
+        assert_eq!(
+            cfg.record,
+            build_avcc(&[&sps], &[&pps]),
+            "the record is build_avcc's"
+        );
+        assert_eq!(
+            config_from_parameter_sets(&pps, &pps, 25.0).unwrap_err(),
+            AvcError::NotSps(8)
+        );
+        assert_eq!(
+            config_from_parameter_sets(&sps, &sps, 25.0).unwrap_err(),
+            AvcError::NoPps
+        );
     }
 
     proptest! {

@@ -90,7 +90,7 @@
 use crate::media::avc::{self, AvcError, NAL_IDR, NAL_PPS, NAL_SPS};
 use crate::media::{Timestamp, VideoConfig, VideoFrame, VIDEO_TIMESCALE};
 use crate::pipeline::frame::{Picture, PictureMismatch};
-use bytes::{Bytes, BytesMut};
+use bytes::BytesMut;
 use std::collections::VecDeque;
 use std::ffi::{c_int, CString};
 use std::ptr::{self, NonNull};
@@ -682,10 +682,7 @@ fn headers(raw: &RawEncoder, fps: f64) -> Result<VideoConfig, EncodeError> {
         }
     }
     let (sps, pps) = sps.zip(pps).ok_or(EncodeError::Headers)?;
-    let record: Bytes = avc::build_avcc(&[&sps], &[&pps]);
-    let mut config = avc::video_config(record)?;
-    config.frame_rate = config.frame_rate.or(Some(fps));
-    Ok(config)
+    Ok(avc::config_from_parameter_sets(&sps, &pps, fps)?)
 }
 
 /// Send x264's log lines to `tracing`.

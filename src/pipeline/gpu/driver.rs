@@ -113,7 +113,7 @@ fn call_err(call: &'static str) -> impl FnOnce(result::DriverError) -> GpuError 
 }
 
 /// `CUDA_ERROR_NO_DEVICE (no CUDA-capable device is detected)`.
-fn describe(e: result::DriverError) -> String {
+pub(crate) fn describe(e: result::DriverError) -> String {
     let name = e
         .error_name()
         .map(|s| s.to_string_lossy().into_owned())
@@ -242,6 +242,20 @@ impl Driver {
                 compute_capability: (major, minor),
                 pci_bus_id,
             })
+        })
+    }
+
+    /// GPU `index`'s primary context as cudarc's [`cudarc::driver::CudaContext`] (for
+    /// kernels, device memory and NVENC sessions); cudarc releases it when the last
+    /// `Arc` drops. Going through [`Driver`] guarantees `libcuda.so.1` was found first,
+    /// so cudarc cannot panic for want of the library; a panic inside is caught all
+    /// the same.
+    pub fn cuda_context(
+        &self,
+        index: usize,
+    ) -> Result<std::sync::Arc<cudarc::driver::CudaContext>, GpuError> {
+        guarded("cuDevicePrimaryCtxRetain", || {
+            cudarc::driver::CudaContext::new(index).map_err(call_err("cuDevicePrimaryCtxRetain"))
         })
     }
 

@@ -11,13 +11,20 @@
 //! - [`doctor`]: `ladder doctor`'s report, as text and as JSON.
 //! - [`kernels`]: the CUDA kernels' embedded PTX and a CPU reference of each
 //!   kernel's arithmetic.
+//! - [`scale`]: [`scale::CudaScaler`], the kernels launched on device NV12
+//!   pictures (NV12 out for NVENC, I420 out for x264 on the host).
+//! - [`encode`]: [`encode::NvencEncoder`], one rung's H.264 on NVENC from
+//!   device NV12; its parameters (pure, tested) and the per-GPU session count.
 //!
-//! `unsafe` is confined to `driver`, `nvdec` and `nvenc`.
+//! `unsafe` is confined to `driver`, `nvdec`, `nvenc` and `scale` (kernel
+//! launches).
 
 pub mod doctor;
 pub mod driver;
+pub mod encode;
 pub mod kernels;
 pub mod nvdec;
 pub mod nvenc;
 pub mod probe;
+pub mod scale;
 pub mod selftest;

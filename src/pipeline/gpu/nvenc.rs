@@ -18,12 +18,14 @@
 //! `// Safety:` comment.
 
 use std::ffi::c_void;
+use std::sync::Arc;
 
 use libloading::Library;
 use nvidia_video_codec_sdk::sys::nvEncodeAPI as enc;
 use serde::Serialize;
 
 use super::driver::{self, CurrentContext, LibraryNotFound};
+use super::scale::DeviceNv12Buffer;
 
 /// The NVENC library's soname (installed by the NVIDIA driver).
 pub const LIBNVENC: &str = "libnvidia-encode.so.1";
@@ -94,6 +96,28 @@ pub enum NvencError {
         call: &'static str,
         /// Its `NVENCSTATUS`.
         status: NvencStatus,
+    },
+    /// An NVENC call returned an error and the driver said why
+    /// (`nvEncGetLastErrorString`).
+    #[error("{call} failed: {} ({detail})", status_name(*.status))]
+    CallDetail {
+        /// The function called.
+        call: &'static str,
+        /// Its `NVENCSTATUS`.
+        status: NvencStatus,
+        /// The driver's words.
+        detail: String,
+    },
+    /// The GPU has no encoder: the session was refused.
+    #[error("no NVENC on this GPU: nvEncOpenEncodeSessionEx refused with {}", status_name(*.0))]
+    NoEncoder(NvencStatus),
+    /// A session used more slots (inputs or outputs) than it has.
+    #[error("NVENC session has no {what} {index}")]
+    NoSuchBuffer {
+        /// `input` or `bitstream`.
+        what: &'static str,
+        /// The index asked for.
+        index: usize,
     },
 }
 
@@ -272,6 +296,28 @@ type GetEncodeCaps = unsafe extern "C" fn(
     *mut std::ffi::c_int,
 ) -> NvencStatus;
 type DestroyEncoder = unsafe extern "C" fn(*mut c_void) -> NvencStatus;
+type GetEncodePresetConfigEx = unsafe extern "C" fn(
+    *mut c_void,
+    enc::GUID,
+    enc::GUID,
+    enc::NV_ENC_TUNING_INFO,
+    *mut enc::NV_ENC_PRESET_CONFIG,
+) -> NvencStatus;
+type InitializeEncoder =
+    unsafe extern "C" fn(*mut c_void, *mut enc::NV_ENC_INITIALIZE_PARAMS) -> NvencStatus;
+type CreateBitstreamBuffer =
+    unsafe extern "C" fn(*mut c_void, *mut enc::NV_ENC_CREATE_BITSTREAM_BUFFER) -> NvencStatus;
+type WithPointer = unsafe extern "C" fn(*mut c_void, *mut c_void) -> NvencStatus;
+type EncodePicture = unsafe extern "C" fn(*mut c_void, *mut enc::NV_ENC_PIC_PARAMS) -> NvencStatus;
+type LockBitstream =
+    unsafe extern "C" fn(*mut c_void, *mut enc::NV_ENC_LOCK_BITSTREAM) -> NvencStatus;
+type GetSequenceParams =
+    unsafe extern "C" fn(*mut c_void, *mut enc::NV_ENC_SEQUENCE_PARAM_PAYLOAD) -> NvencStatus;
+type MapInputResource =
+    unsafe extern "C" fn(*mut c_void, *mut enc::NV_ENC_MAP_INPUT_RESOURCE) -> NvencStatus;
+type RegisterResource =
+    unsafe extern "C" fn(*mut c_void, *mut enc::NV_ENC_REGISTER_RESOURCE) -> NvencStatus;
+type GetLastErrorString = unsafe extern "C" fn(*mut c_void) -> *const std::ffi::c_char;
 
 /// The entry points the probe uses, taken from the function list with `NVENCSTATUS`
 /// returned as `u32`.
@@ -282,6 +328,20 @@ struct Functions {
     get_encode_guids: GetEncodeGuids,
     get_encode_caps: GetEncodeCaps,
     destroy_encoder: DestroyEncoder,
+    // Encoding (`EncodeSession`).
+    get_encode_preset_config_ex: GetEncodePresetConfigEx,
+    initialize_encoder: InitializeEncoder,
+    create_bitstream_buffer: CreateBitstreamBuffer,
+    destroy_bitstream_buffer: WithPointer,
+    encode_picture: EncodePicture,
+    lock_bitstream: LockBitstream,
+    unlock_bitstream: WithPointer,
+    get_sequence_params: GetSequenceParams,
+    map_input_resource: MapInputResource,
+    unmap_input_resource: WithPointer,
+    register_resource: RegisterResource,
+    unregister_resource: WithPointer,
+    get_last_error_string: Option<GetLastErrorString>,
 }
 
 /// `libnvidia-encode.so.1`, loaded, with its function list. The library stays mapped
@@ -413,6 +473,79 @@ impl Nvenc {
                 enc::PNVENCDESTROYENCODER,
                 DestroyEncoder
             ),
+            get_encode_preset_config_ex: entry!(
+                list,
+                nvEncGetEncodePresetConfigEx,
+                enc::PNVENCGETENCODEPRESETCONFIGEX,
+                GetEncodePresetConfigEx
+            ),
+            initialize_encoder: entry!(
+                list,
+                nvEncInitializeEncoder,
+                enc::PNVENCINITIALIZEENCODER,
+                InitializeEncoder
+            ),
+            create_bitstream_buffer: entry!(
+                list,
+                nvEncCreateBitstreamBuffer,
+                enc::PNVENCCREATEBITSTREAMBUFFER,
+                CreateBitstreamBuffer
+            ),
+            destroy_bitstream_buffer: entry!(
+                list,
+                nvEncDestroyBitstreamBuffer,
+                enc::PNVENCDESTROYBITSTREAMBUFFER,
+                WithPointer
+            ),
+            encode_picture: entry!(
+                list,
+                nvEncEncodePicture,
+                enc::PNVENCENCODEPICTURE,
+                EncodePicture
+            ),
+            lock_bitstream: entry!(
+                list,
+                nvEncLockBitstream,
+                enc::PNVENCLOCKBITSTREAM,
+                LockBitstream
+            ),
+            unlock_bitstream: entry!(
+                list,
+                nvEncUnlockBitstream,
+                enc::PNVENCUNLOCKBITSTREAM,
+                WithPointer
+            ),
+            get_sequence_params: entry!(
+                list,
+                nvEncGetSequenceParams,
+                enc::PNVENCGETSEQUENCEPARAMS,
+                GetSequenceParams
+            ),
+            map_input_resource: entry!(
+                list,
+                nvEncMapInputResource,
+                enc::PNVENCMAPINPUTRESOURCE,
+                MapInputResource
+            ),
+            unmap_input_resource: entry!(
+                list,
+                nvEncUnmapInputResource,
+                enc::PNVENCUNMAPINPUTRESOURCE,
+                WithPointer
+            ),
+            register_resource: entry!(
+                list,
+                nvEncRegisterResource,
+                enc::PNVENCREGISTERRESOURCE,
+                RegisterResource
+            ),
+            unregister_resource: entry!(
+                list,
+                nvEncUnregisterResource,
+                enc::PNVENCUNREGISTERRESOURCE,
+                WithPointer
+            ),
+            get_last_error_string: list.nvEncGetLastErrorString,
         };
         Ok(Nvenc {
             fns,
@@ -571,6 +704,464 @@ impl Drop for Session<'_> {
     }
 }
 
+// ---------------------------------------------------------------------------
+// Encoding sessions
+// ---------------------------------------------------------------------------
+
+/// `NV_ENC_*_VER` of the structures an encode session passes (nvEncodeAPI.h).
+pub mod versions {
+    use super::nvencapi_struct_version as v;
+    pub const PRESET_CONFIG: u32 = v(4) | (1 << 31);
+    pub const CONFIG: u32 = v(8) | (1 << 31);
+    pub const RC_PARAMS: u32 = v(1);
+    pub const INITIALIZE_PARAMS: u32 = v(6) | (1 << 31);
+    pub const PIC_PARAMS: u32 = v(6) | (1 << 31);
+    pub const LOCK_BITSTREAM: u32 = v(1) | (1 << 31);
+    pub const CREATE_BITSTREAM_BUFFER: u32 = v(1);
+    pub const REGISTER_RESOURCE: u32 = v(4);
+    pub const MAP_INPUT_RESOURCE: u32 = v(4);
+    /// The header says `NV_ENC_SEQUENCE_PARAM_PAYLOAD_VER` (`v(1)`).
+    pub const SEQUENCE_PARAM_PAYLOAD: u32 = v(1);
+}
+
+/// An all-zero `NV_ENC_CONFIG` but for `frameFieldMode`, whose enum has no
+/// zero (`NV_ENC_PARAMS_FRAME_FIELD_MODE_FRAME`): the base that parameter
+/// building starts from when no driver preset is at hand (tests).
+pub fn blank_config() -> enc::NV_ENC_CONFIG {
+    let mut c = std::mem::MaybeUninit::<enc::NV_ENC_CONFIG>::zeroed();
+    // Safety: every field of NV_ENC_CONFIG (nested structs and the codec
+    // union included) is an integer, a GUID, a raw pointer or an enum with a
+    // zero variant, for which all-zero is valid, except `frameFieldMode`,
+    // written here before `assume_init`.
+    unsafe {
+        std::ptr::addr_of_mut!((*c.as_mut_ptr()).frameFieldMode)
+            .write(enc::NV_ENC_PARAMS_FRAME_FIELD_MODE::NV_ENC_PARAMS_FRAME_FIELD_MODE_FRAME);
+        c.assume_init()
+    }
+}
+
+/// The H.264 member of an H.264 configuration's codec union.
+pub fn h264_config_mut(cfg: &mut enc::NV_ENC_CONFIG) -> &mut enc::NV_ENC_CONFIG_H264 {
+    // Safety: the configurations built here are H.264 ones: the driver's H.264
+    // preset configuration, which fills `h264Config`, or `blank_config`, whose
+    // all-zero union is a valid NV_ENC_CONFIG_H264 (integers, pointers and
+    // enums with a zero variant only).
+    unsafe { &mut cfg.encodeCodecConfig.h264Config }
+}
+
+/// Read-only [`h264_config_mut`].
+pub fn h264_config(cfg: &enc::NV_ENC_CONFIG) -> &enc::NV_ENC_CONFIG_H264 {
+    // Safety: as in `h264_config_mut`.
+    unsafe { &cfg.encodeCodecConfig.h264Config }
+}
+
+/// An all-zero `NV_ENC_INITIALIZE_PARAMS` (every enum in it has a zero
+/// variant).
+pub fn blank_initialize_params() -> enc::NV_ENC_INITIALIZE_PARAMS {
+    // Safety: integers, GUIDs, raw pointers, bitfield bytes and enums with a
+    // zero variant (tuning info, buffer format, output stats level).
+    unsafe { std::mem::zeroed() }
+}
+
+/// An all-zero `NV_ENC_PIC_PARAMS` but for `pictureStruct` (no zero
+/// variant): `NV_ENC_PIC_STRUCT_FRAME`.
+pub fn blank_pic_params() -> enc::NV_ENC_PIC_PARAMS {
+    let mut p = std::mem::MaybeUninit::<enc::NV_ENC_PIC_PARAMS>::zeroed();
+    // Safety: every other field is an integer, pointer, array of those or an
+    // enum with a zero variant (the codec union's members likewise);
+    // `pictureStruct` is written before `assume_init`.
+    unsafe {
+        std::ptr::addr_of_mut!((*p.as_mut_ptr()).pictureStruct)
+            .write(enc::NV_ENC_PIC_STRUCT::NV_ENC_PIC_STRUCT_FRAME);
+        p.assume_init()
+    }
+}
+
+/// What `nvEncEncodePicture` said.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EncodeStatus {
+    /// Output is ready for every picture submitted so far.
+    Ready,
+    /// `NV_ENC_ERR_NEED_MORE_INPUT`: the encoder holds the picture; its output
+    /// comes with a later one.
+    NeedMoreInput,
+}
+
+/// One locked-and-copied output of the encoder.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BitstreamOut {
+    /// The access unit as NVENC writes it: Annex B.
+    pub data: Vec<u8>,
+    /// `NV_ENC_PIC_TYPE` as the driver wrote it (3 is IDR).
+    pub picture_type: u32,
+    /// The `inputTimeStamp` the picture was submitted with.
+    pub timestamp: u64,
+}
+
+/// `NV_ENC_PIC_TYPE_IDR`.
+pub const PIC_TYPE_IDR: u32 = enc::NV_ENC_PIC_TYPE::NV_ENC_PIC_TYPE_IDR as u32;
+/// `NV_ENC_PIC_TYPE_B`.
+pub const PIC_TYPE_B: u32 = enc::NV_ENC_PIC_TYPE::NV_ENC_PIC_TYPE_B as u32;
+/// `NV_ENC_ERR_NEED_MORE_INPUT`.
+pub const NEED_MORE_INPUT: NvencStatus = 17;
+
+/// A registered input: the device NV12 buffer (owned here, so it outlives
+/// its registration) and its NVENC handles.
+struct Registered {
+    buffer: DeviceNv12Buffer,
+    handle: *mut c_void,
+    /// `mappedResource` while mapped.
+    mapped: Option<*mut c_void>,
+}
+
+/// An NVENC session opened for encoding on a CUDA context. It owns the session
+/// and everything made in it: registered inputs (with their device buffers)
+/// and bitstream buffers. Dropping it unmaps, unregisters and destroys them,
+/// then the session, in that order (nvEncodeAPI.h: resources are released
+/// before `nvEncDestroyEncoder`).
+///
+/// NVENC calls made with a CUDA device need that context current on the
+/// calling thread; the caller ([`super::encode::NvencEncoder`]) binds it.
+pub struct EncodeSession {
+    api: Arc<Nvenc>,
+    encoder: *mut c_void,
+    inputs: Vec<Registered>,
+    bitstreams: Vec<*mut c_void>,
+}
+
+// Safety: an NVENC session has no thread affinity (the SDK's samples drive one
+// from any thread with the CUDA context current); every call goes through
+// `&mut self` or `&self` of one owner, and the type is not `Sync`.
+unsafe impl Send for EncodeSession {}
+
+impl std::fmt::Debug for EncodeSession {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EncodeSession")
+            .field("inputs", &self.inputs.len())
+            .field("bitstreams", &self.bitstreams.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Nvenc {
+    /// Opens an encode session on `cuda_context` (a `CUcontext`, current on
+    /// this thread). A GPU without an encoder answers [`NvencError::NoEncoder`].
+    pub fn open_encode_session(
+        self: &Arc<Self>,
+        cuda_context: *mut c_void,
+    ) -> Result<EncodeSession, NvencError> {
+        let mut params = open_session_params(cuda_context);
+        let mut encoder: *mut c_void = std::ptr::null_mut();
+        // Safety: as in `open_session`: a live, versioned params struct with
+        // the caller's CUDA context, and a live out pointer.
+        let status = unsafe { (self.fns.open_encode_session_ex)(&mut params, &mut encoder) };
+        if status == 0 && !encoder.is_null() {
+            return Ok(EncodeSession {
+                api: self.clone(),
+                encoder,
+                inputs: Vec::new(),
+                bitstreams: Vec::new(),
+            });
+        }
+        if means_no_encoder(status) {
+            Err(NvencError::NoEncoder(status))
+        } else {
+            Err(NvencError::Call {
+                call: "nvEncOpenEncodeSessionEx",
+                status,
+            })
+        }
+    }
+}
+
+impl EncodeSession {
+    /// The error for a failed call, with the driver's explanation when it has one.
+    fn fail(&self, call: &'static str, status: NvencStatus) -> NvencError {
+        let detail = self.api.fns.get_last_error_string.and_then(|f| {
+            // Safety: the session is open; the driver returns a NUL-terminated
+            // string it owns (or null), read at once.
+            let p = unsafe { f(self.encoder) };
+            // Safety: non-null, NUL-terminated (the function's contract).
+            (!p.is_null()).then(|| {
+                unsafe { std::ffi::CStr::from_ptr(p) }
+                    .to_string_lossy()
+                    .into_owned()
+            })
+        });
+        match detail.filter(|d| !d.is_empty()) {
+            Some(detail) => NvencError::CallDetail {
+                call,
+                status,
+                detail,
+            },
+            None => NvencError::Call { call, status },
+        }
+    }
+
+    fn check(&self, call: &'static str, status: NvencStatus) -> Result<(), NvencError> {
+        if status == 0 {
+            Ok(())
+        } else {
+            Err(self.fail(call, status))
+        }
+    }
+
+    /// `nvEncGetEncodePresetConfigEx`: the driver's configuration for a preset
+    /// and tuning, the base that parameter building changes.
+    pub fn preset_config(
+        &self,
+        codec: enc::GUID,
+        preset: enc::GUID,
+        tuning: enc::NV_ENC_TUNING_INFO,
+    ) -> Result<enc::NV_ENC_CONFIG, NvencError> {
+        let mut preset_config = std::mem::MaybeUninit::<enc::NV_ENC_PRESET_CONFIG>::zeroed();
+        // Safety: all-zero is valid for every field but the nested
+        // `presetCfg.frameFieldMode`, written here; then the versions.
+        let mut preset_config = unsafe {
+            let p = preset_config.as_mut_ptr();
+            std::ptr::addr_of_mut!((*p).presetCfg).write(blank_config());
+            preset_config.assume_init()
+        };
+        preset_config.version = versions::PRESET_CONFIG;
+        preset_config.presetCfg.version = versions::CONFIG;
+        // Safety: the session is open; the struct is live and versioned.
+        let status = unsafe {
+            (self.api.fns.get_encode_preset_config_ex)(
+                self.encoder,
+                codec,
+                preset,
+                tuning,
+                &mut preset_config,
+            )
+        };
+        self.check("nvEncGetEncodePresetConfigEx", status)?;
+        Ok(preset_config.presetCfg)
+    }
+
+    /// `nvEncInitializeEncoder`. `params.encodeConfig` must point to a live
+    /// configuration (the caller's), read during the call only.
+    pub fn initialize(
+        &mut self,
+        params: &mut enc::NV_ENC_INITIALIZE_PARAMS,
+    ) -> Result<(), NvencError> {
+        // Safety: the session is open; `params` is live and versioned, and its
+        // `encodeConfig` points to a live NV_ENC_CONFIG (the caller's borrow).
+        let status = unsafe { (self.api.fns.initialize_encoder)(self.encoder, params) };
+        self.check("nvEncInitializeEncoder", status)
+    }
+
+    /// Registers `buffer` (device NV12, its own layout) as an input and keeps
+    /// it; returns its index.
+    pub fn register_nv12(&mut self, buffer: DeviceNv12Buffer) -> Result<usize, NvencError> {
+        let layout = buffer.layout();
+        // Safety: all-zero is valid for NV_ENC_REGISTER_RESOURCE (integers,
+        // pointers, enums with a zero variant).
+        let mut reg: enc::NV_ENC_REGISTER_RESOURCE = unsafe { std::mem::zeroed() };
+        reg.version = versions::REGISTER_RESOURCE;
+        reg.resourceType =
+            enc::NV_ENC_INPUT_RESOURCE_TYPE::NV_ENC_INPUT_RESOURCE_TYPE_CUDADEVICEPTR;
+        reg.width = layout.width;
+        reg.height = layout.height;
+        reg.pitch = u32::try_from(layout.pitch).unwrap_or(u32::MAX);
+        reg.resourceToRegister = buffer.device_ptr() as *mut c_void;
+        reg.bufferFormat = enc::NV_ENC_BUFFER_FORMAT::NV_ENC_BUFFER_FORMAT_NV12;
+        reg.bufferUsage = enc::NV_ENC_BUFFER_USAGE::NV_ENC_INPUT_IMAGE;
+        // Safety: the session is open; `reg` describes device memory owned by
+        // `buffer`, which this session keeps until after unregistering it.
+        let status = unsafe { (self.api.fns.register_resource)(self.encoder, &mut reg) };
+        self.check("nvEncRegisterResource", status)?;
+        self.inputs.push(Registered {
+            buffer,
+            handle: reg.registeredResource,
+            mapped: None,
+        });
+        Ok(self.inputs.len() - 1)
+    }
+
+    /// Input `index`'s device buffer, to write the next picture into.
+    pub fn input_mut(&mut self, index: usize) -> Result<&mut DeviceNv12Buffer, NvencError> {
+        self.inputs
+            .get_mut(index)
+            .map(|r| &mut r.buffer)
+            .ok_or(NvencError::NoSuchBuffer {
+                what: "input",
+                index,
+            })
+    }
+
+    /// `nvEncCreateBitstreamBuffer`; returns its index.
+    pub fn create_bitstream(&mut self) -> Result<usize, NvencError> {
+        // Safety: all-zero is valid (integers, pointers, a zero-variant enum).
+        let mut create: enc::NV_ENC_CREATE_BITSTREAM_BUFFER = unsafe { std::mem::zeroed() };
+        create.version = versions::CREATE_BITSTREAM_BUFFER;
+        // Safety: the session is open and initialised; `create` is live.
+        let status = unsafe { (self.api.fns.create_bitstream_buffer)(self.encoder, &mut create) };
+        self.check("nvEncCreateBitstreamBuffer", status)?;
+        self.bitstreams.push(create.bitstreamBuffer);
+        Ok(self.bitstreams.len() - 1)
+    }
+
+    /// Maps input `input`, fills `pic`'s input and output and submits it
+    /// (`nvEncEncodePicture`). The input stays mapped until [`Self::unmap`].
+    pub fn encode(
+        &mut self,
+        input: usize,
+        bitstream: usize,
+        pic: &mut enc::NV_ENC_PIC_PARAMS,
+    ) -> Result<EncodeStatus, NvencError> {
+        let output = *self
+            .bitstreams
+            .get(bitstream)
+            .ok_or(NvencError::NoSuchBuffer {
+                what: "bitstream",
+                index: bitstream,
+            })?;
+        let mapped = self.map(input)?;
+        pic.inputBuffer = mapped;
+        pic.outputBitstream = output;
+        // Safety: the session is open; `pic` is live and versioned, its input
+        // a mapped registered resource and its output a bitstream buffer of
+        // this session.
+        let status = unsafe { (self.api.fns.encode_picture)(self.encoder, pic) };
+        match status {
+            0 => Ok(EncodeStatus::Ready),
+            NEED_MORE_INPUT => Ok(EncodeStatus::NeedMoreInput),
+            s => Err(self.fail("nvEncEncodePicture", s)),
+        }
+    }
+
+    /// Signals the end of the stream (`NV_ENC_PIC_FLAG_EOS`, no input): the
+    /// encoder emits what it holds.
+    pub fn end_of_stream(&mut self) -> Result<(), NvencError> {
+        let mut pic = blank_pic_params();
+        pic.version = versions::PIC_PARAMS;
+        pic.encodePicFlags = enc::NV_ENC_PIC_FLAGS::NV_ENC_PIC_FLAG_EOS as u32;
+        // Safety: the session is open; an EOS picture carries no buffers.
+        let status = unsafe { (self.api.fns.encode_picture)(self.encoder, &mut pic) };
+        self.check("nvEncEncodePicture (EOS)", status)
+    }
+
+    fn map(&mut self, input: usize) -> Result<*mut c_void, NvencError> {
+        let reg = self.inputs.get(input).ok_or(NvencError::NoSuchBuffer {
+            what: "input",
+            index: input,
+        })?;
+        if let Some(m) = reg.mapped {
+            return Ok(m);
+        }
+        // Safety: all-zero is valid (integers, pointers, a zero-variant enum).
+        let mut map: enc::NV_ENC_MAP_INPUT_RESOURCE = unsafe { std::mem::zeroed() };
+        map.version = versions::MAP_INPUT_RESOURCE;
+        map.registeredResource = reg.handle;
+        // Safety: the session is open; the handle was registered in it.
+        let status = unsafe { (self.api.fns.map_input_resource)(self.encoder, &mut map) };
+        self.check("nvEncMapInputResource", status)?;
+        self.inputs[input].mapped = Some(map.mappedResource);
+        Ok(map.mappedResource)
+    }
+
+    /// Unmaps input `input` (after its output was locked).
+    pub fn unmap(&mut self, input: usize) -> Result<(), NvencError> {
+        let Some(reg) = self.inputs.get_mut(input) else {
+            return Err(NvencError::NoSuchBuffer {
+                what: "input",
+                index: input,
+            });
+        };
+        if let Some(m) = reg.mapped.take() {
+            // Safety: `m` was mapped in this session and is unmapped once.
+            let status = unsafe { (self.api.fns.unmap_input_resource)(self.encoder, m) };
+            self.check("nvEncUnmapInputResource", status)?;
+        }
+        Ok(())
+    }
+
+    /// Locks bitstream `bitstream` (waiting for the encode), copies the
+    /// access unit out and unlocks it.
+    pub fn lock_bitstream(&mut self, bitstream: usize) -> Result<BitstreamOut, NvencError> {
+        let output = *self
+            .bitstreams
+            .get(bitstream)
+            .ok_or(NvencError::NoSuchBuffer {
+                what: "bitstream",
+                index: bitstream,
+            })?;
+        let mut lock = std::mem::MaybeUninit::<enc::NV_ENC_LOCK_BITSTREAM>::zeroed();
+        let p = lock.as_mut_ptr();
+        // Safety: writes into the zeroed struct through raw pointers (it is
+        // never read as a typed value, so an enum value this header does not
+        // know cannot be produced); the session is open and `output` is one of
+        // its bitstream buffers. The driver fills the out fields.
+        let status = unsafe {
+            std::ptr::addr_of_mut!((*p).version).write(versions::LOCK_BITSTREAM);
+            std::ptr::addr_of_mut!((*p).outputBitstream).write(output);
+            std::ptr::addr_of_mut!((*p).pictureStruct)
+                .write(enc::NV_ENC_PIC_STRUCT::NV_ENC_PIC_STRUCT_FRAME);
+            (self.api.fns.lock_bitstream)(self.encoder, p)
+        };
+        self.check("nvEncLockBitstream", status)?;
+        // Safety: the lock succeeded: `bitstreamBufferPtr` holds
+        // `bitstreamSizeInBytes` bytes until the unlock below; the enum field
+        // is read as the u32 it is in C.
+        let out = unsafe {
+            let ptr = std::ptr::addr_of!((*p).bitstreamBufferPtr).read();
+            let len = std::ptr::addr_of!((*p).bitstreamSizeInBytes).read() as usize;
+            let data = if ptr.is_null() {
+                Vec::new()
+            } else {
+                std::slice::from_raw_parts(ptr.cast::<u8>(), len).to_vec()
+            };
+            BitstreamOut {
+                data,
+                picture_type: std::ptr::addr_of!((*p).pictureType).cast::<u32>().read(),
+                timestamp: std::ptr::addr_of!((*p).outputTimeStamp).read(),
+            }
+        };
+        // Safety: locked above, unlocked once.
+        let status = unsafe { (self.api.fns.unlock_bitstream)(self.encoder, output) };
+        self.check("nvEncUnlockBitstream", status)?;
+        Ok(out)
+    }
+
+    /// `nvEncGetSequenceParams`: SPS and PPS, Annex B.
+    pub fn sequence_params(&self) -> Result<Vec<u8>, NvencError> {
+        let mut buf = vec![0u8; enc::NV_MAX_SEQ_HDR_LEN as usize];
+        let mut size = 0u32;
+        // Safety: all-zero is valid (integers and pointers).
+        let mut payload: enc::NV_ENC_SEQUENCE_PARAM_PAYLOAD = unsafe { std::mem::zeroed() };
+        payload.version = versions::SEQUENCE_PARAM_PAYLOAD;
+        payload.inBufferSize = buf.len() as u32;
+        payload.spsppsBuffer = buf.as_mut_ptr().cast();
+        payload.outSPSPPSPayloadSize = &mut size;
+        // Safety: the session is initialised; the buffer and size pointer are
+        // live for the call and the buffer's length is passed.
+        let status = unsafe { (self.api.fns.get_sequence_params)(self.encoder, &mut payload) };
+        self.check("nvEncGetSequenceParams", status)?;
+        buf.truncate((size as usize).min(buf.len()));
+        Ok(buf)
+    }
+}
+
+impl Drop for EncodeSession {
+    fn drop(&mut self) {
+        for reg in &mut self.inputs {
+            if let Some(m) = reg.mapped.take() {
+                // Safety: mapped in this session, unmapped once.
+                let _ = unsafe { (self.api.fns.unmap_input_resource)(self.encoder, m) };
+            }
+            // Safety: registered in this session, unregistered once, before
+            // its buffer (a field of `reg`) is freed.
+            let _ = unsafe { (self.api.fns.unregister_resource)(self.encoder, reg.handle) };
+        }
+        for &b in &self.bitstreams {
+            // Safety: created in this session, destroyed once.
+            let _ = unsafe { (self.api.fns.destroy_bitstream_buffer)(self.encoder, b) };
+        }
+        // Safety: the session is open and destroyed exactly once, last.
+        let _ = unsafe { (self.api.fns.destroy_encoder)(self.encoder) };
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -600,6 +1191,57 @@ mod tests {
             nvencapi_struct_version(8) | (1 << 31),
             enc::NV_ENC_CONFIG_VER
         );
+    }
+
+    #[test]
+    fn encode_struct_versions_match_header() {
+        assert_eq!(versions::PRESET_CONFIG, enc::NV_ENC_PRESET_CONFIG_VER);
+        assert_eq!(versions::CONFIG, enc::NV_ENC_CONFIG_VER);
+        assert_eq!(versions::RC_PARAMS, enc::NV_ENC_RC_PARAMS_VER);
+        assert_eq!(
+            versions::INITIALIZE_PARAMS,
+            enc::NV_ENC_INITIALIZE_PARAMS_VER
+        );
+        assert_eq!(versions::PIC_PARAMS, enc::NV_ENC_PIC_PARAMS_VER);
+        assert_eq!(versions::LOCK_BITSTREAM, enc::NV_ENC_LOCK_BITSTREAM_VER);
+        assert_eq!(
+            versions::CREATE_BITSTREAM_BUFFER,
+            enc::NV_ENC_CREATE_BITSTREAM_BUFFER_VER
+        );
+        assert_eq!(
+            versions::REGISTER_RESOURCE,
+            enc::NV_ENC_REGISTER_RESOURCE_VER
+        );
+        assert_eq!(
+            versions::MAP_INPUT_RESOURCE,
+            enc::NV_ENC_MAP_INPUT_RESOURCE_VER
+        );
+        assert_eq!(
+            versions::SEQUENCE_PARAM_PAYLOAD,
+            enc::NV_ENC_SEQUENCE_PARAM_PAYLOAD_VER
+        );
+        assert_eq!(PIC_TYPE_IDR, 3);
+        assert_eq!(PIC_TYPE_B, 1);
+        assert_eq!(
+            status_name(NEED_MORE_INPUT),
+            "NV_ENC_ERR_NEED_MORE_INPUT (17)"
+        );
+    }
+
+    #[test]
+    fn blank_structs_are_valid_and_zero() {
+        let c = blank_config();
+        assert_eq!(
+            c.frameFieldMode as u32, 1,
+            "NV_ENC_PARAMS_FRAME_FIELD_MODE_FRAME"
+        );
+        assert_eq!((c.version, c.gopLength, c.frameIntervalP), (0, 0, 0));
+        let p = blank_pic_params();
+        assert_eq!(p.pictureStruct as u32, 1, "NV_ENC_PIC_STRUCT_FRAME");
+        assert_eq!(p.encodePicFlags, 0);
+        let i = blank_initialize_params();
+        assert_eq!(i.tuningInfo as u32, 0);
+        assert!(i.encodeConfig.is_null());
     }
 
     #[test]
