@@ -14,6 +14,7 @@
 //!
 //! `unsafe` is confined to `driver`, `nvdec` and `nvenc`.
 
+pub mod decode;
 pub mod doctor;
 pub mod driver;
 pub mod kernels;
