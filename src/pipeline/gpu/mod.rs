@@ -21,4 +21,5 @@ pub mod kernels;
 pub mod nvdec;
 pub mod nvenc;
 pub mod probe;
+pub mod reference;
 pub mod selftest;
