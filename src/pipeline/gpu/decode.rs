@@ -815,3 +815,244 @@ impl Drop for NvdecDecoder<'_> {
         self.parser = None;
     }
 }
+
+// ---------------------------------------------------------------------------
+// Self-test checks (`ladder-gpu-selftest`, docs/GPU-TESTS.md)
+// ---------------------------------------------------------------------------
+
+use super::reference::{self, Fixture, RefPicture, Segment};
+use super::selftest::{Check, Env, Outcome};
+
+/// NVDEC loaded and a context, or why the check cannot run.
+fn nvdec_for<'e>(env: &'e Env<'_>) -> Result<(Nvcuvid, &'e CurrentContext<'e>), String> {
+    let ctx = env.context().map_err(str::to_owned)?;
+    let nv = Nvcuvid::load().map_err(|e| e.to_string())?;
+    Ok((nv, ctx))
+}
+
+/// Decodes `segments` on NVDEC (a new config per segment, as ingest would), downloading
+/// every picture to I420 at once (so surfaces go back to the pool).
+fn nvdec_decode(
+    nv: &Nvcuvid,
+    ctx: &CurrentContext<'_>,
+    segments: &[Segment],
+) -> Result<(Vec<Picture>, GpuDecodeStats), GpuDecodeError> {
+    let mut out = Vec::new();
+    let first = segments
+        .first()
+        .ok_or_else(|| GpuDecodeError::Unsupported {
+            found: "an empty fixture".into(),
+        })?;
+    let mut decoder = NvdecDecoder::new(nv, ctx, &first.config)?;
+    for (i, segment) in segments.iter().enumerate() {
+        if i > 0 {
+            for p in decoder.set_config(&segment.config)? {
+                out.push(download_i420(&p)?);
+            }
+        }
+        for frame in &segment.frames {
+            for p in decoder.decode(frame)? {
+                out.push(download_i420(&p)?);
+            }
+        }
+    }
+    for p in decoder.flush()? {
+        out.push(download_i420(&p)?);
+    }
+    Ok((out, decoder.stats()))
+}
+
+/// Compares decoded pictures with a reference: count, then size and md5 per picture
+/// (the first mismatch named, with its PSNR when the reference YUV is at hand).
+fn compare(fixture: &Fixture, pictures: &[Picture], env: &Env<'_>) -> Outcome {
+    let refs = match reference::parse_reference(fixture.reference) {
+        Ok(r) => r,
+        Err(e) => return Outcome::Fail(format!("reference unreadable: {e}")),
+    };
+    let ours: Vec<RefPicture> = pictures.iter().map(reference::ref_picture).collect();
+    let mismatches: Vec<usize> = (0..refs.len().min(ours.len()))
+        .filter(|&i| refs[i] != ours[i])
+        .collect();
+    if ours.len() == refs.len() && mismatches.is_empty() {
+        return Outcome::Pass(format!(
+            "{} pictures, md5 of every picture equal to libavcodec's",
+            refs.len()
+        ));
+    }
+    let mut text = format!(
+        "{} pictures decoded, reference has {}; {} differ",
+        ours.len(),
+        refs.len(),
+        mismatches.len()
+    );
+    if let Some(&i) = mismatches.first() {
+        let (r, o) = (&refs[i], &ours[i]);
+        text += &format!(
+            "; first: picture {i} (ours pts {} ms {}x{}, reference pts {} ms {}x{})",
+            o.pts_ms, o.width, o.height, r.pts_ms, r.width, r.height
+        );
+        match reference_yuv(env, fixture.name, &refs, i) {
+            Some(bytes) => match reference::psnr(&pictures[i], &bytes) {
+                Some(db) => text += &format!(", PSNR {db:.2} dB"),
+                None => text += ", sizes differ (no PSNR)",
+            },
+            None => text += ", PSNR: no reference YUV (run from the bundle: docs/GPU-TESTS.md)",
+        }
+    }
+    Outcome::Fail(text)
+}
+
+/// Picture `index` of `<yuv_dir>/<name>.yuv` (tight I420 frames, sizes from `refs`).
+fn reference_yuv(env: &Env<'_>, name: &str, refs: &[RefPicture], index: usize) -> Option<Vec<u8>> {
+    let size = |r: &RefPicture| {
+        let (w, h) = (r.width as usize, r.height as usize);
+        w * h + 2 * w.div_ceil(2) * h.div_ceil(2)
+    };
+    let offset: usize = refs[..index].iter().map(size).sum();
+    let file = std::fs::read(env.yuv_dir.as_ref()?.join(format!("{name}.yuv"))).ok()?;
+    file.get(offset..offset + size(&refs[index]))
+        .map(<[u8]>::to_vec)
+}
+
+/// `nvdec/<fixture>-bit-exact`, one per fixture: NVDEC's pictures equal libavcodec's.
+pub fn check_bit_exact(env: &Env<'_>) -> Vec<Check> {
+    reference::FIXTURES
+        .iter()
+        .map(|f| {
+            let name = format!("nvdec/{}-bit-exact", f.name);
+            let (nv, ctx) = match nvdec_for(env) {
+                Ok(x) => x,
+                Err(why) => return Check::new(name, Outcome::Skip(why)),
+            };
+            let outcome = match reference::read_flv(f.flv) {
+                Err(e) => Outcome::Fail(format!("fixture unreadable: {e}")),
+                Ok(segments) => match nvdec_decode(&nv, ctx, &segments) {
+                    Ok((pictures, stats)) if stats.damaged() > 0 => Outcome::Fail(format!(
+                        "NVDEC reported damage on a clean stream: {stats:?}; {}",
+                        match compare(f, &pictures, env) {
+                            Outcome::Pass(t) | Outcome::Fail(t) | Outcome::Skip(t) => t,
+                        }
+                    )),
+                    Ok((pictures, _)) => compare(f, &pictures, env),
+                    Err(e) => Outcome::Fail(e.to_string()),
+                },
+            };
+            Check::new(name, outcome)
+        })
+        .collect()
+}
+
+/// Cuts the second half out of the slice data of every 7th non-IDR access unit
+/// (fixing the NAL length), so the pictures that use them are damaged.
+pub fn corrupt(segments: &[Segment]) -> (Vec<Segment>, usize) {
+    let mut cut = 0;
+    let out = segments
+        .iter()
+        .map(|s| {
+            let len = s.config.nal_length_size;
+            let frames = s
+                .frames
+                .iter()
+                .enumerate()
+                .map(|(i, f)| {
+                    if f.keyframe || i % 7 != 3 {
+                        return f.clone();
+                    }
+                    let mut data = Vec::new();
+                    for nal in nal_units(&f.data, len).flatten() {
+                        let nal = match nal.first().map(|b| b & 0x1f) {
+                            Some(1) if nal.len() > 16 => {
+                                cut += 1;
+                                &nal[..nal.len() / 2]
+                            }
+                            _ => nal,
+                        };
+                        let n = nal.len() as u32;
+                        data.extend_from_slice(&n.to_be_bytes()[4 - usize::from(len)..]);
+                        data.extend_from_slice(nal);
+                    }
+                    VideoFrame {
+                        data: data.into(),
+                        ..f.clone()
+                    }
+                })
+                .collect();
+            Segment {
+                config: s.config.clone(),
+                frames,
+            }
+        })
+        .collect();
+    (out, cut)
+}
+
+/// `nvdec/corrupt-stream-errors-surfaced`: a stream with slices cut short decodes to
+/// the end, and NVDEC's errors come back counted.
+pub fn check_errors_surfaced(env: &Env<'_>) -> Check {
+    let name = "nvdec/corrupt-stream-errors-surfaced";
+    let (nv, ctx) = match nvdec_for(env) {
+        Ok(x) => x,
+        Err(why) => return Check::new(name, Outcome::Skip(why)),
+    };
+    let Some(f) = reference::fixture("high-bframes") else {
+        return Check::new(name, Outcome::Fail("no high-bframes fixture".into()));
+    };
+    let segments = match reference::read_flv(f.flv) {
+        Ok(s) => s,
+        Err(e) => return Check::new(name, Outcome::Fail(e.to_string())),
+    };
+    let (damaged, cut) = corrupt(&segments);
+    let outcome = match nvdec_decode(&nv, ctx, &damaged) {
+        Err(e) => Outcome::Fail(format!("the stream stopped: {e}")),
+        Ok((pictures, stats)) if stats.damaged() == 0 => Outcome::Fail(format!(
+            "{cut} slices cut short, {} pictures out, but no error reported: {stats:?}",
+            pictures.len()
+        )),
+        Ok((pictures, stats)) => Outcome::Pass(format!(
+            "{cut} slices cut short: {} pictures out, {} with errors, {} concealed, {} lost",
+            pictures.len(),
+            stats.errors,
+            stats.concealed,
+            stats.failed
+        )),
+    };
+    Check::new(name, outcome)
+}
+
+/// `nvdec/sequence-change`: 320x240 -> 480x270 -> 240x180 decodes bit-exact, with the
+/// decoder re-created for the larger size and reconfigured (or re-created, on drivers
+/// without `cuvidReconfigureDecoder`) for the smaller.
+pub fn check_sequence_change(env: &Env<'_>) -> Check {
+    let name = "nvdec/sequence-change";
+    let (nv, ctx) = match nvdec_for(env) {
+        Ok(x) => x,
+        Err(why) => return Check::new(name, Outcome::Skip(why)),
+    };
+    let Some(f) = reference::fixture("size-change") else {
+        return Check::new(name, Outcome::Fail("no size-change fixture".into()));
+    };
+    let outcome = match reference::read_flv(f.flv) {
+        Err(e) => Outcome::Fail(e.to_string()),
+        Ok(segments) => match nvdec_decode(&nv, ctx, &segments) {
+            Err(e) => Outcome::Fail(e.to_string()),
+            Ok((pictures, stats)) => {
+                let changes = stats.decoders_created + stats.reconfigured;
+                match compare(f, &pictures, env) {
+                    Outcome::Pass(_) if changes == 3 => Outcome::Pass(format!(
+                        "3 sizes, {} pictures bit-exact; {} decoder(s) created, {} \
+                         reconfigure(s)",
+                        pictures.len(),
+                        stats.decoders_created,
+                        stats.reconfigured
+                    )),
+                    Outcome::Pass(_) => Outcome::Fail(format!(
+                        "pictures bit-exact but {changes} decoder set-ups for 3 sequences: \
+                         {stats:?}"
+                    )),
+                    other => other,
+                }
+            }
+        },
+    };
+    Check::new(name, outcome)
+}
