@@ -1056,3 +1056,190 @@ pub fn check_sequence_change(env: &Env<'_>) -> Check {
     };
     Check::new(name, outcome)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::media::avc::{build_avcc, video_config};
+
+    const SPS: &[u8] = &[
+        0x67, 0x64, 0x00, 0x1f, 0xac, 0xd9, 0x40, 0x50, 0x05, 0xbb, 0x01, 0x10,
+    ];
+    const PPS: &[u8] = &[0x68, 0xeb, 0xe3, 0xcb, 0x22, 0xc0];
+
+    #[test]
+    fn avcc_access_units_become_annexb() {
+        let au = [0, 0, 0, 2, 0x09, 0xf0, 0, 0, 0, 3, 0x65, 0x88, 0x84];
+        let mut out = vec![0xaa];
+        avcc_to_annexb(&au, 4, &mut out).unwrap();
+        assert_eq!(
+            out,
+            [0xaa, 0, 0, 0, 1, 0x09, 0xf0, 0, 0, 0, 1, 0x65, 0x88, 0x84]
+        );
+        let mut two = Vec::new();
+        avcc_to_annexb(&[0, 1, 0x41, 0, 2, 0x41, 0x42], 2, &mut two).unwrap();
+        assert_eq!(two, [0, 0, 0, 1, 0x41, 0, 0, 0, 1, 0x41, 0x42]);
+        // A length past the end: the intact NAL units are kept, then the error.
+        let mut cut = Vec::new();
+        let e = avcc_to_annexb(&[0, 0, 0, 1, 0x41, 0, 0, 0, 9, 0x41], 4, &mut cut);
+        assert!(e.is_err());
+        assert_eq!(cut, [0, 0, 0, 1, 0x41]);
+    }
+
+    #[test]
+    fn avcc_record_parameter_sets_become_annexb() {
+        let record = build_avcc(&[SPS], &[PPS]);
+        let out = parameter_sets_annexb(&record).unwrap();
+        let mut want = vec![0, 0, 0, 1];
+        want.extend_from_slice(SPS);
+        want.extend_from_slice(&[0, 0, 0, 1]);
+        want.extend_from_slice(PPS);
+        assert_eq!(out, want);
+        assert!(parameter_sets_annexb(&bytes::Bytes::from_static(&[1, 2])).is_err());
+        // The fixtures' records too (what the self-test feeds NVDEC).
+        for f in reference::FIXTURES {
+            for s in reference::read_flv(f.flv).unwrap() {
+                let ps = parameter_sets_annexb(&s.config.record).unwrap();
+                assert_eq!(&ps[..5], &[0, 0, 0, 1, 0x67], "{}", f.name);
+            }
+        }
+    }
+
+    #[test]
+    fn unsupported_sources_are_refused_like_the_cpu_decoder() {
+        let config = video_config(build_avcc(&[SPS], &[PPS])).unwrap();
+        check_config(&config).unwrap();
+        let ten = VideoConfig {
+            bit_depth_luma: 10,
+            bit_depth_chroma: 10,
+            ..config.clone()
+        };
+        let e = check_config(&ten).unwrap_err().to_string();
+        assert!(e.contains("10-bit luma / 10-bit chroma"), "{e}");
+        assert!(e.contains("accepts 8-bit 4:2:0 H.264"), "{e}");
+        let c422 = VideoConfig {
+            chroma_format_idc: 2,
+            ..config.clone()
+        };
+        assert!(check_config(&c422)
+            .unwrap_err()
+            .to_string()
+            .contains("4:2:2"));
+        let c444 = VideoConfig {
+            chroma_format_idc: 3,
+            ..config
+        };
+        assert!(check_config(&c444)
+            .unwrap_err()
+            .to_string()
+            .contains("4:4:4"));
+    }
+
+    fn format(w: u32, h: u32, chroma: u32, depth: u8) -> VideoFormat {
+        VideoFormat {
+            codec: 4,
+            coded_width: w.div_ceil(16) * 16,
+            coded_height: h.div_ceil(16) * 16,
+            left: 0,
+            top: 0,
+            right: w as i32,
+            bottom: h as i32,
+            chroma_format: chroma,
+            bit_depth_luma: depth,
+            bit_depth_chroma: depth,
+            min_decode_surfaces: 5,
+            progressive: true,
+        }
+    }
+
+    #[test]
+    fn in_band_formats_and_sizes_are_checked() {
+        check_format(&format(480, 270, 1, 8)).unwrap();
+        assert!(check_format(&format(480, 270, 2, 8)).is_err());
+        assert!(check_format(&format(480, 270, 1, 10)).is_err());
+        let caps = DecoderCaps {
+            codec: DecodeCodec::H264,
+            supported: true,
+            max_width: 4096,
+            max_height: 4096,
+            max_mb_count: 65536,
+            min_width: 48,
+            min_height: 16,
+            engines: 7,
+            output_format_mask: 1,
+        };
+        check_caps(&format(1920, 1080, 1, 8), &caps).unwrap();
+        let e = check_caps(&format(8192, 64, 1, 8), &caps).unwrap_err();
+        assert!(e.to_string().contains("48x16 to 4096x4096"), "{e}");
+        assert!(check_caps(&format(32, 32, 1, 8), &caps).is_err());
+        let none = DecoderCaps {
+            supported: false,
+            ..caps
+        };
+        assert!(check_caps(&format(320, 240, 1, 8), &none).is_err());
+    }
+
+    #[test]
+    fn surface_pool_is_bounded_and_reuses() {
+        let pool: SurfacePool<(usize, u32)> = SurfacePool::new(3);
+        let mut made = 0u32;
+        let mut alloc = |size: usize| {
+            made += 1;
+            Ok::<_, ()>((size, made))
+        };
+        let fits = |want: usize| move |b: &(usize, u32)| b.0 == want;
+        let a = pool.take(fits(10), || alloc(10)).unwrap();
+        let b = pool.take(fits(10), || alloc(10)).unwrap();
+        let c = pool.take(fits(10), || alloc(10)).unwrap();
+        assert_eq!((pool.outstanding(), pool.idle()), (3, 0));
+        assert!(matches!(
+            pool.take(fits(10), || alloc(10)),
+            Err(PoolError::Exhausted(3))
+        ));
+        let id = b.1;
+        drop(b);
+        assert_eq!((pool.outstanding(), pool.idle()), (2, 1));
+        let again = pool.take(fits(10), || alloc(10)).unwrap();
+        assert_eq!(again.1, id, "reused, not allocated");
+        drop((a, c, again));
+        assert_eq!((pool.outstanding(), pool.idle()), (0, 3));
+        // A size change: idle buffers of the old size make room for the new size.
+        let big = pool.take(fits(20), || alloc(20)).unwrap();
+        assert_eq!(big.0, 20);
+        assert_eq!((pool.outstanding(), pool.idle()), (1, 2));
+        assert_eq!(made, 4);
+        // A failed allocation gives its slot back.
+        let failed = pool.take(fits(30), || Err::<(usize, u32), _>("no memory"));
+        assert!(matches!(failed, Err(PoolError::Alloc("no memory"))));
+        assert_eq!(pool.outstanding(), 1);
+        // A buffer dropped after its pool still goes back to the shared state.
+        drop(pool);
+        drop(big);
+    }
+
+    #[test]
+    fn nv12_becomes_i420() {
+        // 3x3: chroma 2x2, NV12 rows of 4 bytes (UVUV).
+        let luma: Vec<u8> = (0..9).collect();
+        let chroma = [10, 20, 11, 21, 12, 22, 13, 23];
+        let p = nv12_to_i420(&luma, &chroma, 3, 3);
+        assert_eq!(p.planes[0].row(2), &[6, 7, 8]);
+        assert_eq!(p.planes[1].row(0), &[10, 11]);
+        assert_eq!(p.planes[1].row(1), &[12, 13]);
+        assert_eq!(p.planes[2].row(1), &[22, 23]);
+    }
+
+    #[test]
+    fn corrupted_fixture_has_short_slices() {
+        let f = reference::fixture("high-bframes").unwrap();
+        let segments = reference::read_flv(f.flv).unwrap();
+        let (damaged, cut) = corrupt(&segments);
+        assert!(cut >= 5, "{cut}");
+        let len = |s: &[Segment]| s[0].frames.iter().map(|f| f.data.len()).sum::<usize>();
+        assert!(len(&damaged) < len(&segments));
+        // Still well-formed AVCC (only slice data is cut).
+        for frame in &damaged[0].frames {
+            assert!(nal_units(&frame.data, 4).all(|n| n.is_ok()));
+        }
+    }
+}
