@@ -159,8 +159,9 @@ pub fn parameter_sets_annexb(record: &bytes::Bytes) -> Result<Vec<u8>, AvcError>
 /// on error `out` holds the NAL units before the bad one.
 pub fn avcc_to_annexb(data: &[u8], length_size: u8, out: &mut Vec<u8>) -> Result<(), AvcError> {
     for nal in nal_units(data, length_size) {
+        let nal = nal?;
         out.extend_from_slice(&START_CODE);
-        out.extend_from_slice(nal?);
+        out.extend_from_slice(nal);
     }
     Ok(())
 }
