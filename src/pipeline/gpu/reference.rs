@@ -297,7 +297,7 @@ impl Md5 {
             .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
             .collect();
         let [mut a, mut b, mut c, mut d] = self.state;
-        for i in 0..64 {
+        for (i, &shift) in MD5_S.iter().enumerate() {
             let (f, g) = match i / 16 {
                 0 => ((b & c) | (!b & d), i),
                 1 => ((d & b) | (!d & c), (5 * i + 1) % 16),
@@ -310,7 +310,7 @@ impl Md5 {
                 .wrapping_add(f)
                 .wrapping_add(k)
                 .wrapping_add(m[g])
-                .rotate_left(MD5_S[i]);
+                .rotate_left(shift);
             a = d;
             d = c;
             c = b;
