@@ -16,7 +16,7 @@ DEB_PACKAGES := pkg-config clang libclang-dev libavcodec-dev libavutil-dev libsw
 RUST_MIN := 1.85
 PYTHON ?= python3
 
-.PHONY: all deps build release demo test bench lint fmt clean kernels
+.PHONY: all deps build release demo test bench lint fmt clean kernels test-gpu gpu-selftest-bundle check-selftest
 
 all: build
 
@@ -57,6 +57,34 @@ kernels:
 test: deps
 	$(PYTHON) scripts/ptx.py --check
 	$(CARGO) test --locked --all-targets
+
+# The GPU self-test (docs/GPU-TESTS.md): ladder-gpu-selftest, built without FFmpeg
+# (--no-default-features) so it runs on a GPU machine with only the NVIDIA driver.
+# The bundle (git-ignored): the binary, README, and yuv/ (libavcodec's decode of each
+# fixture, for a PSNR on mismatch; md5 references and fixtures are embedded).
+GPU_BUNDLE := target/gpu-selftest
+SELFTEST_BIN = $${CARGO_TARGET_DIR:-target}/release/ladder-gpu-selftest
+
+check-selftest:
+	$(CARGO) build --locked --release --no-default-features --bin ladder-gpu-selftest
+
+gpu-selftest-bundle: deps check-selftest
+	rm -rf $(GPU_BUNDLE) && mkdir -p $(GPU_BUNDLE)/yuv
+	LADDER_GPU_YUV_DIR=$(CURDIR)/$(GPU_BUNDLE)/yuv $(CARGO) test --locked --lib gpu_references
+	cp $(SELFTEST_BIN) $(GPU_BUNDLE)/
+	cp docs/GPU-TESTS.md $(GPU_BUNDLE)/README.md
+	@echo "bundle: $(GPU_BUNDLE) (carry it to a GPU machine and run ./ladder-gpu-selftest)"
+
+# Runs the self-test where libcuda.so.1 loads; elsewhere says the GPU tests were
+# skipped and why. Exit status: the self-test's (1 when a check failed).
+test-gpu: gpu-selftest-bundle
+	@if $(PYTHON) -c 'import ctypes; ctypes.CDLL("libcuda.so.1")' 2>/dev/null; then \
+	  $(GPU_BUNDLE)/ladder-gpu-selftest; \
+	else \
+	  echo "GPU tests skipped: libcuda.so.1 cannot be loaded here (no NVIDIA driver)."; \
+	  echo "The self-test says the same per check:"; \
+	  $(GPU_BUNDLE)/ladder-gpu-selftest; \
+	fi
 
 bench: deps
 	$(CARGO) bench --locked

@@ -22,6 +22,7 @@
 //! - [`control`] — configuration.
 //! - [`app`] — wires it together: tasks, bounded queues, admission, shutdown.
 
+#[cfg(feature = "ffmpeg")]
 pub mod app;
 pub mod control;
 pub mod ingest;

@@ -6,4 +6,5 @@
 //!   drives sessions, hands media to the channel.
 
 pub mod rtmp;
+#[cfg(feature = "ffmpeg")]
 pub mod server;

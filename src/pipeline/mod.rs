@@ -17,5 +17,7 @@ pub mod admission;
 pub mod cpu;
 pub mod frame;
 pub mod gpu;
+#[cfg(feature = "ffmpeg")]
 pub mod graph;
 pub mod plan;
+pub mod reference;

@@ -1,6 +1,8 @@
 //! CPU backend: libavcodec decode, CPU scaling, x264 and rav1e (AV1) encode.
 
 pub mod av1;
+#[cfg(feature = "ffmpeg")]
 pub mod decode;
+#[cfg(feature = "ffmpeg")]
 pub mod scale;
 pub mod x264;

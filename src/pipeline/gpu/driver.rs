@@ -343,6 +343,225 @@ impl Drop for CurrentContext<'_> {
     }
 }
 
+/// Device memory with a row pitch (`cuMemAllocPitch`), freed on drop: the NV12 surfaces
+/// NVDEC's pictures are copied into (`gpu::decode`).
+///
+/// It remembers the context it was allocated in and makes that context current around
+/// the calls that need one (free, copies), so it may be dropped or read on any thread.
+/// The owner keeps the primary context retained while buffers live; past that, freeing
+/// fails (an error, ignored in drop) rather than touching freed memory.
+#[derive(Debug)]
+pub struct DevicePitched {
+    ptr: sys::CUdeviceptr,
+    pitch: usize,
+    row_bytes: usize,
+    rows: usize,
+    ctx: sys::CUcontext,
+}
+
+// Safety: the fields are a device address, sizes and a context handle; the driver API
+// accepts them from any thread (every use pushes `ctx` current first).
+unsafe impl Send for DevicePitched {}
+// Safety: `&self` methods only read device memory through the driver; no host state.
+unsafe impl Sync for DevicePitched {}
+
+/// Pops the context pushed by [`push_context`] when dropped.
+struct ContextPushed;
+
+fn push_context(ctx: sys::CUcontext) -> Result<ContextPushed, GpuError> {
+    guarded("cuCtxPushCurrent", || {
+        // Safety: `ctx` was current when the buffer was allocated (a retained primary
+        // context); pushing an invalid one returns an error, it does not dereference.
+        unsafe { sys::cuCtxPushCurrent_v2(ctx) }
+            .result()
+            .map_err(call_err("cuCtxPushCurrent"))?;
+        Ok(ContextPushed)
+    })
+}
+
+impl Drop for ContextPushed {
+    fn drop(&mut self) {
+        let _ = guarded("cuCtxPopCurrent", || {
+            let mut old: sys::CUcontext = std::ptr::null_mut();
+            // Safety: pops the context pushed by push_context on this thread.
+            unsafe { sys::cuCtxPopCurrent_v2(&mut old) }
+                .result()
+                .map_err(call_err("cuCtxPopCurrent"))
+        });
+    }
+}
+
+impl CurrentContext<'_> {
+    /// `cuMemAllocPitch`: `rows` rows of at least `row_bytes` bytes on this GPU.
+    pub fn alloc_pitched(&self, row_bytes: usize, rows: usize) -> Result<DevicePitched, GpuError> {
+        if row_bytes == 0 || rows == 0 {
+            return Err(GpuError::Call {
+                call: "cuMemAllocPitch",
+                detail: format!("empty allocation ({row_bytes} bytes x {rows} rows)"),
+            });
+        }
+        guarded("cuMemAllocPitch", || {
+            let mut ptr: sys::CUdeviceptr = 0;
+            let mut pitch: usize = 0;
+            // Safety: this context is current on the thread (self); the out pointers are
+            // live locals; 16 is a valid element size for the pitch alignment.
+            unsafe { sys::cuMemAllocPitch_v2(&mut ptr, &mut pitch, row_bytes, rows, 16) }
+                .result()
+                .map_err(call_err("cuMemAllocPitch"))?;
+            Ok(DevicePitched {
+                ptr,
+                pitch,
+                row_bytes,
+                rows,
+                ctx: self.ctx.ctx,
+            })
+        })
+    }
+}
+
+impl DevicePitched {
+    /// Bytes between rows (at least [`DevicePitched::row_bytes`]).
+    pub fn pitch(&self) -> usize {
+        self.pitch
+    }
+
+    /// Usable bytes per row, as asked for.
+    pub fn row_bytes(&self) -> usize {
+        self.row_bytes
+    }
+
+    /// Rows, as asked for.
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    /// The device address of row 0, for kernels and copies.
+    pub fn device_ptr(&self) -> u64 {
+        self.ptr
+    }
+
+    /// Copies `rows` rows of `row_bytes` bytes from device memory at `src` (rows
+    /// `src_pitch` bytes apart) into this buffer from row `dst_row` (`cuMemcpy2D`,
+    /// synchronous).
+    ///
+    /// # Safety
+    /// `src` must be device memory of this buffer's context, readable for
+    /// `rows` rows of `row_bytes` bytes, `src_pitch` apart, for the duration of the call
+    /// (for instance a picture mapped by `cuvidMapVideoFrame64`).
+    pub unsafe fn copy_from_device(
+        &mut self,
+        src: u64,
+        src_pitch: usize,
+        row_bytes: usize,
+        rows: usize,
+        dst_row: usize,
+    ) -> Result<(), GpuError> {
+        self.check_region("cuMemcpy2D", row_bytes, rows, dst_row)?;
+        let _pushed = push_context(self.ctx)?;
+        guarded("cuMemcpy2D", || {
+            let copy = sys::CUDA_MEMCPY2D {
+                srcXInBytes: 0,
+                srcY: 0,
+                srcMemoryType: sys::CUmemorytype::CU_MEMORYTYPE_DEVICE,
+                srcHost: std::ptr::null(),
+                srcDevice: src,
+                srcArray: std::ptr::null_mut(),
+                srcPitch: src_pitch,
+                dstXInBytes: 0,
+                dstY: dst_row,
+                dstMemoryType: sys::CUmemorytype::CU_MEMORYTYPE_DEVICE,
+                dstHost: std::ptr::null_mut(),
+                dstDevice: self.ptr,
+                dstArray: std::ptr::null_mut(),
+                dstPitch: self.pitch,
+                WidthInBytes: row_bytes,
+                Height: rows,
+            };
+            // Safety: the source region is valid (the caller's contract); the
+            // destination region lies inside this allocation (check_region); the
+            // buffer's context is current (pushed above).
+            unsafe { sys::cuMemcpy2D_v2(&copy) }
+                .result()
+                .map_err(call_err("cuMemcpy2D"))
+        })
+    }
+
+    /// Reads `rows` rows of `row_bytes` bytes from row `from_row` into host memory,
+    /// tightly packed (`cuMemcpy2D`, synchronous).
+    pub fn download(
+        &self,
+        row_bytes: usize,
+        rows: usize,
+        from_row: usize,
+    ) -> Result<Vec<u8>, GpuError> {
+        self.check_region("cuMemcpy2D", row_bytes, rows, from_row)?;
+        let mut host = vec![0u8; row_bytes * rows];
+        let _pushed = push_context(self.ctx)?;
+        guarded("cuMemcpy2D", || {
+            let copy = sys::CUDA_MEMCPY2D {
+                srcXInBytes: 0,
+                srcY: from_row,
+                srcMemoryType: sys::CUmemorytype::CU_MEMORYTYPE_DEVICE,
+                srcHost: std::ptr::null(),
+                srcDevice: self.ptr,
+                srcArray: std::ptr::null_mut(),
+                srcPitch: self.pitch,
+                dstXInBytes: 0,
+                dstY: 0,
+                dstMemoryType: sys::CUmemorytype::CU_MEMORYTYPE_HOST,
+                dstHost: host.as_mut_ptr().cast(),
+                dstDevice: 0,
+                dstArray: std::ptr::null_mut(),
+                dstPitch: row_bytes,
+                WidthInBytes: row_bytes,
+                Height: rows,
+            };
+            // Safety: the source region lies inside this allocation (check_region);
+            // `host` holds exactly `rows * row_bytes` bytes and outlives the
+            // synchronous copy; the buffer's context is current (pushed above).
+            unsafe { sys::cuMemcpy2D_v2(&copy) }
+                .result()
+                .map_err(call_err("cuMemcpy2D"))
+        })?;
+        Ok(host)
+    }
+
+    fn check_region(
+        &self,
+        call: &'static str,
+        row_bytes: usize,
+        rows: usize,
+        first_row: usize,
+    ) -> Result<(), GpuError> {
+        if row_bytes > self.row_bytes || first_row.saturating_add(rows) > self.rows {
+            return Err(GpuError::Call {
+                call,
+                detail: format!(
+                    "{rows} rows of {row_bytes} bytes from row {first_row} do not fit a \
+                     buffer of {} rows of {} bytes",
+                    self.rows, self.row_bytes
+                ),
+            });
+        }
+        Ok(())
+    }
+}
+
+impl Drop for DevicePitched {
+    fn drop(&mut self) {
+        let Ok(_pushed) = push_context(self.ctx) else {
+            return;
+        };
+        let _ = guarded("cuMemFree", || {
+            // Safety: `ptr` came from cuMemAllocPitch in `ctx` (current again) and is
+            // freed once, here.
+            unsafe { sys::cuMemFree_v2(self.ptr) }
+                .result()
+                .map_err(call_err("cuMemFree"))
+        });
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

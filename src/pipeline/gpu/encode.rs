@@ -796,7 +796,7 @@ fn selftest_encode(
         ChromaSiting::Left,
     )?;
     let mut source = DeviceNv12Buffer::new(scaler.stream(), 1920, 1080)?;
-    let base = crate::pipeline::cpu::scale::reference::synthetic(1920, 1080);
+    let base = crate::pipeline::reference::synthetic(1920, 1080);
     let mut out = Vec::new();
     for i in 0..SELFTEST_FRAMES {
         // Move the picture a little each frame so P-frames have work.

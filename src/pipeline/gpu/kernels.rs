@@ -679,8 +679,8 @@ pub fn ptx_entry_points(ptx: &str) -> Vec<&str> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::pipeline::cpu::scale::reference::{ffmpeg_frame, lanczos3, mse, psnr, synthetic};
     use crate::pipeline::cpu::scale::{Scaler, SwsKernel};
+    use crate::pipeline::reference::{ffmpeg_frame, lanczos3, mse, psnr, synthetic};
 
     const FILTERS: [ScaleFilter; 3] = [
         ScaleFilter::Bicubic,

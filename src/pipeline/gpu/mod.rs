@@ -6,8 +6,10 @@
 //! - [`nvdec`]: `libnvcuvid.so.1` through libloading; `cuvidGetDecoderCaps`.
 //! - [`nvenc`]: `libnvidia-encode.so.1` through libloading and NVENC's function list;
 //!   session-based capability probe.
-//! - [`probe`]: the inventory of GPUs ([`probe::probe`], never panics) and the backend
-//!   each ladder gets ([`probe::backend_for`], pure).
+//! - [`probe`]: the inventory of GPUs ([`probe::probe`], never panics) and what
+//!   admission knows of each ([`probe::GpuInventory::admission`]).
+//! - [`decode`]: [`decode::NvdecDecoder`], H.264 on NVDEC into pooled device NV12
+//!   surfaces; [`reference`]: the self-test's fixtures and libavcodec references.
 //! - [`doctor`]: `ladder doctor`'s report, as text and as JSON.
 //! - [`kernels`]: the CUDA kernels' embedded PTX and a CPU reference of each
 //!   kernel's arithmetic.
@@ -19,6 +21,7 @@
 //! `unsafe` is confined to `driver`, `nvdec`, `nvenc` and `scale` (kernel
 //! launches).
 
+pub mod decode;
 pub mod doctor;
 pub mod driver;
 pub mod encode;
@@ -26,5 +29,6 @@ pub mod kernels;
 pub mod nvdec;
 pub mod nvenc;
 pub mod probe;
+pub mod reference;
 pub mod scale;
 pub mod selftest;

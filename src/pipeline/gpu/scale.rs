@@ -773,7 +773,7 @@ pub fn selftest_checks() -> Vec<Check> {
 /// [`selftest_checks`] on a given context.
 pub fn selftest_checks_on(ctx: &Arc<CudaContext>) -> Vec<Check> {
     let (sw, sh) = SELFTEST_SOURCE;
-    let host = Nv12::from_i420(&crate::pipeline::cpu::scale::reference::synthetic(sw, sh));
+    let host = Nv12::from_i420(&crate::pipeline::reference::synthetic(sw, sh));
     let stream = ctx.default_stream();
     let source = DeviceNv12Buffer::new(&stream, sw, sh).and_then(|mut b| {
         b.upload(&host)?;
@@ -908,7 +908,7 @@ fn one_scale_check(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::pipeline::cpu::scale::reference::synthetic;
+    use crate::pipeline::reference::synthetic;
 
     #[test]
     fn nv12_layout_is_pitched_with_chroma_after_luma() {

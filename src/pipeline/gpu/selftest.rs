@@ -5,6 +5,43 @@
 //! never passes for want of hardware.
 
 use std::fmt;
+use std::path::PathBuf;
+
+use super::decode;
+use super::driver::CurrentContext;
+
+/// What the checks run on.
+pub struct Env<'a> {
+    /// GPU 0's primary context, current on this thread; or why there is none (no
+    /// driver, no GPU), which every GPU check reports as its `Skip` reason.
+    pub gpu: Result<&'a CurrentContext<'a>, String>,
+    /// Where reference YUV files (`<fixture>.yuv`) are, for a PSNR on mismatch.
+    pub yuv_dir: Option<PathBuf>,
+}
+
+impl<'a> Env<'a> {
+    /// The context, or the reason there is none.
+    pub fn context(&self) -> Result<&'a CurrentContext<'a>, &str> {
+        self.gpu.as_ref().map(|c| *c).map_err(String::as_str)
+    }
+}
+
+/// Every check, in order. Add a check function's results here (one line each).
+pub fn run_all(env: &Env<'_>) -> Vec<Check> {
+    let mut checks = Vec::new();
+    checks.extend(decode::check_bit_exact(env));
+    checks.push(decode::check_errors_surfaced(env));
+    checks.push(decode::check_sequence_change(env));
+    checks.extend(super::scale::selftest_checks());
+    checks.extend(super::encode::selftest_checks());
+    checks
+}
+
+/// The process exit status for a run: 1 when any check failed, else 0 (a run where
+/// everything was skipped exits 0; the binary says so).
+pub fn exit_code(checks: &[Check]) -> i32 {
+    i32::from(checks.iter().any(Check::failed))
+}
 
 /// What one check found.
 #[derive(Clone, Debug, PartialEq)]
@@ -52,6 +89,31 @@ impl fmt::Display for Check {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn without_a_gpu_every_check_skips_with_the_reason() {
+        let env = Env {
+            gpu: Err("no NVIDIA driver (libcuda.so.1 not found)".into()),
+            yuv_dir: None,
+        };
+        let checks = run_all(&env);
+        assert!(checks.len() >= 6, "{checks:?}");
+        for c in &checks {
+            assert_eq!(
+                c.outcome,
+                Outcome::Skip("no NVIDIA driver (libcuda.so.1 not found)".into()),
+                "{}",
+                c.name
+            );
+        }
+        assert!(checks
+            .iter()
+            .any(|c| c.name == "nvdec/high-bframes-bit-exact"));
+        assert_eq!(exit_code(&checks), 0);
+        let mut failed = checks.clone();
+        failed.push(Check::new("x", Outcome::Fail("differs".into())));
+        assert_eq!(exit_code(&failed), 1);
+    }
 
     #[test]
     fn one_line_per_check() {
