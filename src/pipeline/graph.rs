@@ -649,9 +649,9 @@ impl ChannelPipeline {
         options: PipelineOptions,
     ) -> ChannelPipeline {
         match options.decode {
-            DecodeBackend::Cpu => Self::start_decoding(channel, rungs, sink, options, |stage| {
-                stage.run()
-            }),
+            DecodeBackend::Cpu => {
+                Self::start_decoding(channel, rungs, sink, options, |stage| stage.run())
+            }
             DecodeBackend::Nvdec { gpu } => {
                 Self::start_decoding(channel, rungs, sink, options, move |stage| {
                     hybrid::with_front(gpu, |front| stage.run_front(gpu, front))
@@ -1003,7 +1003,12 @@ impl DecodeStage {
                 return;
             }
         };
-        Self::push_forced(&mut self.forced, &mut self.carry_force, frame.pts, force_idr);
+        Self::push_forced(
+            &mut self.forced,
+            &mut self.carry_force,
+            frame.pts,
+            force_idr,
+        );
         let result = decoder.decode(frame, &self.pool);
         match result {
             Ok(pictures) => pictures.into_iter().for_each(|p| self.emit(p)),
@@ -1212,7 +1217,12 @@ impl DecodeStage {
             self.carry_force |= force_idr;
             return Ok(());
         }
-        Self::push_forced(&mut self.forced, &mut self.carry_force, frame.pts, force_idr);
+        Self::push_forced(
+            &mut self.forced,
+            &mut self.carry_force,
+            frame.pts,
+            force_idr,
+        );
         let result = match front.decode(frame) {
             Ok(sources) => self.front_emit_all(front, sources),
             Err(FrontError::Stream(message)) => {
@@ -1261,7 +1271,13 @@ impl DecodeStage {
             if port.gone {
                 continue;
             }
-            let size = scale::rung_size(info.width, info.height, format.sar, port.size.0, port.size.1);
+            let size = scale::rung_size(
+                info.width,
+                info.height,
+                format.sar,
+                port.size.0,
+                port.size.1,
+            );
             let picture = match rendered.iter().find(|(s, _)| *s == size) {
                 Some((_, picture)) => picture.clone(),
                 None => match front.render(source, size, &self.pool) {
@@ -1282,7 +1298,14 @@ impl DecodeStage {
                     }
                 },
             };
-            send_to_port(&self.shared, index, &mut self.ports[index], &picture, force, &format);
+            send_to_port(
+                &self.shared,
+                index,
+                &mut self.ports[index],
+                &picture,
+                force,
+                &format,
+            );
         }
         Ok(())
     }
@@ -1324,9 +1347,7 @@ fn send_to_port(
                     add(&counters.dropped_queue_full, 1);
                 }
                 port.tx.try_send(RungItem {
-                    carried_force: item.carried_force
-                        || old.carried_force
-                        || old.picture.force_idr,
+                    carried_force: item.carried_force || old.carried_force || old.picture.force_idr,
                     ..item
                 })
             }
