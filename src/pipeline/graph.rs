@@ -2012,6 +2012,341 @@ mod tests {
         assert!(sink.errors().is_empty());
     }
 
+    /// A stand-in for NVDEC + CUDA scaling (no GPU here): libavcodec decodes,
+    /// swscale renders each rung's size, and a "GPU failure" can be injected
+    /// at one access unit. Records the sizes it rendered and the pts of the
+    /// pictures it gave out.
+    struct FakeFront {
+        decoder: Option<Decoder>,
+        pool: Arc<PicturePool>,
+        /// Fail (`FrontError::Device`) at this access unit (0-based).
+        fail_at: Option<usize>,
+        access_units: usize,
+        rendered: Arc<Mutex<Vec<(u32, u32)>>>,
+        emitted: Arc<Mutex<Vec<Timestamp>>>,
+    }
+
+    impl FakeFront {
+        fn new(fail_at: Option<usize>) -> FakeFront {
+            FakeFront {
+                decoder: None,
+                pool: PicturePool::new(8),
+                fail_at,
+                access_units: 0,
+                rendered: Arc::default(),
+                emitted: Arc::default(),
+            }
+        }
+
+        fn out(&self, pictures: Vec<Picture>) -> Vec<Picture> {
+            lock(&self.emitted).extend(pictures.iter().filter_map(|p| p.pts));
+            pictures
+        }
+    }
+
+    impl FrontEnd for FakeFront {
+        type Source = Picture;
+
+        fn configure(&mut self, config: &VideoConfig) -> Result<Vec<Picture>, FrontError> {
+            let held = match self.decoder.as_mut() {
+                Some(d) => d
+                    .flush(&self.pool)
+                    .map_err(|e| FrontError::Device(e.to_string()))?,
+                None => Vec::new(),
+            };
+            self.decoder =
+                Some(Decoder::new(config, 1).map_err(|e| FrontError::Device(e.to_string()))?);
+            Ok(self.out(held))
+        }
+
+        fn decode(&mut self, frame: &VideoFrame) -> Result<Vec<Picture>, FrontError> {
+            let n = self.access_units;
+            self.access_units += 1;
+            if self.fail_at == Some(n) {
+                return Err(FrontError::Device(
+                    "CUDA_ERROR_LAUNCH_FAILED (injected)".into(),
+                ));
+            }
+            let decoder = self.decoder.as_mut().expect("configured");
+            let pictures = decoder
+                .decode(frame, &self.pool)
+                .map_err(|e| FrontError::Stream(e.to_string()))?;
+            Ok(self.out(pictures))
+        }
+
+        fn flush(&mut self) -> Result<Vec<Picture>, FrontError> {
+            let held = match self.decoder.as_mut() {
+                Some(d) => d
+                    .flush(&self.pool)
+                    .map_err(|e| FrontError::Device(e.to_string()))?,
+                None => Vec::new(),
+            };
+            Ok(self.out(held))
+        }
+
+        fn info(&self, source: &Picture) -> hybrid::SourceInfo {
+            hybrid::SourceInfo {
+                width: source.width,
+                height: source.height,
+                pts: source.pts.expect("decoded pts"),
+                seq: source.seq,
+                source_idr: source.source_idr,
+            }
+        }
+
+        fn render(
+            &mut self,
+            source: &Picture,
+            size: (u32, u32),
+            pool: &Arc<PicturePool>,
+        ) -> Result<Picture, FrontError> {
+            lock(&self.rendered).push(size);
+            let mut out = pool.take(size.0, size.1);
+            if size == (source.width, source.height) {
+                for (o, s) in out.planes.iter_mut().zip(&source.planes) {
+                    o.data.copy_from_slice(&s.data);
+                }
+            } else {
+                Scaler::new(source.width, source.height, size.0, size.1)
+                    .and_then(|mut sc| sc.scale(source, &mut out))
+                    .map_err(|e| FrontError::Device(e.to_string()))?;
+            }
+            Ok(out)
+        }
+    }
+
+    /// A pipeline whose decode stage runs on a [`FakeFront`].
+    fn start_fake(
+        name: &str,
+        rungs: Vec<RungPlan>,
+        sink: Arc<Collect>,
+        front: FakeFront,
+    ) -> ChannelPipeline {
+        ChannelPipeline::start_decoding(
+            name,
+            rungs,
+            sink,
+            PipelineOptions::default(),
+            move |stage| {
+                let mut front = front;
+                stage.run_front(0, Ok(&mut front))
+            },
+        )
+    }
+
+    /// Per rung: (sorted pts, keyframe pts, configured sizes).
+    type RungOutput = Vec<(Vec<Timestamp>, BTreeSet<Timestamp>, Vec<(u32, u32)>)>;
+
+    fn outputs(sink: &Collect, rungs: &[&str]) -> RungOutput {
+        rungs
+            .iter()
+            .map(|r| {
+                let frames = sink.frames(r);
+                assert_timing(&frames);
+                let sizes = sink
+                    .configs(r)
+                    .iter()
+                    .map(|c| (c.width, c.height))
+                    .collect();
+                (sorted_pts(&frames), keyframe_pts(&frames), sizes)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn nvdec_backend_without_a_driver_runs_on_the_cpu_with_the_same_output() {
+        if !have_ffmpeg() {
+            return;
+        }
+        let dir = TempDir::new("graph-nvdec-fallback");
+        let source = stream(
+            &dir,
+            "src",
+            (640, 360),
+            30,
+            60,
+            "keyint=30:min-keyint=30:scenecut=0:bframes=2:b-pyramid=none",
+        );
+        let gpu_usable = crate::pipeline::gpu::driver::Driver::init()
+            .and_then(|d| d.device_count())
+            .is_ok_and(|n| n > 0);
+        let mut runs = Vec::new();
+        for decode in [DecodeBackend::Cpu, DecodeBackend::Nvdec { gpu: 0 }] {
+            let sink = Arc::new(Collect::default());
+            let pipeline = ChannelPipeline::start_with(
+                "nvdec",
+                vec![plan("360p", Some(360)), plan("180p", Some(180))],
+                sink.clone(),
+                PipelineOptions {
+                    decode,
+                    ..PipelineOptions::default()
+                },
+            );
+            pipeline.video_config(source.config.clone());
+            feed_paced(&pipeline, &source.frames, |i| i % 30 == 0, &[0, 1]);
+            let stats = pipeline.finish();
+            let fallbacks = match decode {
+                DecodeBackend::Nvdec { .. } if !gpu_usable => 1,
+                _ => 0,
+            };
+            assert_eq!(stats.decode.gpu_fallbacks, fallbacks, "{decode}");
+            assert_eq!(stats.decode.pictures, 60, "{decode}");
+            assert!(sink.errors().is_empty(), "{decode}: {:?}", sink.errors());
+            runs.push(outputs(&sink, &["360p", "180p"]));
+        }
+        let forced: BTreeSet<Timestamp> = [0, 30].iter().map(|&i| source.frames[i].pts).collect();
+        assert_eq!(runs[0], runs[1], "same pictures, IDRs and sizes");
+        assert_eq!(runs[0][1].1, forced);
+        assert_eq!(runs[0][1].2, [(320, 180)]);
+        assert_eq!(runs[0][1].0, sorted_pts(&source.frames));
+    }
+
+    #[test]
+    fn prescaled_pictures_are_encoded_without_rescaling() {
+        if !have_ffmpeg() {
+            return;
+        }
+        let dir = TempDir::new("graph-prescaled");
+        let source = stream(
+            &dir,
+            "src",
+            (640, 360),
+            30,
+            60,
+            "keyint=30:min-keyint=30:scenecut=0:bframes=2:b-pyramid=none",
+        );
+        let front = FakeFront::new(None);
+        let rendered = front.rendered.clone();
+        let sink = Arc::new(Collect::default());
+        let rungs = vec![
+            plan("360p", Some(360)),
+            plan("180p", Some(180)),
+            plan("180b", Some(180)),
+        ];
+        let pipeline = start_fake("prescaled", rungs, sink.clone(), front);
+        pipeline.video_config(source.config.clone());
+        feed_paced(&pipeline, &source.frames, |i| i % 30 == 0, &[0, 1, 2]);
+        let stats = pipeline.finish();
+
+        // One rendering per size per picture: the source size (360p) and
+        // 320x180 (shared by the two 180p rungs).
+        let rendered = lock(&rendered).clone();
+        assert_eq!(rendered.len(), 120);
+        assert_eq!(rendered.iter().filter(|s| **s == (320, 180)).count(), 60);
+        // A 320x180 picture given to the rung's 640x360 swscale would be
+        // refused (errors); none is, so the rung did not scale it again.
+        let forced: BTreeSet<Timestamp> = [0, 30].iter().map(|&i| source.frames[i].pts).collect();
+        for (rung, size) in [
+            ("360p", (640, 360)),
+            ("180p", (320, 180)),
+            ("180b", (320, 180)),
+        ] {
+            let frames = sink.frames(rung);
+            assert_eq!(sorted_pts(&frames), sorted_pts(&source.frames), "{rung}");
+            assert_eq!(keyframe_pts(&frames), forced, "{rung}");
+            let sizes: Vec<(u32, u32)> = sink
+                .configs(rung)
+                .iter()
+                .map(|c| (c.width, c.height))
+                .collect();
+            assert_eq!(sizes, [size], "{rung}");
+        }
+        for r in &stats.rungs {
+            assert_eq!((r.pictures_in, r.encoded, r.errors), (60, 60, 0), "{r:?}");
+        }
+        assert_eq!(stats.decode.gpu_fallbacks, 0);
+        assert!(sink.errors().is_empty(), "{:?}", sink.errors());
+    }
+
+    #[test]
+    fn a_gpu_failure_moves_to_the_cpu_decoder_at_the_next_keyframe() {
+        if !have_ffmpeg() {
+            return;
+        }
+        let dir = TempDir::new("graph-gpu-failure");
+        let source = stream(
+            &dir,
+            "src",
+            (640, 360),
+            30,
+            90,
+            "keyint=30:min-keyint=30:scenecut=0:bframes=0",
+        );
+        let front = FakeFront::new(Some(40));
+        let emitted = front.emitted.clone();
+        let sink = Arc::new(Collect::default());
+        let pipeline = start_fake(
+            "gpufail",
+            vec![plan("360p", Some(360)), plan("180p", Some(180))],
+            sink.clone(),
+            front,
+        );
+        pipeline.video_config(source.config.clone());
+        feed_paced(&pipeline, &source.frames, |i| i % 30 == 0, &[0, 1]);
+        let stats = pipeline.finish();
+
+        // Before the failure: what the GPU gave; from the keyframe at 60 on:
+        // everything, from the CPU decoder; in between: nothing.
+        let mut want: Vec<Timestamp> = lock(&emitted).clone();
+        assert!(want.len() >= 38, "{want:?}");
+        assert!(want.iter().all(|pts| *pts < source.frames[40].pts));
+        want.extend(source.frames[60..].iter().map(|f| f.pts));
+        want.sort();
+        let forced: BTreeSet<Timestamp> =
+            [0, 30, 60].iter().map(|&i| source.frames[i].pts).collect();
+        for (rung, size) in [("360p", (640, 360)), ("180p", (320, 180))] {
+            let frames = sink.frames(rung);
+            assert_timing(&frames);
+            assert_eq!(sorted_pts(&frames), want, "{rung}");
+            assert_eq!(keyframe_pts(&frames), forced, "{rung}: IDRs stay aligned");
+            // Same source format: the rung keeps its encoder (no new init
+            // segment) and scales the CPU decoder's pictures itself.
+            let sizes: Vec<(u32, u32)> = sink
+                .configs(rung)
+                .iter()
+                .map(|c| (c.width, c.height))
+                .collect();
+            assert_eq!(sizes, [size], "{rung}");
+        }
+        assert_eq!(stats.decode.gpu_fallbacks, 1);
+        assert_eq!(
+            stats.decode.access_units, 71,
+            "0..=40 on the GPU, 60.. on the CPU"
+        );
+        assert_eq!(
+            stats.decode.dropped_no_decoder, 19,
+            "41..60 waiting for the keyframe"
+        );
+        for r in &stats.rungs {
+            assert_eq!(r.errors, 0, "{r:?}");
+            assert_eq!(r.encoded, want.len() as u64, "{r:?}");
+        }
+    }
+
+    #[test]
+    fn a_gpu_that_cannot_start_decodes_on_the_cpu_from_the_first_picture() {
+        if !have_ffmpeg() {
+            return;
+        }
+        let dir = TempDir::new("graph-gpu-nostart");
+        let source = stream(&dir, "src", (320, 180), 30, 30, "keyint=30:scenecut=0");
+        let sink = Arc::new(Collect::default());
+        let pipeline = ChannelPipeline::start_decoding(
+            "nostart",
+            vec![plan("90p", Some(90))],
+            sink.clone(),
+            PipelineOptions::default(),
+            |stage| stage.run_front::<FakeFront>(3, Err("no NVIDIA driver".into())),
+        );
+        pipeline.video_config(source.config.clone());
+        feed_paced(&pipeline, &source.frames, |i| i == 0, &[0]);
+        let stats = pipeline.finish();
+        assert_eq!(stats.decode.gpu_fallbacks, 1);
+        assert_eq!(stats.decode.pictures, 30);
+        assert_eq!(stats.rungs[0].encoded, 30);
+        assert_eq!(sink.configs("90p")[0].height, 90);
+    }
+
     #[test]
     fn force_on_non_idr_access_units() {
         if !have_ffmpeg() {
