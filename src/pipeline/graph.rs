@@ -80,6 +80,28 @@
 //! the new size ([`scale::rung_size`]: aspect kept, even, never upscaled) and
 //! calls [`RungSink::rung_config`] before the new encoder's first frame.
 //!
+//! # GPU decoding (the hybrid backend)
+//!
+//! With [`DecodeBackend::Nvdec`] the decode thread makes the GPU's context
+//! current and drives a [`FrontEnd`] ([`hybrid::NvdecFront`]: NVDEC, then CUDA
+//! scaling) instead of libavcodec: each decoded picture is rendered once per
+//! rung size ([`scale::rung_size`], as a rung would scale it) into a pooled
+//! host I420 picture, and each rung is sent its own picture with the same
+//! fan-out as the CPU stage (`send_to_port`: queues, overflow, forced IDRs).
+//! A rung does not rescale a picture already at its size.
+//!
+//! The CPU decoder stays in the stage as the fallback, counted in
+//! [`DecodeStageStats::gpu_fallbacks`] and logged once: when the GPU cannot be
+//! used at start, the stage is the CPU one from the first configuration; when
+//! the front end fails with [`FrontError::Device`] in mid-stream, it is
+//! dropped and access units are dropped (`dropped_no_decoder`) until the next
+//! keyframe, where the CPU decoder starts. Its pictures come at the source's
+//! size and the rungs scale them (same source format: same encoders, no new
+//! configuration); pending IDR requests pass to the next picture, so every
+//! rung's IDRs stay on the source's. Viewers see the picture hold until that
+//! keyframe. [`FrontError::Stream`] (malformed input) costs the access unit
+//! only, as a CPU decode error does.
+//!
 //! # Errors
 //!
 //! Nothing reachable from input panics. A configuration the decoder refuses

@@ -18,8 +18,7 @@
 //! [`NvdecFront`] to a closure; where that fails (no driver, no such GPU) the closure
 //! gets the reason instead.
 //!
-//! Not yet run on a GPU (see docs/GPU-TESTS.md): the self-test's `hybrid/ladder`
-//! check ([`selftest_check`]) is what will first run it.
+//! Not yet run on a GPU (see docs/GPU-TESTS.md); the self-test has no check of it yet.
 
 use std::sync::Arc;
 
