@@ -15,8 +15,8 @@ use crate::ingest::server::{self as ingest_server, IngestLimits};
 use crate::origin::{self, OriginConfig};
 use crate::packaging::packager::Packager;
 use crate::packaging::store::{ChannelStore, Registry, StoreConfig};
-use crate::pipeline::admission::{Admission as LadderAdmission, Grant, Refused};
-use crate::pipeline::graph::{ChannelPipeline, RungPlan, RungSink};
+use crate::pipeline::admission::{Admission as LadderAdmission, Grant, Placement, Refused};
+use crate::pipeline::graph::{ChannelPipeline, DecodeBackend, PipelineOptions, RungPlan, RungSink};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -199,9 +199,21 @@ impl App {
             .map(Some)
     }
 
+    /// What a grant's pipeline decodes and scales on: NVDEC and CUDA on the
+    /// granted GPU for a `hybrid` placement and for a `gpu` one too (NVENC is
+    /// not in the graph yet: a `gpu` placement runs hybrid, x264 on the
+    /// host), libavcodec and swscale otherwise.
+    pub fn decode_backend(grant: &Grant) -> DecodeBackend {
+        match grant.placement {
+            Placement::Gpu { gpu } | Placement::Hybrid { gpu } => DecodeBackend::Nvdec { gpu },
+            Placement::Cpu => DecodeBackend::Cpu,
+        }
+    }
+
     /// Start the transcoding pipeline of a publisher session with the rungs
-    /// its grant kept. This build runs every ladder on the CPU (libavcodec,
-    /// swscale, x264, rav1e), whatever the placement.
+    /// its grant kept, on [`App::decode_backend`]'s decoder (encoding is
+    /// always on the host: x264, rav1e). A GPU that cannot be used or fails
+    /// moves the channel to the CPU decoder (`gpu_fallbacks` in its stats).
     pub fn start_pipeline(
         &self,
         channel: &Arc<ChannelRuntime>,
@@ -219,10 +231,15 @@ impl App {
             channel: channel.clone(),
             session,
         });
-        Some(ChannelPipeline::start(
+        let options = PipelineOptions {
+            decode: Self::decode_backend(grant),
+            ..PipelineOptions::default()
+        };
+        Some(ChannelPipeline::start_with(
             &channel.name,
             grant.rungs.clone(),
             sink,
+            options,
         ))
     }
 

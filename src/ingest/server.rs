@@ -414,8 +414,8 @@ impl Connection {
                         rungs = g.rungs.len(),
                         placement = %g.placement,
                         placement_reason = %g.reason,
-                        // (the NVDEC/NVENC pipelines are not built yet)
-                        runs_on = "cpu",
+                        // (NVENC is not in the graph yet: a gpu placement runs hybrid)
+                        runs_on = %crate::app::App::decode_backend(g),
                         "publish started"
                     ),
                     None => info!(channel = %admission.channel.name, %peer, "publish started"),
@@ -605,12 +605,16 @@ fn drain_pipeline(
                     "rung ended"
                 );
             }
-            if stats.decode.dropped_queue_full > 0 || stats.decode.errors > 0 {
+            if stats.decode.dropped_queue_full > 0
+                || stats.decode.errors > 0
+                || stats.decode.gpu_fallbacks > 0
+            {
                 warn!(
                     channel = %channel.name,
                     dropped = stats.decode.dropped_queue_full,
                     errors = stats.decode.errors,
-                    "decoder fell behind or met errors"
+                    gpu_fallbacks = stats.decode.gpu_fallbacks,
+                    "decoder fell behind, met errors or left the GPU"
                 );
             }
         });

@@ -80,6 +80,28 @@
 //! the new size ([`scale::rung_size`]: aspect kept, even, never upscaled) and
 //! calls [`RungSink::rung_config`] before the new encoder's first frame.
 //!
+//! # GPU decoding (the hybrid backend)
+//!
+//! With [`DecodeBackend::Nvdec`] the decode thread makes the GPU's context
+//! current and drives a [`FrontEnd`] ([`hybrid::NvdecFront`]: NVDEC, then CUDA
+//! scaling) instead of libavcodec: each decoded picture is rendered once per
+//! rung size ([`scale::rung_size`], as a rung would scale it) into a pooled
+//! host I420 picture, and each rung is sent its own picture with the same
+//! fan-out as the CPU stage (`send_to_port`: queues, overflow, forced IDRs).
+//! A rung does not rescale a picture already at its size.
+//!
+//! The CPU decoder stays in the stage as the fallback, counted in
+//! [`DecodeStageStats::gpu_fallbacks`] and logged once: when the GPU cannot be
+//! used at start, the stage is the CPU one from the first configuration; when
+//! the front end fails with [`FrontError::Device`] in mid-stream, it is
+//! dropped and access units are dropped (`dropped_no_decoder`) until the next
+//! keyframe, where the CPU decoder starts. Its pictures come at the source's
+//! size and the rungs scale them (same source format: same encoders, no new
+//! configuration); pending IDR requests pass to the next picture, so every
+//! rung's IDRs stay on the source's. Viewers see the picture hold until that
+//! keyframe. [`FrontError::Stream`] (malformed input) costs the access unit
+//! only, as a CPU decode error does.
+//!
 //! # Errors
 //!
 //! Nothing reachable from input panics. A configuration the decoder refuses
@@ -110,6 +132,7 @@ use crate::pipeline::cpu::decode::{DecodeError, Decoder};
 use crate::pipeline::cpu::scale::{self, Scaler};
 use crate::pipeline::cpu::x264::{self, Encoder, EncoderSettings};
 use crate::pipeline::frame::{Picture, PicturePool, PictureRef};
+use crate::pipeline::gpu::hybrid::{self, FrontEnd, FrontError};
 use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender, TrySendError};
 use std::collections::VecDeque;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -213,6 +236,29 @@ pub struct PipelineOptions {
     pub rung_queue: usize,
     /// How long `finish` waits for the stages ([`FINISH_TIMEOUT`]).
     pub finish_timeout: Duration,
+    /// What decodes (and scales): libavcodec, or NVDEC and CUDA (hybrid).
+    pub decode: DecodeBackend,
+}
+
+/// What the decode stage runs on.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum DecodeBackend {
+    /// libavcodec; each rung scales on the CPU (swscale).
+    #[default]
+    Cpu,
+    /// NVDEC and CUDA scaling on GPU `gpu`, each rung handed its picture at its
+    /// size (the hybrid backend; see "GPU decoding" in the module docs).
+    Nvdec { gpu: u32 },
+}
+
+impl std::fmt::Display for DecodeBackend {
+    /// What runs, for logs: `cpu`, `hybrid (GPU n)`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DecodeBackend::Cpu => f.write_str("cpu"),
+            DecodeBackend::Nvdec { gpu } => write!(f, "hybrid (GPU {gpu})"),
+        }
+    }
 }
 
 impl Default for PipelineOptions {
@@ -221,6 +267,7 @@ impl Default for PipelineOptions {
             decode_queue: DECODE_QUEUE,
             rung_queue: RUNG_QUEUE,
             finish_timeout: FINISH_TIMEOUT,
+            decode: DecodeBackend::Cpu,
         }
     }
 }
@@ -250,8 +297,11 @@ pub struct DecodeStageStats {
     pub dropped_queue_full: u64,
     /// Access units dropped because there was no usable decoder: before the
     /// first configuration, after one the decoder refused, or with the
-    /// decode stage gone.
+    /// decode stage gone, or after a GPU failure until the next keyframe.
     pub dropped_no_decoder: u64,
+    /// Times the GPU decode stage moved to the CPU decoder (at most 1: at start
+    /// when the GPU could not be used, or at a mid-stream GPU failure).
+    pub gpu_fallbacks: u64,
 }
 
 /// One rung's counters.
@@ -381,6 +431,7 @@ struct DecodeCounters {
     errors: AtomicU64,
     dropped_queue_full: AtomicU64,
     dropped_no_decoder: AtomicU64,
+    gpu_fallbacks: AtomicU64,
 }
 
 /// A rung's shared counters.
@@ -424,6 +475,7 @@ impl Shared {
                 errors: get(&d.errors),
                 dropped_queue_full: get(&d.dropped_queue_full),
                 dropped_no_decoder: get(&d.dropped_no_decoder),
+                gpu_fallbacks: get(&d.gpu_fallbacks),
             },
             rungs: self
                 .rungs
@@ -548,6 +600,8 @@ struct RungPort {
     pending_force: bool,
     /// The rung thread is gone (panicked or never started).
     gone: bool,
+    /// The rung's requested size (its plan's), for a decoder that scales.
+    size: (Option<u32>, Option<u32>),
 }
 
 /// Clears its flag when dropped: a rung stage's "I am gone" for its port.
@@ -608,12 +662,33 @@ impl ChannelPipeline {
         ChannelPipeline::start_with(channel, rungs, sink, PipelineOptions::default())
     }
 
-    /// [`ChannelPipeline::start`] with other queue sizes or drain bound.
+    /// [`ChannelPipeline::start`] with other queue sizes, drain bound or decode
+    /// backend.
     pub fn start_with(
         channel: &str,
         rungs: Vec<RungPlan>,
         sink: Arc<dyn RungSink>,
         options: PipelineOptions,
+    ) -> ChannelPipeline {
+        match options.decode {
+            DecodeBackend::Cpu => {
+                Self::start_decoding(channel, rungs, sink, options, |stage| stage.run())
+            }
+            DecodeBackend::Nvdec { gpu } => {
+                Self::start_decoding(channel, rungs, sink, options, move |stage| {
+                    hybrid::with_front(gpu, |front| stage.run_front(gpu, front))
+                })
+            }
+        }
+    }
+
+    /// The stages, with `decode` as the decode thread's body.
+    fn start_decoding(
+        channel: &str,
+        rungs: Vec<RungPlan>,
+        sink: Arc<dyn RungSink>,
+        options: PipelineOptions,
+        decode: impl FnOnce(DecodeStage) + Send + 'static,
     ) -> ChannelPipeline {
         let shared = Arc::new(Shared {
             channel: channel.to_owned(),
@@ -639,6 +714,7 @@ impl ChannelPipeline {
                 alive: alive.clone(),
                 pending_force: false,
                 gone: false,
+                size: (plan.width, plan.height),
             });
             let name = thread_name(channel, &plan.name);
             let stage = RungStage {
@@ -676,9 +752,10 @@ impl ChannelPipeline {
             forced: VecDeque::with_capacity(MAX_FORCED_PENDING),
             carry_force: false,
             reported_picture_format: false,
+            awaiting_keyframe: false,
             warned: Warned::default(),
         };
-        if let Some(handle) = spawn_stage(&name, &shared, &sink, &done_tx, move || stage.run()) {
+        if let Some(handle) = spawn_stage(&name, &shared, &sink, &done_tx, move || decode(stage)) {
             threads.push((name, handle));
         }
 
@@ -882,6 +959,9 @@ struct DecodeStage {
     /// This decoder's pictures were refused as a format the ladder cannot
     /// take, and the sink was told.
     reported_picture_format: bool,
+    /// The GPU failed mid-stream: access units are dropped until a keyframe,
+    /// where the CPU decoder starts.
+    awaiting_keyframe: bool,
     warned: Warned,
 }
 
@@ -909,8 +989,17 @@ impl DecodeStage {
         }
         self.drain();
         self.decoder = None;
+        self.config = Some(config);
+        self.open_decoder();
+    }
+
+    /// A CPU decoder for the configuration in force.
+    fn open_decoder(&mut self) {
         self.reported_picture_format = false;
-        match Decoder::new(&config, DECODE_THREADS) {
+        let Some(config) = self.config.as_deref() else {
+            return;
+        };
+        match Decoder::new(config, DECODE_THREADS) {
             Ok(decoder) => self.decoder = Some(decoder),
             Err(e) => {
                 let message = format!("channel {}: {e}", self.shared.channel);
@@ -918,22 +1007,30 @@ impl DecodeStage {
                 self.sink.pipeline_error(message);
             }
         }
-        self.config = Some(config);
     }
 
     fn access_unit(&mut self, frame: &VideoFrame, force_idr: bool) {
-        let Some(decoder) = self.decoder.as_mut() else {
-            add(&self.shared.decode.dropped_no_decoder, 1);
-            self.carry_force |= force_idr;
-            return;
-        };
-        if force_idr {
-            if self.forced.len() >= MAX_FORCED_PENDING {
-                self.forced.pop_front();
-                self.carry_force = true;
+        if self.awaiting_keyframe && frame.keyframe {
+            // After a GPU failure, the CPU decoder starts here.
+            self.awaiting_keyframe = false;
+            if self.decoder.is_none() {
+                self.open_decoder();
             }
-            self.forced.push_back(frame.pts);
         }
+        let decoder = match self.decoder.as_mut() {
+            Some(decoder) if !self.awaiting_keyframe => decoder,
+            _ => {
+                add(&self.shared.decode.dropped_no_decoder, 1);
+                self.carry_force |= force_idr;
+                return;
+            }
+        };
+        Self::push_forced(
+            &mut self.forced,
+            &mut self.carry_force,
+            frame.pts,
+            force_idr,
+        );
         let result = decoder.decode(frame, &self.pool);
         match result {
             Ok(pictures) => pictures.into_iter().for_each(|p| self.emit(p)),
@@ -972,91 +1069,327 @@ impl DecodeStage {
         }
     }
 
-    /// Mark a decoded picture's IDR request and send it to every rung.
-    fn emit(&mut self, mut picture: Picture) {
+    /// Remember a forced access unit's pts until its picture comes out.
+    fn push_forced(
+        forced: &mut VecDeque<Timestamp>,
+        carry_force: &mut bool,
+        pts: Timestamp,
+        force_idr: bool,
+    ) {
+        if force_idr {
+            if forced.len() >= MAX_FORCED_PENDING {
+                forced.pop_front();
+                *carry_force = true;
+            }
+            forced.push_back(pts);
+        }
+    }
+
+    /// Whether the picture with this pts must be an IDR (and forget the
+    /// forced pts it answers).
+    fn take_force(&mut self, pts: Option<Timestamp>) -> bool {
         let mut force = std::mem::take(&mut self.carry_force);
-        if let Some(pts) = picture.pts {
+        if let Some(pts) = pts {
             // Output is in presentation order: a forced pts at or before
             // this one will not come out later.
             let before = self.forced.len();
             self.forced.retain(|forced| *forced > pts);
             force |= self.forced.len() != before;
         }
-        picture.force_idr = force;
+        force
+    }
 
+    /// The source format of a decoded picture of this size (shared while it
+    /// stays the same).
+    fn source_format(&mut self, width: u32, height: u32) -> Arc<SourceFormat> {
         let (sar, frame_rate) = self
             .config
             .as_deref()
             .map_or(((1, 1), None), |c| (c.sample_aspect, c.frame_rate));
         let format = SourceFormat {
-            width: picture.width,
-            height: picture.height,
+            width,
+            height,
             sar,
             frame_rate,
         };
-        let format = match &self.format {
+        match &self.format {
             Some(current) if **current == format => current.clone(),
             _ => {
                 let new = Arc::new(format);
                 self.format = Some(new.clone());
                 new
             }
-        };
+        }
+    }
+
+    /// Mark a decoded picture's IDR request and send it to every rung.
+    fn emit(&mut self, mut picture: Picture) {
+        let force = self.take_force(picture.pts);
+        picture.force_idr = force;
+        let format = self.source_format(picture.width, picture.height);
 
         add(&self.shared.decode.pictures, 1);
         let picture = self.pool.share(picture);
         for (index, port) in self.ports.iter_mut().enumerate() {
+            send_to_port(&self.shared, index, port, &picture, force, &format);
+        }
+    }
+}
+
+/// The decode stage on a [`FrontEnd`] (NVDEC and CUDA scaling), falling back to
+/// its own CPU decoder (see "GPU decoding" in the module docs).
+impl DecodeStage {
+    /// Run on `front` (GPU `gpu`), or on the CPU decoder from the start when
+    /// `front` is the reason there is none.
+    fn run_front<F: FrontEnd>(mut self, gpu: u32, front: Result<&mut F, String>) {
+        let mut front = match front {
+            Ok(front) => Some(front),
+            Err(why) => {
+                self.fall_back(gpu, &format!("GPU {gpu} cannot be used: {why}"), false);
+                None
+            }
+        };
+        while let Ok(message) = self.rx.recv() {
+            if self.shared.stopping() {
+                return;
+            }
+            let Some(f) = front.as_deref_mut() else {
+                match message {
+                    DecodeInput::Config(config) => self.configure(config),
+                    DecodeInput::Frame { frame, force_idr } => self.access_unit(&frame, force_idr),
+                }
+                continue;
+            };
+            let result = match message {
+                DecodeInput::Config(config) => self.front_configure(f, config),
+                DecodeInput::Frame { frame, force_idr } => {
+                    self.front_access_unit(f, &frame, force_idr)
+                }
+            };
+            if let Err(why) = result {
+                front = None;
+                self.fall_back(gpu, &why, true);
+            }
+        }
+        if self.shared.stopping() {
+            return;
+        }
+        match front {
+            Some(f) => {
+                if let Err(why) = self.front_drain(f) {
+                    // Nothing left to decode: the held pictures are lost.
+                    self.fall_back(gpu, &why, true);
+                }
+            }
+            None => self.drain(),
+        }
+    }
+
+    /// Move to the CPU decoder: at once (`mid_stream` false: the GPU could
+    /// not be used at all), or from the next keyframe on (the GPU failed
+    /// while decoding). Logged once with the channel, GPU and error; counted.
+    fn fall_back(&mut self, gpu: u32, why: &str, mid_stream: bool) {
+        add(&self.shared.decode.gpu_fallbacks, 1);
+        let channel = &self.shared.channel;
+        if mid_stream {
+            tracing::warn!(channel = %channel, gpu, "GPU decoding failed: {why}; the channel moves to the CPU decoder from the next keyframe (viewers see the picture hold until then)");
+            self.awaiting_keyframe = true;
+        } else {
+            tracing::warn!(channel = %channel, gpu, "{why}; the channel decodes and scales on the CPU");
+        }
+        self.decoder = None;
+        if !self.forced.is_empty() {
+            // Their pictures will not come: the next picture out is forced.
+            self.forced.clear();
+            self.carry_force = true;
+        }
+    }
+
+    fn front_configure<F: FrontEnd>(
+        &mut self,
+        front: &mut F,
+        config: Arc<VideoConfig>,
+    ) -> Result<(), String> {
+        if self.config.as_deref() == Some(&*config) {
+            return Ok(());
+        }
+        let held = front.configure(&config);
+        let result = match held {
+            // The old configuration's pictures go out with its format.
+            Ok(held) => self.front_emit_all(front, held),
+            Err(e) => Err(e.to_string()),
+        };
+        if !self.forced.is_empty() {
+            self.forced.clear();
+            self.carry_force = true;
+        }
+        self.reported_picture_format = false;
+        self.config = Some(config);
+        result
+    }
+
+    fn front_access_unit<F: FrontEnd>(
+        &mut self,
+        front: &mut F,
+        frame: &VideoFrame,
+        force_idr: bool,
+    ) -> Result<(), String> {
+        if self.config.is_none() {
+            add(&self.shared.decode.dropped_no_decoder, 1);
+            self.carry_force |= force_idr;
+            return Ok(());
+        }
+        Self::push_forced(
+            &mut self.forced,
+            &mut self.carry_force,
+            frame.pts,
+            force_idr,
+        );
+        let result = match front.decode(frame) {
+            Ok(sources) => self.front_emit_all(front, sources),
+            Err(FrontError::Stream(message)) => {
+                add(&self.shared.decode.errors, 1);
+                let channel = &self.shared.channel;
+                if self.warned.first("gpu stream".to_owned()) {
+                    tracing::warn!(channel = %channel, "{message} (further errors of this kind are logged at debug level)");
+                } else {
+                    tracing::debug!(channel = %channel, "{message}");
+                }
+                Ok(())
+            }
+            Err(FrontError::Device(message)) => Err(message),
+        };
+        add(&self.shared.decode.access_units, 1);
+        result
+    }
+
+    fn front_drain<F: FrontEnd>(&mut self, front: &mut F) -> Result<(), String> {
+        let held = front.flush().map_err(|e| e.to_string())?;
+        self.front_emit_all(front, held)
+    }
+
+    fn front_emit_all<F: FrontEnd>(
+        &mut self,
+        front: &mut F,
+        sources: Vec<F::Source>,
+    ) -> Result<(), String> {
+        sources
+            .into_iter()
+            .try_for_each(|source| self.front_emit(front, &source))
+    }
+
+    /// Mark a decoded picture's IDR request and send every rung its picture at
+    /// its size ([`scale::rung_size`], as the rung would scale it), rendered
+    /// once per size. A rendering failure is the GPU's: the rungs not served
+    /// keep the picture's IDR request for their next picture.
+    fn front_emit<F: FrontEnd>(&mut self, front: &mut F, source: &F::Source) -> Result<(), String> {
+        let info = front.info(source);
+        let force = self.take_force(Some(info.pts));
+        let format = self.source_format(info.width, info.height);
+        add(&self.shared.decode.pictures, 1);
+        let mut rendered: Vec<((u32, u32), PictureRef)> = Vec::with_capacity(self.ports.len());
+        for index in 0..self.ports.len() {
+            let port = &self.ports[index];
             if port.gone {
                 continue;
             }
-            let item = RungItem {
-                picture: picture.clone(),
-                carried_force: port.pending_force,
-                format: format.clone(),
-            };
-            let forced = force || port.pending_force;
-            if !port.alive.load(Ordering::Acquire) {
-                // the stage is gone: free what its queue holds, say so once
-                while port.oldest.try_recv().is_ok() {}
-                port.gone = true;
-                let rung = self.shared.rungs.get(index).map_or("?", |(n, _)| n);
-                tracing::error!(channel = %self.shared.channel, rung, "rung stage has stopped; its pictures are dropped");
-                continue;
-            }
-            let sent = match port.tx.try_send(item) {
-                // RUNG_OVERFLOW: DropNewestKeepForced. A forced picture takes
-                // the oldest one's place (whose own force, if any, passes on).
-                Err(TrySendError::Full(item)) if forced => match port.oldest.try_recv() {
-                    Ok(old) => {
-                        if let Some((_, counters)) = self.shared.rungs.get(index) {
-                            add(&counters.dropped_queue_full, 1);
+            let size = scale::rung_size(
+                info.width,
+                info.height,
+                format.sar,
+                port.size.0,
+                port.size.1,
+            );
+            let picture = match rendered.iter().find(|(s, _)| *s == size) {
+                Some((_, picture)) => picture.clone(),
+                None => match front.render(source, size, &self.pool) {
+                    Ok(mut picture) => {
+                        picture.pts = Some(info.pts);
+                        picture.seq = info.seq;
+                        picture.source_idr = info.source_idr;
+                        picture.force_idr = force;
+                        let picture = self.pool.share(picture);
+                        rendered.push((size, picture.clone()));
+                        picture
+                    }
+                    Err(e) => {
+                        for port in &mut self.ports[index..] {
+                            port.pending_force |= force;
                         }
-                        port.tx.try_send(RungItem {
-                            carried_force: item.carried_force
-                                || old.carried_force
-                                || old.picture.force_idr,
-                            ..item
-                        })
+                        return Err(e.to_string());
                     }
-                    Err(_) => Err(TrySendError::Full(item)),
                 },
-                other => other,
             };
-            match sent {
-                Ok(()) => port.pending_force = false,
-                Err(TrySendError::Full(_)) => {
-                    // RUNG_OVERFLOW: the newest picture is the one dropped.
-                    port.pending_force |= force;
-                    if let Some((_, counters)) = self.shared.rungs.get(index) {
-                        add(&counters.dropped_queue_full, 1);
-                    }
+            send_to_port(
+                &self.shared,
+                index,
+                &mut self.ports[index],
+                &picture,
+                force,
+                &format,
+            );
+        }
+        Ok(())
+    }
+}
+
+/// Send a rung its picture (the decode stages' fan-out), with [`RUNG_OVERFLOW`]
+/// when its queue is full. `force`: the picture must be an IDR.
+fn send_to_port(
+    shared: &Shared,
+    index: usize,
+    port: &mut RungPort,
+    picture: &PictureRef,
+    force: bool,
+    format: &Arc<SourceFormat>,
+) {
+    if port.gone {
+        return;
+    }
+    let item = RungItem {
+        picture: picture.clone(),
+        carried_force: port.pending_force,
+        format: format.clone(),
+    };
+    let forced = force || port.pending_force;
+    if !port.alive.load(Ordering::Acquire) {
+        // the stage is gone: free what its queue holds, say so once
+        while port.oldest.try_recv().is_ok() {}
+        port.gone = true;
+        let rung = shared.rungs.get(index).map_or("?", |(n, _)| n);
+        tracing::error!(channel = %shared.channel, rung, "rung stage has stopped; its pictures are dropped");
+        return;
+    }
+    let sent = match port.tx.try_send(item) {
+        // RUNG_OVERFLOW: DropNewestKeepForced. A forced picture takes
+        // the oldest one's place (whose own force, if any, passes on).
+        Err(TrySendError::Full(item)) if forced => match port.oldest.try_recv() {
+            Ok(old) => {
+                if let Some((_, counters)) = shared.rungs.get(index) {
+                    add(&counters.dropped_queue_full, 1);
                 }
-                Err(TrySendError::Disconnected(_)) => {
-                    port.gone = true;
-                    let rung = self.shared.rungs.get(index).map_or("?", |(n, _)| n);
-                    tracing::error!(channel = %self.shared.channel, rung, "rung stage has stopped; its pictures are dropped");
-                }
+                port.tx.try_send(RungItem {
+                    carried_force: item.carried_force || old.carried_force || old.picture.force_idr,
+                    ..item
+                })
             }
+            Err(_) => Err(TrySendError::Full(item)),
+        },
+        other => other,
+    };
+    match sent {
+        Ok(()) => port.pending_force = false,
+        Err(TrySendError::Full(_)) => {
+            // RUNG_OVERFLOW: the newest picture is the one dropped.
+            port.pending_force |= force;
+            if let Some((_, counters)) = shared.rungs.get(index) {
+                add(&counters.dropped_queue_full, 1);
+            }
+        }
+        Err(TrySendError::Disconnected(_)) => {
+            port.gone = true;
+            let rung = shared.rungs.get(index).map_or("?", |(n, _)| n);
+            tracing::error!(channel = %shared.channel, rung, "rung stage has stopped; its pictures are dropped");
         }
     }
 }
@@ -1189,6 +1522,8 @@ fn open_encoder(
 /// A rung's scaler and encoder for one source format.
 struct Active {
     key: SourceKey,
+    /// The rung's output size for this source.
+    size: (u32, u32),
     /// `None` when the rung is the source's size.
     scaler: Option<Scaler>,
     encoder: Box<dyn RungEncoder>,
@@ -1278,7 +1613,7 @@ impl RungStage {
         }
     }
 
-    /// Scale (unless the rung is the source's size) and encode.
+    /// Scale (unless the picture is already at the rung's size) and encode.
     fn encode(
         &mut self,
         picture: &Picture,
@@ -1290,14 +1625,18 @@ impl RungStage {
                 "no encoder for this source size".to_owned(),
             ));
         };
+        // A picture already at the rung's size (the hybrid decode stage
+        // scales on the GPU) is encoded as it is; one at the source's size
+        // is scaled here.
+        let prescaled = (picture.width, picture.height) == active.size;
         let input = match &mut active.scaler {
-            Some(scaler) => {
+            Some(scaler) if !prescaled => {
                 scaler
                     .scale(picture, &mut self.scratch)
                     .map_err(|e| (kind_of("scale", &e), e.to_string()))?;
                 &self.scratch
             }
-            None => picture,
+            _ => picture,
         };
         active
             .encoder
@@ -1372,6 +1711,7 @@ impl RungStage {
                     .rung_config(&self.plan.name, encoder.video_config());
                 self.active = Some(Active {
                     key,
+                    size: (width, height),
                     scaler,
                     encoder,
                 });
@@ -1692,6 +2032,341 @@ mod tests {
         }
         assert_eq!((stats.rungs[1].width, stats.rungs[1].height), (320, 180));
         assert!(sink.errors().is_empty());
+    }
+
+    /// A stand-in for NVDEC + CUDA scaling (no GPU here): libavcodec decodes,
+    /// swscale renders each rung's size, and a "GPU failure" can be injected
+    /// at one access unit. Records the sizes it rendered and the pts of the
+    /// pictures it gave out.
+    struct FakeFront {
+        decoder: Option<Decoder>,
+        pool: Arc<PicturePool>,
+        /// Fail (`FrontError::Device`) at this access unit (0-based).
+        fail_at: Option<usize>,
+        access_units: usize,
+        rendered: Arc<Mutex<Vec<(u32, u32)>>>,
+        emitted: Arc<Mutex<Vec<Timestamp>>>,
+    }
+
+    impl FakeFront {
+        fn new(fail_at: Option<usize>) -> FakeFront {
+            FakeFront {
+                decoder: None,
+                pool: PicturePool::new(8),
+                fail_at,
+                access_units: 0,
+                rendered: Arc::default(),
+                emitted: Arc::default(),
+            }
+        }
+
+        fn out(&self, pictures: Vec<Picture>) -> Vec<Picture> {
+            lock(&self.emitted).extend(pictures.iter().filter_map(|p| p.pts));
+            pictures
+        }
+    }
+
+    impl FrontEnd for FakeFront {
+        type Source = Picture;
+
+        fn configure(&mut self, config: &VideoConfig) -> Result<Vec<Picture>, FrontError> {
+            let held = match self.decoder.as_mut() {
+                Some(d) => d
+                    .flush(&self.pool)
+                    .map_err(|e| FrontError::Device(e.to_string()))?,
+                None => Vec::new(),
+            };
+            self.decoder =
+                Some(Decoder::new(config, 1).map_err(|e| FrontError::Device(e.to_string()))?);
+            Ok(self.out(held))
+        }
+
+        fn decode(&mut self, frame: &VideoFrame) -> Result<Vec<Picture>, FrontError> {
+            let n = self.access_units;
+            self.access_units += 1;
+            if self.fail_at == Some(n) {
+                return Err(FrontError::Device(
+                    "CUDA_ERROR_LAUNCH_FAILED (injected)".into(),
+                ));
+            }
+            let decoder = self.decoder.as_mut().expect("configured");
+            let pictures = decoder
+                .decode(frame, &self.pool)
+                .map_err(|e| FrontError::Stream(e.to_string()))?;
+            Ok(self.out(pictures))
+        }
+
+        fn flush(&mut self) -> Result<Vec<Picture>, FrontError> {
+            let held = match self.decoder.as_mut() {
+                Some(d) => d
+                    .flush(&self.pool)
+                    .map_err(|e| FrontError::Device(e.to_string()))?,
+                None => Vec::new(),
+            };
+            Ok(self.out(held))
+        }
+
+        fn info(&self, source: &Picture) -> hybrid::SourceInfo {
+            hybrid::SourceInfo {
+                width: source.width,
+                height: source.height,
+                pts: source.pts.expect("decoded pts"),
+                seq: source.seq,
+                source_idr: source.source_idr,
+            }
+        }
+
+        fn render(
+            &mut self,
+            source: &Picture,
+            size: (u32, u32),
+            pool: &Arc<PicturePool>,
+        ) -> Result<Picture, FrontError> {
+            lock(&self.rendered).push(size);
+            let mut out = pool.take(size.0, size.1);
+            if size == (source.width, source.height) {
+                for (o, s) in out.planes.iter_mut().zip(&source.planes) {
+                    o.data.copy_from_slice(&s.data);
+                }
+            } else {
+                Scaler::new(source.width, source.height, size.0, size.1)
+                    .and_then(|mut sc| sc.scale(source, &mut out))
+                    .map_err(|e| FrontError::Device(e.to_string()))?;
+            }
+            Ok(out)
+        }
+    }
+
+    /// A pipeline whose decode stage runs on a [`FakeFront`].
+    fn start_fake(
+        name: &str,
+        rungs: Vec<RungPlan>,
+        sink: Arc<Collect>,
+        front: FakeFront,
+    ) -> ChannelPipeline {
+        ChannelPipeline::start_decoding(
+            name,
+            rungs,
+            sink,
+            PipelineOptions::default(),
+            move |stage| {
+                let mut front = front;
+                stage.run_front(0, Ok(&mut front))
+            },
+        )
+    }
+
+    /// Per rung: (sorted pts, keyframe pts, configured sizes).
+    type RungOutput = Vec<(Vec<Timestamp>, BTreeSet<Timestamp>, Vec<(u32, u32)>)>;
+
+    fn outputs(sink: &Collect, rungs: &[&str]) -> RungOutput {
+        rungs
+            .iter()
+            .map(|r| {
+                let frames = sink.frames(r);
+                assert_timing(&frames);
+                let sizes = sink
+                    .configs(r)
+                    .iter()
+                    .map(|c| (c.width, c.height))
+                    .collect();
+                (sorted_pts(&frames), keyframe_pts(&frames), sizes)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn nvdec_backend_without_a_driver_runs_on_the_cpu_with_the_same_output() {
+        if !have_ffmpeg() {
+            return;
+        }
+        let dir = TempDir::new("graph-nvdec-fallback");
+        let source = stream(
+            &dir,
+            "src",
+            (640, 360),
+            30,
+            60,
+            "keyint=30:min-keyint=30:scenecut=0:bframes=2:b-pyramid=none",
+        );
+        let gpu_usable = crate::pipeline::gpu::driver::Driver::init()
+            .and_then(|d| d.device_count())
+            .is_ok_and(|n| n > 0);
+        let mut runs = Vec::new();
+        for decode in [DecodeBackend::Cpu, DecodeBackend::Nvdec { gpu: 0 }] {
+            let sink = Arc::new(Collect::default());
+            let pipeline = ChannelPipeline::start_with(
+                "nvdec",
+                vec![plan("360p", Some(360)), plan("180p", Some(180))],
+                sink.clone(),
+                PipelineOptions {
+                    decode,
+                    ..PipelineOptions::default()
+                },
+            );
+            pipeline.video_config(source.config.clone());
+            feed_paced(&pipeline, &source.frames, |i| i % 30 == 0, &[0, 1]);
+            let stats = pipeline.finish();
+            let fallbacks = match decode {
+                DecodeBackend::Nvdec { .. } if !gpu_usable => 1,
+                _ => 0,
+            };
+            assert_eq!(stats.decode.gpu_fallbacks, fallbacks, "{decode}");
+            assert_eq!(stats.decode.pictures, 60, "{decode}");
+            assert!(sink.errors().is_empty(), "{decode}: {:?}", sink.errors());
+            runs.push(outputs(&sink, &["360p", "180p"]));
+        }
+        let forced: BTreeSet<Timestamp> = [0, 30].iter().map(|&i| source.frames[i].pts).collect();
+        assert_eq!(runs[0], runs[1], "same pictures, IDRs and sizes");
+        assert_eq!(runs[0][1].1, forced);
+        assert_eq!(runs[0][1].2, [(320, 180)]);
+        assert_eq!(runs[0][1].0, sorted_pts(&source.frames));
+    }
+
+    #[test]
+    fn prescaled_pictures_are_encoded_without_rescaling() {
+        if !have_ffmpeg() {
+            return;
+        }
+        let dir = TempDir::new("graph-prescaled");
+        let source = stream(
+            &dir,
+            "src",
+            (640, 360),
+            30,
+            60,
+            "keyint=30:min-keyint=30:scenecut=0:bframes=2:b-pyramid=none",
+        );
+        let front = FakeFront::new(None);
+        let rendered = front.rendered.clone();
+        let sink = Arc::new(Collect::default());
+        let rungs = vec![
+            plan("360p", Some(360)),
+            plan("180p", Some(180)),
+            plan("180b", Some(180)),
+        ];
+        let pipeline = start_fake("prescaled", rungs, sink.clone(), front);
+        pipeline.video_config(source.config.clone());
+        feed_paced(&pipeline, &source.frames, |i| i % 30 == 0, &[0, 1, 2]);
+        let stats = pipeline.finish();
+
+        // One rendering per size per picture: the source size (360p) and
+        // 320x180 (shared by the two 180p rungs).
+        let rendered = lock(&rendered).clone();
+        assert_eq!(rendered.len(), 120);
+        assert_eq!(rendered.iter().filter(|s| **s == (320, 180)).count(), 60);
+        // A 320x180 picture given to the rung's 640x360 swscale would be
+        // refused (errors); none is, so the rung did not scale it again.
+        let forced: BTreeSet<Timestamp> = [0, 30].iter().map(|&i| source.frames[i].pts).collect();
+        for (rung, size) in [
+            ("360p", (640, 360)),
+            ("180p", (320, 180)),
+            ("180b", (320, 180)),
+        ] {
+            let frames = sink.frames(rung);
+            assert_eq!(sorted_pts(&frames), sorted_pts(&source.frames), "{rung}");
+            assert_eq!(keyframe_pts(&frames), forced, "{rung}");
+            let sizes: Vec<(u32, u32)> = sink
+                .configs(rung)
+                .iter()
+                .map(|c| (c.width, c.height))
+                .collect();
+            assert_eq!(sizes, [size], "{rung}");
+        }
+        for r in &stats.rungs {
+            assert_eq!((r.pictures_in, r.encoded, r.errors), (60, 60, 0), "{r:?}");
+        }
+        assert_eq!(stats.decode.gpu_fallbacks, 0);
+        assert!(sink.errors().is_empty(), "{:?}", sink.errors());
+    }
+
+    #[test]
+    fn a_gpu_failure_moves_to_the_cpu_decoder_at_the_next_keyframe() {
+        if !have_ffmpeg() {
+            return;
+        }
+        let dir = TempDir::new("graph-gpu-failure");
+        let source = stream(
+            &dir,
+            "src",
+            (640, 360),
+            30,
+            90,
+            "keyint=30:min-keyint=30:scenecut=0:bframes=0",
+        );
+        let front = FakeFront::new(Some(40));
+        let emitted = front.emitted.clone();
+        let sink = Arc::new(Collect::default());
+        let pipeline = start_fake(
+            "gpufail",
+            vec![plan("360p", Some(360)), plan("180p", Some(180))],
+            sink.clone(),
+            front,
+        );
+        pipeline.video_config(source.config.clone());
+        feed_paced(&pipeline, &source.frames, |i| i % 30 == 0, &[0, 1]);
+        let stats = pipeline.finish();
+
+        // Before the failure: what the GPU gave; from the keyframe at 60 on:
+        // everything, from the CPU decoder; in between: nothing.
+        let mut want: Vec<Timestamp> = lock(&emitted).clone();
+        assert!(want.len() >= 38, "{want:?}");
+        assert!(want.iter().all(|pts| *pts < source.frames[40].pts));
+        want.extend(source.frames[60..].iter().map(|f| f.pts));
+        want.sort();
+        let forced: BTreeSet<Timestamp> =
+            [0, 30, 60].iter().map(|&i| source.frames[i].pts).collect();
+        for (rung, size) in [("360p", (640, 360)), ("180p", (320, 180))] {
+            let frames = sink.frames(rung);
+            assert_timing(&frames);
+            assert_eq!(sorted_pts(&frames), want, "{rung}");
+            assert_eq!(keyframe_pts(&frames), forced, "{rung}: IDRs stay aligned");
+            // Same source format: the rung keeps its encoder (no new init
+            // segment) and scales the CPU decoder's pictures itself.
+            let sizes: Vec<(u32, u32)> = sink
+                .configs(rung)
+                .iter()
+                .map(|c| (c.width, c.height))
+                .collect();
+            assert_eq!(sizes, [size], "{rung}");
+        }
+        assert_eq!(stats.decode.gpu_fallbacks, 1);
+        assert_eq!(
+            stats.decode.access_units, 71,
+            "0..=40 on the GPU, 60.. on the CPU"
+        );
+        assert_eq!(
+            stats.decode.dropped_no_decoder, 19,
+            "41..60 waiting for the keyframe"
+        );
+        for r in &stats.rungs {
+            assert_eq!(r.errors, 0, "{r:?}");
+            assert_eq!(r.encoded, want.len() as u64, "{r:?}");
+        }
+    }
+
+    #[test]
+    fn a_gpu_that_cannot_start_decodes_on_the_cpu_from_the_first_picture() {
+        if !have_ffmpeg() {
+            return;
+        }
+        let dir = TempDir::new("graph-gpu-nostart");
+        let source = stream(&dir, "src", (320, 180), 30, 30, "keyint=30:scenecut=0");
+        let sink = Arc::new(Collect::default());
+        let pipeline = ChannelPipeline::start_decoding(
+            "nostart",
+            vec![plan("90p", Some(90))],
+            sink.clone(),
+            PipelineOptions::default(),
+            |stage| stage.run_front::<FakeFront>(3, Err("no NVIDIA driver".into())),
+        );
+        pipeline.video_config(source.config.clone());
+        feed_paced(&pipeline, &source.frames, |i| i == 0, &[0]);
+        let stats = pipeline.finish();
+        assert_eq!(stats.decode.gpu_fallbacks, 1);
+        assert_eq!(stats.decode.pictures, 30);
+        assert_eq!(stats.rungs[0].encoded, 30);
+        assert_eq!(sink.configs("90p")[0].height, 90);
     }
 
     #[test]

@@ -15,6 +15,9 @@
 //!   kernel's arithmetic.
 //! - [`scale`]: [`scale::CudaScaler`], the kernels launched on device NV12
 //!   pictures (NV12 out for NVENC, I420 out for x264 on the host).
+//! - [`hybrid`]: [`hybrid::NvdecFront`], NVDEC and CUDA scaling handing each rung its
+//!   own host I420 picture (the hybrid backend: x264 on the host), and the
+//!   [`hybrid::FrontEnd`] trait the graph's decode stage drives.
 //! - [`encode`]: [`encode::NvencEncoder`], one rung's H.264 on NVENC from
 //!   device NV12; its parameters (pure, tested) and the per-GPU session count.
 //!
@@ -25,6 +28,7 @@ pub mod decode;
 pub mod doctor;
 pub mod driver;
 pub mod encode;
+pub mod hybrid;
 pub mod kernels;
 pub mod nvdec;
 pub mod nvenc;

@@ -42,6 +42,7 @@ use cudarc::driver::{
 };
 use cudarc::nvrtc::Ptx;
 
+use super::decode::GpuPicture;
 use super::driver::{self, Driver, GpuError};
 use super::kernels::{
     self, ChromaSiting, KernelError, Nv12, PlanTables, ScaleFilter, ScalePlan, MAX_SIDE,
@@ -158,6 +159,32 @@ impl DeviceNv12<'_> {
     pub fn uv_ptr(&self) -> u64 {
         self.uv
     }
+}
+
+/// A view of a decoded picture's device surface (NVDEC's output, copied into
+/// the decoder's pool), for a scaler on the same GPU's context. `None` when
+/// the surface is smaller than the picture says (never, for the decoder's
+/// own pictures).
+pub fn picture_view(picture: &GpuPicture) -> Option<DeviceNv12<'_>> {
+    let (w, h) = (picture.width as usize, picture.height as usize);
+    let surface = &picture.surface;
+    let fits = w > 0
+        && h > 0
+        && surface.row_bytes() >= 2 * w.div_ceil(2)
+        && surface.rows() >= h + h.div_ceil(2)
+        && surface.pitch() == picture.pitch;
+    if !fits {
+        return None;
+    }
+    let y = surface.device_ptr();
+    let uv = y + (surface.pitch() * h) as u64;
+    // Safety: `y` is the surface's row 0 and `uv` its row `h`: the surface
+    // holds at least `h + ceil(h / 2)` rows of at least `2 * ceil(w / 2)`
+    // bytes, `pitch` apart (checked above). It is device memory of the
+    // decoder's context (the GPU's primary context, which the scalers of the
+    // hybrid stage use too), and the returned view borrows `picture`, whose
+    // `Arc` keeps the surface out of the pool (unwritten) while it lives.
+    Some(unsafe { DeviceNv12::from_raw(y, uv, picture.width, picture.height, picture.pitch) })
 }
 
 /// Where the planes of an NV12 buffer allocated here lie: Y at 0, UV right
