@@ -16,8 +16,13 @@
 //! - [`packaging`] — CMAF boxes and fragmenter, the segment store, LL-HLS and
 //!   LL-DASH renderers. No I/O.
 //! - [`pipeline`] — the transcoding ladder: per channel, one decode thread
-//!   and one thread per encoded rung (libavcodec, swscale, x264),
-//!   fed by ingest beside the packager and writing the rungs back into it.
+//!   and one thread per encoded rung, fed by ingest beside the packager and
+//!   writing the rungs back into it. The decode thread is libavcodec (the
+//!   rungs scale with swscale) or, for a ladder admission placed on a GPU,
+//!   NVDEC with CUDA scaling per rung (falling back to libavcodec on a GPU
+//!   failure); the rungs encode with x264 or rav1e. `pipeline::admission`
+//!   decides the placement at publish; `pipeline::gpu` loads CUDA, NVDEC and
+//!   NVENC at run time.
 //! - [`origin`] — the HTTP origin that CDN edges and players pull from.
 //! - [`control`] — configuration.
 //! - [`app`] — wires it together: tasks, bounded queues, admission, shutdown.

@@ -1,4 +1,4 @@
-//! The per-channel CPU pipeline graph: one decode per channel, shared by every
+//! The per-channel pipeline graph: one decode per channel, shared by every
 //! encoded rung.
 //!
 //! ```text
@@ -9,6 +9,12 @@
 //! (try_send only)   DropUntilKeyframe  force_idr by pts         └─► [RUNG_QUEUE] DropNewestKeepForced ─► fps cap ─► scale ─► x264/rav1e ─► RungSink
 //!                                                   (pooled, shared)
 //! ```
+//!
+//! With [`DecodeBackend::Nvdec`] (the `hybrid` placement) the decode thread is
+//! NVDEC, and it also scales on the GPU: each rung gets its own picture at
+//! its size (the rung's swscale step is skipped), downloaded to the host for
+//! x264. A GPU failure switches the thread to libavcodec at the next
+//! keyframe (`gpu::hybrid`).
 //!
 //! # Stages and threads
 //!
