@@ -733,7 +733,7 @@ pub fn selftest_checks() -> Vec<Check> {
 /// every IDR, no B-frames, the bitrate roughly on target. `out_dir`: where the
 /// Annex B stream is written for a later `ffprobe` (decodability cannot be
 /// checked on a machine without FFmpeg). Without a driver: one `Skip`; on a
-/// GPU without NVENC: `Skip` "no NVENC on this GPU (<name>)".
+/// GPU without NVENC: `Skip` `"no NVENC on this GPU (NAME)"`.
 pub fn selftest_checks_in(out_dir: &Path) -> Vec<Check> {
     let name = "nvenc/h264-720p";
     let driver = match Driver::init() {

@@ -9,7 +9,7 @@
 //! - [`probe`]: the inventory of GPUs ([`probe::probe`], never panics) and what
 //!   admission knows of each ([`probe::GpuInventory::admission`]).
 //! - [`decode`]: [`decode::NvdecDecoder`], H.264 on NVDEC into pooled device NV12
-//!   surfaces; [`reference`]: the self-test's fixtures and libavcodec references.
+//!   surfaces; [`reference`](mod@reference): the self-test's fixtures and libavcodec references.
 //! - [`doctor`]: `ladder doctor`'s report, as text and as JSON.
 //! - [`kernels`]: the CUDA kernels' embedded PTX and a CPU reference of each
 //!   kernel's arithmetic.
