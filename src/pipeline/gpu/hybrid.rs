@@ -253,3 +253,139 @@ pub fn with_front<R>(gpu: u32, body: impl FnOnce(Result<&mut NvdecFront<'_>, Str
     let mut front = NvdecFront::new(&nv, &ctx, cuda);
     body(Ok(&mut front))
 }
+
+/// The self-test's `hybrid/ladder` check, on the `high-bframes` fixture (B-frames,
+/// so pictures come out of NVDEC in presentation order, not decode order): NVDEC
+/// decodes, the CUDA scalers make two rungs (the source's size and a quarter of
+/// it, as the graph's hybrid stage does: [`FrontEnd::render`]), and x264 encodes
+/// each with an IDR forced at every source IDR. It holds when every source
+/// picture comes out of every rung, at the source's pts, with IDRs exactly at the
+/// source's IDRs and nowhere else, each encoder producing its rung's size.
+/// Decodability of the rungs cannot be checked without FFmpeg on the GPU machine.
+pub fn selftest_check(gpu: u32) -> super::selftest::Check {
+    use super::selftest::{Check, Outcome};
+    const NAME: &str = "hybrid/ladder";
+    let outcome = with_front(gpu, |front| match front {
+        Err(why) => Outcome::Skip(why),
+        Ok(front) => match hybrid_ladder(front) {
+            Ok(text) => Outcome::Pass(text),
+            Err(text) => Outcome::Fail(text),
+        },
+    });
+    Check::new(NAME, outcome)
+}
+
+fn hybrid_ladder(front: &mut NvdecFront<'_>) -> Result<String, String> {
+    use super::reference::{fixture, read_flv};
+    use crate::pipeline::cpu::x264::{Encoder, EncoderSettings};
+    use std::collections::BTreeSet;
+
+    let fx = fixture("high-bframes").ok_or("fixture high-bframes is not embedded")?;
+    let segments = read_flv(fx.flv).map_err(|e| format!("{}: {e}", fx.name))?;
+    let segment = segments.first().ok_or("the fixture has no video")?;
+    let (sw, sh) = (segment.config.width, segment.config.height);
+    let sizes = [(sw, sh), ((sw / 4) & !1, (sh / 4) & !1)];
+    let idrs: BTreeSet<Timestamp> = segment
+        .frames
+        .iter()
+        .filter(|f| f.keyframe)
+        .map(|f| f.pts)
+        .collect();
+    let all: BTreeSet<Timestamp> = segment.frames.iter().map(|f| f.pts).collect();
+    let mut encoders = Vec::new();
+    for &(width, height) in &sizes {
+        let settings = EncoderSettings {
+            width,
+            height,
+            fps: segment.config.frame_rate.unwrap_or(30.0),
+            bitrate_kbps: 500,
+            maxrate_kbps: None,
+            bufsize_kbits: None,
+            profile: None,
+            preset: Some("ultrafast".to_owned()),
+            threads: 1,
+            keyint_max: 250,
+            source_idrs: true,
+            low_latency: true,
+        };
+        encoders.push(Encoder::new(&settings).map_err(|e| format!("x264 {width}x{height}: {e}"))?);
+    }
+    let pool = PicturePool::new(8);
+    let mut out: Vec<Vec<VideoFrame>> = vec![Vec::new(); sizes.len()];
+    let mut pictures = Vec::new();
+    pictures.extend(
+        front
+            .configure(&segment.config)
+            .map_err(|e| e.to_string())?,
+    );
+    for frame in &segment.frames {
+        pictures.extend(front.decode(frame).map_err(|e| format!("decode: {e}"))?);
+    }
+    pictures.extend(front.flush().map_err(|e| format!("flush: {e}"))?);
+    let decoded = pictures.len();
+    for source in &pictures {
+        let info = front.info(source);
+        for (i, &size) in sizes.iter().enumerate() {
+            let mut picture = front
+                .render(source, size, &pool)
+                .map_err(|e| format!("render {}x{}: {e}", size.0, size.1))?;
+            picture.pts = Some(info.pts);
+            let force = idrs.contains(&info.pts);
+            if let Some(f) = encoders[i]
+                .encode(&picture, force)
+                .map_err(|e| format!("x264 {}x{}: {e}", size.0, size.1))?
+            {
+                out[i].push(f);
+            }
+        }
+    }
+    for (i, encoder) in encoders.iter_mut().enumerate() {
+        out[i].extend(encoder.flush().map_err(|e| format!("x264 flush: {e}"))?);
+    }
+    if decoded != segment.frames.len() {
+        return Err(format!(
+            "NVDEC gave {decoded} pictures for {} access units",
+            segment.frames.len()
+        ));
+    }
+    for (i, frames) in out.iter().enumerate() {
+        let (w, h) = sizes[i];
+        let config = encoders[i].video_config();
+        if (config.width, config.height) != (w, h) {
+            return Err(format!(
+                "rung {i}: encoder made {}x{}",
+                config.width, config.height
+            ));
+        }
+        let pts: BTreeSet<Timestamp> = frames.iter().map(|f| f.pts).collect();
+        if pts != all || frames.len() != all.len() {
+            return Err(format!(
+                "rung {w}x{h}: {} pictures out for {} in, or at other times",
+                frames.len(),
+                all.len()
+            ));
+        }
+        let keys: BTreeSet<Timestamp> = frames
+            .iter()
+            .filter(|f| f.keyframe)
+            .map(|f| f.pts)
+            .collect();
+        if keys != idrs {
+            return Err(format!(
+                "rung {w}x{h}: IDRs at {keys:?}, the source's at {idrs:?}"
+            ));
+        }
+    }
+    Ok(format!(
+        "{} pictures of {} ({}x{}, B-frames) decoded on NVDEC, scaled on the GPU to {}x{} and {}x{}, encoded by x264 with {} IDRs exactly at the source's",
+        decoded,
+        fx.name,
+        sw,
+        sh,
+        sizes[0].0,
+        sizes[0].1,
+        sizes[1].0,
+        sizes[1].1,
+        idrs.len()
+    ))
+}

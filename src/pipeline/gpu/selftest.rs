@@ -37,9 +37,10 @@ pub fn run_all(env: &Env<'_>) -> Vec<Check> {
         Ok(_) => {
             checks.extend(super::scale::selftest_checks());
             checks.extend(super::encode::selftest_checks());
+            checks.push(super::hybrid::selftest_check(0));
         }
         Err(why) => {
-            for name in ["scale/cuda", "nvenc/h264-720p"] {
+            for name in ["scale/cuda", "nvenc/h264-720p", "hybrid/ladder"] {
                 checks.push(Check::new(name, Outcome::Skip(why.to_owned())));
             }
         }
