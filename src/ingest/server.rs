@@ -566,6 +566,13 @@ fn drain_pipeline(channel: Arc<ChannelRuntime>, pipeline: ChannelPipeline, sessi
                     "rung ended"
                 );
             }
+            info!(
+                channel = %channel.name,
+                access_units = stats.decode.access_units,
+                pictures = stats.decode.pictures,
+                pool_pictures = stats.decode.pool_pictures,
+                "decode ended"
+            );
             if stats.decode.dropped_queue_full > 0 || stats.decode.errors > 0 {
                 warn!(
                     channel = %channel.name,
