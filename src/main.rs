@@ -23,7 +23,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 /// pages: mimalloc's arena and x264's buffers (x264 `madvise`s every allocation of
 /// 1.75 MiB or more, its frames and its worst-case bitstream buffers alike) then
 /// count far more resident memory than they use. Measured on the four-rung 1080p
-/// ladder (docs/PERFORMANCE.md section 7, medians): peak RSS 242 -> 184 MiB, and
+/// ladder (docs/PERFORMANCE.md section 7, medians): peak RSS 233 -> 171 MiB, and
 /// 168 -> 132 MiB with source passthrough + 3 rungs, with no measurable CPU cost. Best effort: on failure (an old kernel) THP stays as the
 /// system has it.
 #[cfg(target_os = "linux")]
