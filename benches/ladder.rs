@@ -2,7 +2,9 @@
 //! runs `benches/ladder.sh` on the release `ladder` that cargo built.
 //!
 //! `cargo bench --bench ladder` (`DUR` for the clip length in seconds, default 20;
-//! `BENCH_INPUT_DIR` for where the generated 1080p input is cached).
+//! `READRATE` for how fast the clip is published to Ladder, a multiple of real
+//! time, default 0.5; `BENCH_INPUT_DIR` for where the generated 1080p input is
+//! cached).
 
 mod common;
 

@@ -7,8 +7,13 @@
 #  - ffmpeg: ONE process decodes the clip, splits, scales and encodes four rungs
 #    into four files (as fast as it can). CPU = ru_utime + ru_stime of that process,
 #    peak RSS = ru_maxrss (python3 getrusage(RUSAGE_CHILDREN)).
-#  - Ladder: `ladder serve` (CPU backend), the clip published in real time
-#    (`ffmpeg -re -c copy -f flv`); after every rung has logged "rung ended", the
+#  - Ladder: `ladder serve` (CPU backend), the clip published slower than real
+#    time (`ffmpeg -readrate $READRATE -c copy -f flv`, default 0.5: half speed),
+#    so that a box too slow for the ladder in real time does not make Ladder drop
+#    pictures (a rung that drops does less work than ffmpeg, and its CPU figure
+#    is then not comparable). Content seconds stay the clip's media time. Every
+#    drop is still counted and reported, and the run is flagged INVALID when any
+#    rung or the decoder dropped. After every rung has logged "rung ended", the
 #    server's utime + stime (/proc/PID/stat) and VmHWM (/proc/PID/status) are read
 #    before it is stopped. Each rung is downloaded (init + every listed segment).
 #    Run twice: four encoded rungs, then source passthrough + 720p/480p/360p.
@@ -17,14 +22,17 @@
 # CPU is reported per content second (CPU s / clip s).
 #
 # usage: benches/ladder.sh LADDER_BIN
-# env:   DUR (clip seconds, default 20), BENCH_INPUT_DIR (input cache, default
-#        $CARGO_TARGET_DIR or ./target, + /bench-input), SKIP_VARIANT_PSNR=1
+# env:   DUR (clip seconds, default 20), READRATE (publishing speed, a multiple
+#        of real time, default 0.5; 1 = real time, what `-re` does),
+#        BENCH_INPUT_DIR (input cache, default $CARGO_TARGET_DIR or ./target,
+#        + /bench-input), SKIP_VARIANT_PSNR=1
 # Run by `cargo bench --bench ladder`. Loopback only; everything it starts is
 # stopped on exit (trap).
 set -euo pipefail
 
 LADDER=${1:?usage: $0 LADDER_BIN}
 DUR=${DUR:-20}
+READRATE=${READRATE:-0.5}
 FPS=30
 repo=$(cd "$(dirname "$0")/.." && pwd)
 INPUT_DIR=${BENCH_INPUT_DIR:-${CARGO_TARGET_DIR:-$repo/target}/bench-input}
@@ -33,6 +41,7 @@ TICK=$(getconf CLK_TCK)
 dir=$(mktemp -d /tmp/ladder-bench-ladder.XXXXXX)
 server_pid=""
 pub_pid=""
+sampler_pid=""
 stop_publisher() {
 	if [ -n "$pub_pid" ]; then
 		kill "$pub_pid" 2>/dev/null || true
@@ -86,7 +95,7 @@ RUNGS=(1080 720 480 360)
 declare -A KBPS=([1080]=6000 [720]=3000 [480]=1200 [360]=700)
 
 echo "== CPU ladder vs ffmpeg: $(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)), load $(cut -d' ' -f1-3 /proc/loadavg), $(date -u +%FT%TZ)"
-echo "input: $src ($src_frames frames, ${DUR} s)"
+echo "input: $src ($src_frames frames, ${DUR} s); Ladder's publisher at ${READRATE}x real time"
 
 results="$dir/results" # side rung psnr frames
 summary="$dir/summary" # side cpu_s rss_kb
@@ -185,8 +194,14 @@ EOF
 		sleep 0.1
 	done
 	[ -n "$rtmp" ] || { echo "ladder did not start" >&2; cat "$dir/$side.log" >&2; exit 1; }
-	echo "ladder ($side): publishing ${DUR} s in real time to rtmp://$rtmp/live/bench ..."
-	ffmpeg -hide_banner -loglevel error -nostdin -re -i "$src" -c copy -f flv \
+	echo "ladder ($side): publishing ${DUR} s at ${READRATE}x real time to rtmp://$rtmp/live/bench ..."
+	# CPU per thread, sampled every second (rung threads exit before the end).
+	(while kill -0 "$server_pid" 2>/dev/null; do
+		cat /proc/"$server_pid"/task/*/stat 2>/dev/null >>"$dir/$side.threads" || true
+		sleep 1
+	done) &
+	sampler_pid=$!
+	ffmpeg -hide_banner -loglevel error -nostdin -readrate "$READRATE" -i "$src" -c copy -f flv \
 		"rtmp://$rtmp/live/bench" &
 	pub_pid=$!
 	wait "$pub_pid" || echo "  publisher exited with status $?"
@@ -201,10 +216,20 @@ EOF
 	rss=$(hwm_kb "$server_pid")
 	[ "$ended" -ge "$want" ] || echo "  only $ended of $want 'rung ended' lines after 60 s"
 	grep 'rung ended' "$dir/$side.log" | sed 's/^.*rung=/  rung=/' || true
+	grep 'decode ended' "$dir/$side.log" | sed 's/^.*access_units=/  decode: access_units=/' || true
 	grep -E 'WARN|ERROR' "$dir/$side.log" | head -5 | sed 's/^/  log: /' || true
 	local cpu
 	cpu=$(awk -v t="$t" -v k="$TICK" 'BEGIN { printf "%.2f", t / k }')
 	echo "  ladder ($side): CPU $cpu s, peak RSS (VmHWM) $((rss / 1024)) MiB"
+	cat /proc/"$server_pid"/task/*/stat 2>/dev/null >>"$dir/$side.threads" || true
+	kill "$sampler_pid" 2>/dev/null || true
+	wait "$sampler_pid" 2>/dev/null || true
+	# Last sample of each thread, CPU seconds summed by thread name.
+	awk -v k="$TICK" '{ tid = $1; name = $0; sub(/^[^(]*\(/, "", name); sub(/\).*/, "", name)
+			rest = $0; sub(/.*\) /, "", rest); split(rest, f, " ")
+			cpu[tid] = (f[12] + f[13]) / k; comm[tid] = name }
+		END { for (t in cpu) by[comm[t]] += cpu[t]
+			printf "  CPU by thread name:"; for (n in by) if (by[n] >= 0.05) printf " %s %.1f s;", n, by[n]; printf "\n" }' "$dir/$side.threads"
 	local enc
 	enc=$(grep 'rung ended' "$dir/$side.log" | grep -o ' encoded=[0-9]*' | cut -d= -f2 | awk '{ s += $1 } END { print s + 0 }')
 	local mp full
@@ -215,6 +240,8 @@ EOF
 	echo "$side $cpu $rss $enc $((want * src_frames)) $mp $full" >>"$summary"
 	grep 'rung ended' "$dir/$side.log" | grep -o 'rung=[^ ]*\|dropped_queue_full=[0-9]*\|dropped_fps_cap=[0-9]*' |
 		paste -d' ' - - - | sed "s/^/$side /" >>"$dir/drops"
+	# The decoder's drops (access units, DropUntilKeyframe) are logged apart.
+	grep 'decoder fell behind' "$dir/$side.log" | grep -o 'dropped=[0-9]*' | sed "s/^/$side decoder /" >>"$dir/drops" || true
 	# Download each encoded rung: init + every listed segment.
 	for r in "${RUNGS[@]}"; do
 		curl -sf "http://$http/live/bench/${r}p/index.m3u8" -o "$dir/$side-$r.m3u8" || continue
@@ -240,9 +267,13 @@ vpsnr=1
 run_ladder ladder_pt "{ name = \"source\", passthrough = true }, $(enc 720), $(enc 480), $(enc 360)" 3 "$vpsnr"
 
 # ---- table ----------------------------------------------------------------
+# Sides on which any rung (dropped_queue_full) or the decoder dropped: their
+# CPU, RSS and PSNR are not comparable with ffmpeg's (less work was done).
+invalid=$(awk '{ for (i = 2; i <= NF; i++) if ($i ~ /^dropped(_queue_full)?=[1-9]/) bad[$1] = 1 }
+	END { for (s in bad) printf "%s ", s }' "$dir/drops" 2>/dev/null || true)
 echo
 echo "== results (clip ${DUR} s; CPU s per content s; RSS = peak; PSNR dB per rung)"
-awk -v dur="$DUR" '
+awk -v dur="$DUR" -v invalid="$invalid" '
 	FILENAME ~ /summary$/ { cpu[$1] = $2 / dur; rss[$1] = $3 / 1024; enc[$1] = $4; want[$1] = $5; ms[$1] = $4 ? 1000 * $2 / $4 : 0; mpms[$1] = $6 ? 1000 * $2 / $6 : 0; est[$1] = $6 ? $2 / $6 * $7 / dur : 0; next }
 	FILENAME ~ /results$/ { p[$1" "$2] = $3; next }
 	END {
@@ -272,8 +303,18 @@ awk -v dur="$DUR" '
 		printf "\npictures encoded (all encoded rungs; fewer = dropped) and CPU ms per encoded picture:\n"
 		for (i = 1; i <= 3; i++) printf "  %-10s %5d of %5d, %.1f ms per picture, %.1f ms per encoded megapixel; CPU s/s scaled to every picture (rough) %.3f\n", sides[i], enc[sides[i]], want[sides[i]], ms[sides[i]], mpms[sides[i]], est[sides[i]]
 		printf "  drop-scaled ratios (rough): 4 encoded %.2fx, passthrough + 3 %.2fx\n", est["ladder4"] / est["ffmpeg"], est["ladder_pt"] / est["ffmpeg"]
+		if (invalid != "") printf "\n  NOT VALID: Ladder dropped pictures (%s): the figures above compare less work with more.\n", invalid
 	}' "$summary" "$results"
-echo "drops (per rung, from the 'rung ended' log lines):"
+echo "drops (per rung, from the 'rung ended' log lines; the decoder's in access units):"
 sed 's/^/  /' "$dir/drops" 2>/dev/null || true
 echo "frames per rung (source $src_frames), and the reference shift the PSNR was taken at:"
 awk '{ printf "  %s %sp: %s frames, shift %s\n", $1, $2, $4, $5 }' "$results"
+if [ -n "$invalid" ]; then
+	echo
+	echo "!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!"
+	echo "!! INVALID RUN: Ladder dropped pictures in: $invalid"
+	echo "!! A rung that drops encodes fewer pictures than ffmpeg: its CPU per content"
+	echo "!! second, peak RSS and PSNR are not comparable. Publish slower (READRATE=0.25)"
+	echo "!! or run on a less loaded machine."
+	echo "!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!"
+fi

@@ -35,3 +35,4 @@ pub mod media;
 pub mod origin;
 pub mod packaging;
 pub mod pipeline;
+pub mod sys;

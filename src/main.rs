@@ -77,6 +77,7 @@ struct ConfigArg {
 }
 
 fn main() -> ExitCode {
+    ladder::sys::disable_transparent_huge_pages();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {

@@ -605,6 +605,13 @@ fn drain_pipeline(
                     "rung ended"
                 );
             }
+            info!(
+                channel = %channel.name,
+                access_units = stats.decode.access_units,
+                pictures = stats.decode.pictures,
+                pool_pictures = stats.decode.pool_pictures,
+                "decode ended"
+            );
             if stats.decode.dropped_queue_full > 0
                 || stats.decode.errors > 0
                 || stats.decode.gpu_fallbacks > 0

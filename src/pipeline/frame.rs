@@ -7,6 +7,7 @@
 //! shared by every rung of a channel by reference (an `Arc`), never copied.
 
 use crate::media::Timestamp;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use thiserror::Error;
 
@@ -90,6 +91,8 @@ pub struct PicturePool {
     free: Mutex<Vec<Picture>>,
     /// Most pictures kept for reuse; beyond it they are freed.
     capacity: usize,
+    /// Pictures allocated (not reused) so far.
+    allocated: AtomicU64,
 }
 
 /// A picture borrowed from a pool; back in the pool when the last clone drops.
@@ -181,6 +184,7 @@ impl PicturePool {
         Arc::new(PicturePool {
             free: Mutex::new(Vec::with_capacity(capacity)),
             capacity,
+            allocated: AtomicU64::new(0),
         })
     }
 
@@ -202,7 +206,11 @@ impl PicturePool {
                 p.seq = 0;
                 p
             }
-            None => Picture::new(width, height),
+            None => {
+                drop(free);
+                self.allocated.fetch_add(1, Ordering::Relaxed);
+                Picture::new(width, height)
+            }
         }
     }
 
@@ -219,6 +227,14 @@ impl PicturePool {
         if free.len() < self.capacity {
             free.push(p);
         }
+    }
+
+    /// Pictures allocated so far rather than reused. While every picture in
+    /// use fits the pool's capacity (the pipeline sizes it so) and the size
+    /// does not change, this is the most pictures that were in use at once:
+    /// the pool's share of the process's memory.
+    pub fn allocated(&self) -> u64 {
+        self.allocated.load(Ordering::Relaxed)
     }
 
     /// Pictures waiting for reuse.
@@ -253,6 +269,11 @@ mod tests {
         let again = pool.take(320, 240);
         assert_eq!(pool.idle(), 0);
         assert_eq!(again.width, 320);
+        assert_eq!(
+            pool.allocated(),
+            1,
+            "the second take reused the first picture"
+        );
     }
 
     #[test]

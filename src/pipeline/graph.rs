@@ -308,6 +308,11 @@ pub struct DecodeStageStats {
     /// Times the GPU decode stage moved to the CPU decoder (at most 1: at start
     /// when the GPU could not be used, or at a mid-stream GPU failure).
     pub gpu_fallbacks: u64,
+    /// Pictures the channel's pool has allocated: the most decoded pictures
+    /// alive at once (queued for or held by a rung), since the pool keeps
+    /// every one for reuse ([`pool_capacity`]). Its memory is this times a
+    /// source picture.
+    pub pool_pictures: u64,
 }
 
 /// One rung's counters.
@@ -465,6 +470,8 @@ struct Shared {
     /// Set when the handle is dropped or `finish` gives up: stages exit
     /// without flushing at their next item.
     stop: AtomicBool,
+    /// The channel's picture pool (the decode stage takes from it).
+    pool: Arc<PicturePool>,
 }
 
 impl Shared {
@@ -482,6 +489,7 @@ impl Shared {
                 dropped_queue_full: get(&d.dropped_queue_full),
                 dropped_no_decoder: get(&d.dropped_no_decoder),
                 gpu_fallbacks: get(&d.gpu_fallbacks),
+                pool_pictures: self.pool.allocated(),
             },
             rungs: self
                 .rungs
@@ -696,6 +704,7 @@ impl ChannelPipeline {
         options: PipelineOptions,
         decode: impl FnOnce(DecodeStage) + Send + 'static,
     ) -> ChannelPipeline {
+        let rung_queue = options.rung_queue.max(1);
         let shared = Arc::new(Shared {
             channel: channel.to_owned(),
             decode: DecodeCounters::default(),
@@ -705,9 +714,9 @@ impl ChannelPipeline {
                 .collect(),
             panics: AtomicU64::new(0),
             stop: AtomicBool::new(false),
+            pool: PicturePool::new(pool_capacity(rungs.len(), rung_queue)),
         });
         let (done_tx, done_rx) = bounded::<()>(1);
-        let rung_queue = options.rung_queue.max(1);
         let mut threads = Vec::with_capacity(rungs.len() + 1);
         let mut ports = Vec::with_capacity(rungs.len());
 
@@ -750,7 +759,7 @@ impl ChannelPipeline {
             shared: shared.clone(),
             sink: sink.clone(),
             rx: input_rx,
-            pool: PicturePool::new(pool_capacity(ports.len(), rung_queue)),
+            pool: shared.pool.clone(),
             ports,
             config: None,
             decoder: None,
