@@ -24,7 +24,7 @@ use std::sync::Arc;
 
 use cudarc::driver::CudaContext;
 
-use super::decode::{download_i420, GpuDecodeError, GpuPicture, NvdecDecoder};
+use super::decode::{GpuDecodeError, GpuPicture, NvdecDecoder};
 use super::driver::{CurrentContext, Driver};
 use super::kernels::{ChromaSiting, ScaleFilter};
 use super::nvdec::Nvcuvid;
@@ -185,10 +185,10 @@ impl FrontEnd for NvdecFront<'_> {
         pool: &Arc<PicturePool>,
     ) -> Result<Picture, FrontError> {
         let src = (source.width, source.height);
-        if size == src {
-            return download_i420(source)
-                .map_err(|e| FrontError::Device(format!("NV12 download: {e}")));
-        }
+        // A rung at the source's size goes through the same path: its tables
+        // make an exact copy (`kernels` tests it), de-interleaved into I420 on
+        // the GPU and downloaded into a pooled picture (no allocation per
+        // picture, which `download_i420` would make).
         if self.source != src {
             self.scalers.clear();
             self.source = src;
