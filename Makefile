@@ -72,8 +72,15 @@ gpu-selftest-bundle: deps check-selftest
 	rm -rf $(GPU_BUNDLE) && mkdir -p $(GPU_BUNDLE)/yuv
 	LADDER_GPU_YUV_DIR=$(CURDIR)/$(GPU_BUNDLE)/yuv $(CARGO) test --locked --lib gpu_references
 	cp $(SELFTEST_BIN) $(GPU_BUNDLE)/
+	# without debug info the bundle fits the device tool's 64 MiB carry limit
+	strip --strip-debug $(GPU_BUNDLE)/ladder-gpu-selftest
+	# libx264 (the hybrid check encodes with it) travels beside the binary;
+	# it needs only libc and libm
+	cp -L "$$(ldd $(SELFTEST_BIN) | awk '/libx264/ {print $$3}')" $(GPU_BUNDLE)/
+	printf '#!/bin/sh\n# the GPU self-test with the libx264 carried beside it\ncd "$$(dirname "$$0")" && LD_LIBRARY_PATH=. exec ./ladder-gpu-selftest "$$@"\n' > $(GPU_BUNDLE)/run
+	chmod +x $(GPU_BUNDLE)/run
 	cp docs/GPU-TESTS.md $(GPU_BUNDLE)/README.md
-	@echo "bundle: $(GPU_BUNDLE) (carry it to a GPU machine and run ./ladder-gpu-selftest)"
+	@echo "bundle: $(GPU_BUNDLE) (carry it to a GPU machine and run ./run there)"
 
 # Runs the self-test where libcuda.so.1 loads; elsewhere says the GPU tests were
 # skipped and why. Exit status: the self-test's (1 when a check failed).
