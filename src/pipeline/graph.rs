@@ -1274,6 +1274,16 @@ impl DecodeStage {
             }
             Err(FrontError::Device(message)) => Err(message),
         };
+        // pictures the decoder damaged or concealed: counted, logged once
+        for message in front.take_errors() {
+            add(&self.shared.decode.errors, 1);
+            let channel = &self.shared.channel;
+            if self.warned.first("gpu picture".to_owned()) {
+                tracing::warn!(channel = %channel, "{message} (further errors of this kind are logged at debug level)");
+            } else {
+                tracing::debug!(channel = %channel, "{message}");
+            }
+        }
         add(&self.shared.decode.access_units, 1);
         result
     }
@@ -2058,6 +2068,9 @@ mod tests {
         pool: Arc<PicturePool>,
         /// Fail (`FrontError::Device`) at this access unit (0-based).
         fail_at: Option<usize>,
+        /// Report a damaged picture (`take_errors`) after these access units.
+        damaged_at: Vec<usize>,
+        damaged: Vec<String>,
         access_units: usize,
         rendered: Arc<Mutex<Vec<(u32, u32)>>>,
         emitted: Arc<Mutex<Vec<Timestamp>>>,
@@ -2069,6 +2082,8 @@ mod tests {
                 decoder: None,
                 pool: PicturePool::new(8),
                 fail_at,
+                damaged_at: Vec::new(),
+                damaged: Vec::new(),
                 access_units: 0,
                 rendered: Arc::default(),
                 emitted: Arc::default(),
@@ -2103,6 +2118,10 @@ mod tests {
                 return Err(FrontError::Device(
                     "CUDA_ERROR_LAUNCH_FAILED (injected)".into(),
                 ));
+            }
+            if self.damaged_at.contains(&n) {
+                self.damaged
+                    .push(format!("picture {n} decoded with errors (injected)"));
             }
             let decoder = self.decoder.as_mut().expect("configured");
             let pictures = decoder
@@ -2149,6 +2168,10 @@ mod tests {
                     .map_err(|e| FrontError::Device(e.to_string()))?;
             }
             Ok(out)
+        }
+
+        fn take_errors(&mut self) -> Vec<String> {
+            std::mem::take(&mut self.damaged)
         }
     }
 
@@ -2309,7 +2332,9 @@ mod tests {
             90,
             "keyint=30:min-keyint=30:scenecut=0:bframes=0",
         );
-        let front = FakeFront::new(Some(40));
+        let mut front = FakeFront::new(Some(40));
+        // two pictures the "GPU" decoded with errors before it failed
+        front.damaged_at = vec![5, 12];
         let emitted = front.emitted.clone();
         let sink = Arc::new(Collect::default());
         let pipeline = start_fake(
@@ -2346,6 +2371,7 @@ mod tests {
             assert_eq!(sizes, [size], "{rung}");
         }
         assert_eq!(stats.decode.gpu_fallbacks, 1);
+        assert_eq!(stats.decode.errors, 2, "the damaged pictures are counted");
         assert_eq!(
             stats.decode.access_units, 71,
             "0..=40 on the GPU, 60.. on the CPU"

@@ -90,6 +90,12 @@ pub trait FrontEnd {
         size: (u32, u32),
         pool: &Arc<PicturePool>,
     ) -> Result<Picture, FrontError>;
+    /// Errors the decoder met since the last call without failing the access
+    /// unit (NVDEC: pictures decoded with errors or concealed), one text each,
+    /// for the channel's counters and log.
+    fn take_errors(&mut self) -> Vec<String> {
+        Vec::new()
+    }
 }
 
 /// One rung size's scaler and device staging buffer, for the current source size.
@@ -222,6 +228,13 @@ impl FrontEnd for NvdecFront<'_> {
             .scale_i420(&view, &mut rung.staging, &mut out)
             .map_err(|e| FrontError::Device(format!("CUDA scaling: {e}")))?;
         Ok(out)
+    }
+
+    fn take_errors(&mut self) -> Vec<String> {
+        self.decoder
+            .as_mut()
+            .map(NvdecDecoder::take_errors)
+            .unwrap_or_default()
     }
 }
 
