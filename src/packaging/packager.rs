@@ -399,29 +399,13 @@ impl Packager {
         if session != self.session {
             return;
         }
-        let setup = TrackSetup {
-            track_id: 1,
-            timescale: VIDEO_TIMESCALE,
-            codec: codec_setup(&c),
-        };
         let nominal = self
             .rung_bitrates
             .iter()
             .find(|(n, _)| n == rung)
             .map(|(_, b)| *b)
             .unwrap_or(0);
-        let info = TrackInfo {
-            id: rung.to_string(),
-            kind: TrackKind::Video,
-            timescale: VIDEO_TIMESCALE,
-            codec: c.codec_string.clone(),
-            width: c.width,
-            height: c.height,
-            frame_rate: c.frame_rate,
-            sample_rate: 0,
-            channels: 0,
-            nominal_bandwidth: nominal,
-        };
+        let (setup, info) = video_track(rung, &c, nominal);
         let i = match self.rungs.iter().position(|r| r.track.id == rung) {
             Some(i) => {
                 if self.rungs[i].track.setup == setup {
@@ -822,23 +806,7 @@ impl Packager {
         // segment with the new init.
         self.end_track_segment(TrackKind::Video);
         self.video_config = Some(c.clone());
-        let setup = TrackSetup {
-            track_id: 1,
-            timescale: VIDEO_TIMESCALE,
-            codec: codec_setup(&c),
-        };
-        let info = TrackInfo {
-            id: self.video_id.clone(),
-            kind: TrackKind::Video,
-            timescale: VIDEO_TIMESCALE,
-            codec: c.codec_string.clone(),
-            width: c.width,
-            height: c.height,
-            frame_rate: c.frame_rate,
-            sample_rate: 0,
-            channels: 0,
-            nominal_bandwidth: 0,
-        };
+        let (setup, info) = video_track(&self.video_id, &c, 0);
         let part_base = self.part_base;
         let order = self.order.clone();
         if self.source_published {
@@ -1248,9 +1216,27 @@ impl Packager {
     }
 }
 
-/// The CMAF sample entry for a video decoder configuration.
-fn codec_setup(c: &VideoConfig) -> CodecSetup {
-    CodecSetup::video(c)
+/// A video track (the source's or a rung's) for decoder configuration `c`:
+/// its init segment's setup and what the playlists say of it.
+fn video_track(id: &str, c: &VideoConfig, nominal_bandwidth: u64) -> (TrackSetup, TrackInfo) {
+    let setup = TrackSetup {
+        track_id: 1,
+        timescale: VIDEO_TIMESCALE,
+        codec: CodecSetup::video(c),
+    };
+    let info = TrackInfo {
+        id: id.to_string(),
+        kind: TrackKind::Video,
+        timescale: VIDEO_TIMESCALE,
+        codec: c.codec_string.clone(),
+        width: c.width,
+        height: c.height,
+        frame_rate: c.frame_rate,
+        sample_rate: 0,
+        channels: 0,
+        nominal_bandwidth,
+    };
+    (setup, info)
 }
 
 /// The composition offset a rung's samples take in the leader's segment
