@@ -615,16 +615,11 @@ fn av1_realtime_warning(r: &Rendition) -> Option<String> {
     if r.passthrough || r.codec != VideoCodecChoice::Av1 {
         return None;
     }
-    let even = |v: u64| v.div_ceil(2) * 2;
-    let (width, height) = match (r.width, r.height) {
-        (Some(w), Some(h)) => (w, h),
-        (None, Some(h)) => (u32::try_from(even(u64::from(h) * 16 / 9)).ok()?, h),
-        (Some(w), None) => (w, u32::try_from(even(u64::from(w) * 9 / 16)).ok()?),
-        (None, None) => return None,
-    };
+    let (width, height) = crate::pipeline::plan::planned_size(r.width, r.height)?;
     let fps = r.fps_max.unwrap_or(30.0);
     let warning = crate::pipeline::cpu::av1::realtime_warning(width, height, fps)?;
-    Some(match (r.width.is_none(), r.fps_max.is_none()) {
+    let one_side = r.width.is_none() || r.height.is_none();
+    Some(match (one_side, r.fps_max.is_none()) {
         (false, false) => warning,
         (true, true) => format!("{warning} (a 16:9 source at 30 fps assumed)"),
         (true, false) => format!("{warning} (a 16:9 source assumed)"),

@@ -24,7 +24,7 @@
 //! underused, which a GPU-equipped run of `ladder bench` should correct.
 
 use crate::control::config::{Backend, Fallback};
-use crate::pipeline::plan::{RungCodec, RungPlan};
+use crate::pipeline::plan::{planned_size, RungCodec, RungPlan};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 /// The source a ladder is planned for before its first picture is seen:
@@ -383,20 +383,8 @@ fn share(used: f64, engines: u32, per_engine: f64) -> f64 {
 /// 16:9 source, never above the planned source.
 fn rung_size(r: &RungPlan) -> (u64, u64) {
     let (sw, sh, _) = PLANNED_SOURCE;
-    let even = |v: u64| v.div_ceil(2) * 2;
-    let (w, h) = match (r.width, r.height) {
-        (Some(w), Some(h)) => (u64::from(w), u64::from(h)),
-        (None, Some(h)) => (
-            even(u64::from(h) * u64::from(sw) / u64::from(sh)),
-            u64::from(h),
-        ),
-        (Some(w), None) => (
-            u64::from(w),
-            even(u64::from(w) * u64::from(sh) / u64::from(sw)),
-        ),
-        (None, None) => (u64::from(sw), u64::from(sh)),
-    };
-    (w.min(u64::from(sw)), h.min(u64::from(sh)))
+    let (w, h) = planned_size(r.width, r.height).unwrap_or((sw, sh));
+    (u64::from(w.min(sw)), u64::from(h.min(sh)))
 }
 
 /// A rung's planned luma pixels per second.

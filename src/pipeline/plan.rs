@@ -33,6 +33,21 @@ pub struct RungPlan {
     pub threads: usize,
 }
 
+/// A rung's size before the source is known, from its configured sides: the
+/// missing one from a 16:9 source, rounded up to even. `None` when neither is
+/// set (the rung is the source's size). Admission and `check-config` judge a
+/// rung by it; the pipeline itself sizes rungs from the real source
+/// (`cpu::scale::rung_size`).
+pub fn planned_size(width: Option<u32>, height: Option<u32>) -> Option<(u32, u32)> {
+    let even = |v: u64| u32::try_from(v.div_ceil(2) * 2).unwrap_or(u32::MAX);
+    match (width, height) {
+        (Some(w), Some(h)) => Some((w, h)),
+        (None, Some(h)) => Some((even(u64::from(h) * 16 / 9), h)),
+        (Some(w), None) => Some((w, even(u64::from(w) * 9 / 16))),
+        (None, None) => None,
+    }
+}
+
 /// A ladder as the pipeline sees it: the passthrough rendition's name
 /// (`None` when every rendition is encoded) and the encoded rungs, in ladder
 /// order.
@@ -63,4 +78,18 @@ pub fn ladder_plan(ladder: &LadderConfig) -> (Option<String>, Vec<RungPlan>) {
         })
         .collect();
     (source, rungs)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn planned_sizes_assume_16_9_and_round_up_to_even() {
+        assert_eq!(planned_size(None, Some(720)), Some((1280, 720)));
+        assert_eq!(planned_size(None, Some(481)), Some((856, 481)));
+        assert_eq!(planned_size(Some(854), None), Some((854, 480)));
+        assert_eq!(planned_size(Some(640), Some(480)), Some((640, 480)));
+        assert_eq!(planned_size(None, None), None);
+    }
 }
