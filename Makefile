@@ -10,13 +10,17 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # FFmpeg and x264 development files (CPU decode, scale, encode), nasm (rav1e's
 # x86 assembly, for the AV1 rungs). To run the tests
 # and the demo: ffmpeg (publishes test streams; ffprobe checks what the origin
-# serves) and curl. python3 and pip: scripts/ptx.py (CUDA kernels, below).
+# serves) and curl; nginx with its RTMP module (the RTMP peer of the restream,
+# pull and client tests); chromium (the status page test loads it headless).
+# python3 and pip: scripts/ptx.py (CUDA kernels, below).
 DEB_PACKAGES := pkg-config clang libclang-dev libavcodec-dev libavutil-dev libswscale-dev \
-	libx264-dev nasm ffmpeg curl ca-certificates python3 python3-pip
+	libx264-dev nasm ffmpeg curl ca-certificates python3 python3-pip nginx libnginx-mod-rtmp \
+	chromium
 RUST_MIN := 1.85
 PYTHON ?= python3
 
-.PHONY: all deps build release demo test bench lint fmt clean kernels test-gpu gpu-selftest-bundle check-selftest
+.PHONY: all deps build release demo test bench lint fmt clean kernels test-gpu gpu-selftest-bundle check-selftest \
+	pkg-deps pkg-tools pkg-assets deb rpm test-package
 
 all: build
 
@@ -54,9 +58,16 @@ kernels:
 # Every test that needs no GPU: the kernels compile and the committed PTX is
 # not stale (scripts/ptx.py --check; under a second once NVRTC is cached),
 # then unit, property, integration, and end to end with real ffmpeg and ffprobe.
+# With CI=true (a throwaway machine, as root) also the package test, which
+# installs the .deb system-wide and purges it.
 test: deps
 	$(PYTHON) scripts/ptx.py --check
 	$(CARGO) test --locked --all-targets
+	@if [ "$$CI" = true ]; then \
+	  $(MAKE) --no-print-directory test-package; \
+	else \
+	  echo "make test-package skipped: it installs and purges the .deb system-wide (CI=true runs it here; or run it yourself)"; \
+	fi
 
 # The GPU self-test (docs/GPU-TESTS.md): ladder-gpu-selftest, built without FFmpeg
 # (--no-default-features) so it runs on a GPU machine with only the NVIDIA driver.
@@ -93,6 +104,65 @@ test-gpu: gpu-selftest-bundle
 	  $(GPU_BUNDLE)/ladder-gpu-selftest; \
 	fi
 
+# Packages: make deb, make rpm (README.md "Install"). The release binary,
+# and from it the man page and the shell completions (`ladder generate`), in
+# $(PKG_ASSETS); cargo-deb and cargo-generate-rpm are installed into
+# ~/.cargo/bin when missing (built in a temporary directory, not
+# CARGO_TARGET_DIR). Output: $(PKG_OUT)/.
+#   dpkg-dev: dpkg-shlibdeps, for the .deb's library dependencies;
+#   systemd: systemd-analyze and systemd-sysusers (the package test installs
+#   the .deb); rpm: rpm -qlp lists the .rpm.
+PKG_DEB_PACKAGES := dpkg-dev systemd rpm binutils
+CARGO_DEB_VERSION := 3.8.0
+CARGO_GENERATE_RPM_VERSION := 0.21.1
+TARGET_DIR := $(or $(CARGO_TARGET_DIR),target)
+PKG_ASSETS := $(TARGET_DIR)/release/pkg
+PKG_OUT := $(TARGET_DIR)/packages
+PKG_VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)
+DEB_FILE = $(PKG_OUT)/ladder_$(PKG_VERSION)-1_$(shell dpkg --print-architecture 2>/dev/null || echo amd64).deb
+RPM_FILE = $(PKG_OUT)/ladder-$(PKG_VERSION)-1.$(shell uname -m).rpm
+
+pkg-deps: deps
+	@missing=""; for p in $(PKG_DEB_PACKAGES); do \
+	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "install ok installed" || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing:$$missing"; \
+	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $$missing; \
+	fi
+
+pkg-tools:
+	@$(CARGO) deb --version >/dev/null 2>&1 || env -u CARGO_TARGET_DIR $(CARGO) install --locked cargo-deb@$(CARGO_DEB_VERSION)
+	@$(CARGO) generate-rpm --version >/dev/null 2>&1 || env -u CARGO_TARGET_DIR $(CARGO) install --locked cargo-generate-rpm@$(CARGO_GENERATE_RPM_VERSION)
+
+pkg-assets: pkg-deps release
+	@set -eo pipefail; bin=$(TARGET_DIR)/release/ladder; mkdir -p $(PKG_ASSETS); \
+	$$bin generate man | gzip -9n > $(PKG_ASSETS)/ladder.1.gz; \
+	$$bin generate completions bash > $(PKG_ASSETS)/ladder.bash; \
+	$$bin generate completions zsh > $(PKG_ASSETS)/_ladder; \
+	$$bin generate completions fish > $(PKG_ASSETS)/ladder.fish; \
+	strip --strip-debug -o $(PKG_ASSETS)/ladder $$bin; \
+	echo "package assets: $(PKG_ASSETS)"
+
+deb: pkg-assets pkg-tools
+	@mkdir -p $(PKG_OUT)
+	$(CARGO) deb --no-build --strip --no-dbgsym --output $(DEB_FILE)
+
+# Requires: the libraries the binary links, as rpmbuild finds them (rpm's
+# find-requires: direct sonames and symbol versions, not ldd's transitive list),
+# and the users and groups of sysusers.d/ladder.conf (as RPM 4.19 does).
+rpm: pkg-assets pkg-tools
+	@mkdir -p $(PKG_OUT)
+	$(CARGO) generate-rpm --auto-req find-requires --output $(RPM_FILE)
+
+# Installs the .deb with dpkg, checks it, runs the installed binary as the
+# unit does, publishes and plays, purges; lists the .rpm. Root (or sudo):
+# it changes the system. packaging/test-package.sh says what it checks.
+test-package: deb rpm
+	$(SUDO) bash packaging/test-package.sh $(DEB_FILE) $(RPM_FILE)
+
+# Every benchmark (benches/README.md), among them `channels`: `ladder bench`
+# (channels per box, or per GPU) side by side with ffmpeg doing the same ladder.
 bench: deps
 	$(CARGO) bench --locked
 

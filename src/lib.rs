@@ -5,14 +5,19 @@
 //!
 //! ```text
 //! encoder --RTMP push--> ingest ----> media ------------> packaging ------------> origin --> CDN edges, players
-//!                        (sessions,   (FLV tags -> H.264  (CMAF chunks, segment   (hyper: LL-HLS, LL-DASH,
-//!                         sans-IO      + AAC access units, store, LL-HLS and      blocking reloads, chunked
-//!                         RTMP)        64-bit timeline)    LL-DASH manifests)      segments)
+//!                        (sessions,   (FLV / Enhanced     (CMAF chunks, segment   (hyper: LL-HLS, LL-DASH,
+//!                         sans-IO      RTMP tags -> H.264, store, LL-HLS and      blocking reloads, chunked
+//!                         RTMP)        HEVC, AV1 + AAC     LL-DASH manifests)      segments)
+//!                                      access units,
+//!                                      64-bit timeline)
 //! ```
 //!
-//! - [`ingest`] — RTMP server (sockets in `ingest::server` only) and the sans-IO
-//!   RTMP protocol in `ingest::rtmp`.
-//! - [`media`] — FLV, avcC/SPS, AV1 OBUs and av1C, AAC config, timestamps. No I/O.
+//! - [`ingest`] — RTMP and RTMPS server (sockets in `ingest::server` only), the
+//!   RTMP/RTMPS client for restream and pull (sockets in `ingest::client`
+//!   only), the sans-IO RTMP protocol in `ingest::rtmp`, and the publish
+//!   session every source drives (`ingest::publish`).
+//! - [`media`] — FLV and Enhanced RTMP tags, avcC/SPS, hvcC/VPS/SPS, AV1 OBUs and
+//!   av1C, AAC config, timestamps. No I/O.
 //! - [`packaging`] — CMAF boxes and fragmenter, the segment store, LL-HLS and
 //!   LL-DASH renderers. No I/O.
 //! - [`pipeline`] — the transcoding ladder: per channel, one decode thread
@@ -20,19 +25,28 @@
 //!   writing the rungs back into it. The decode thread is libavcodec (the
 //!   rungs scale with swscale) or, for a ladder admission placed on a GPU,
 //!   NVDEC with CUDA scaling per rung (falling back to libavcodec on a GPU
-//!   failure); the rungs encode with x264 or rav1e. `pipeline::admission`
+//!   failure); the rungs encode with x264 or rav1e, or on NVENC from device
+//!   memory for a `gpu` placement. `pipeline::admission`
 //!   decides the placement at publish; `pipeline::gpu` loads CUDA, NVDEC and
 //!   NVENC at run time.
 //! - [`origin`] — the HTTP origin that CDN edges and players pull from.
-//! - [`control`] — configuration.
+//! - [`restream`] — republishing the source or a rung to RTMP/RTMPS
+//!   destinations (YouTube, Facebook), each with its own bounded queue.
+//! - [`control`] — configuration, the admin API, metrics, health, the
+//!   publish webhook.
 //! - [`app`] — wires it together: tasks, bounded queues, admission, shutdown.
+//! - [`bench`] — `ladder bench`: channels per GPU and per box on the real
+//!   pipeline (packager, pipeline and rung sink per channel, fed in real time).
 
 #[cfg(feature = "ffmpeg")]
 pub mod app;
+#[cfg(feature = "ffmpeg")]
+pub mod bench;
 pub mod control;
 pub mod ingest;
 pub mod media;
 pub mod origin;
 pub mod packaging;
 pub mod pipeline;
+pub mod restream;
 pub mod sys;

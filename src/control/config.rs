@@ -74,6 +74,20 @@ pub const MAX_RENDITIONS: usize = 16;
 /// Most encoder threads one rung may ask for.
 pub const MAX_RUNG_THREADS: u32 = 64;
 
+/// How long a publish waits for the webhook's answer by default
+/// (`[auth] publish_webhook_timeout`); past it the publish is refused.
+pub const DEFAULT_WEBHOOK_TIMEOUT: f64 = 5.0;
+/// Longest `publish_webhook_timeout`: an encoder waits this long for its
+/// answer, and the connection holds a slot meanwhile.
+pub const MAX_WEBHOOK_TIMEOUT: f64 = 30.0;
+/// Shortest `playback_secret`, in bytes: an HMAC key shorter than this can
+/// be guessed offline from one signed URL.
+pub const MIN_PLAYBACK_SECRET_LEN: usize = 16;
+/// Default query parameter of a signed playback URL.
+pub const DEFAULT_PLAYBACK_TOKEN_PARAM: &str = "token";
+/// Longest `playback_token_param`.
+pub const MAX_TOKEN_PARAM_LEN: usize = 32;
+
 /// x264 preset names (the encoder's own list); on the GPU they map to NVENC P-presets.
 pub use crate::pipeline::cpu::x264::PRESETS;
 /// H.264 profiles a rendition may ask for.
@@ -129,6 +143,14 @@ pub struct AuthConfig {
     pub api_token: Option<String>,
     /// `http(s)://` URL asked before each publish; fail closed.
     pub publish_webhook: Option<String>,
+    /// How long a publish waits for the webhook (`publish_webhook_timeout`,
+    /// default [`DEFAULT_WEBHOOK_TIMEOUT`] seconds).
+    pub publish_webhook_timeout: std::time::Duration,
+    /// HMAC-SHA256 key of signed playback URLs (`origin::signed`); `None`:
+    /// playback is not signed.
+    pub playback_secret: Option<String>,
+    /// The query parameter carrying a playback token (default `token`).
+    pub playback_token_param: String,
 }
 
 /// `[ingest]`.
@@ -176,8 +198,27 @@ pub struct ChannelConfig {
     pub ladder: String,
     /// `rtmp(s)://` URL to pull from instead of waiting for a push.
     pub pull: Option<String>,
-    /// `rtmp(s)://` URLs to republish the source to.
-    pub restream: Vec<String>,
+    /// Where to republish the channel (`restream`): the source, or a rung.
+    pub restream: Vec<RestreamTarget>,
+}
+
+/// One `restream` entry: a URL (the source is sent) or
+/// `{ url = "...", rendition = "720p" }` (that rendition of the ladder).
+#[derive(Clone, PartialEq, Eq)]
+pub struct RestreamTarget {
+    /// `rtmp://` or `rtmps://` URL, stream key included (a secret).
+    pub url: String,
+    /// The ladder rendition to send; `None` for the source as published.
+    pub rendition: Option<String>,
+}
+
+impl fmt::Debug for RestreamTarget {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RestreamTarget")
+            .field("url", &REDACTED)
+            .field("rendition", &self.rendition)
+            .finish()
+    }
 }
 
 /// `[ladders.NAME]`: a transcoding ladder.
@@ -314,6 +355,12 @@ impl fmt::Debug for AuthConfig {
                 "publish_webhook",
                 &self.publish_webhook.as_ref().map(|_| REDACTED),
             )
+            .field("publish_webhook_timeout", &self.publish_webhook_timeout)
+            .field(
+                "playback_secret",
+                &self.playback_secret.as_ref().map(|_| REDACTED),
+            )
+            .field("playback_token_param", &self.playback_token_param)
             .finish()
     }
 }
@@ -544,11 +591,14 @@ impl Config {
     }
 
     /// The ladder a channel uses: its own if listed, `ladders.default` for an
-    /// unlisted channel in open mode, else `None`.
+    /// unlisted channel in open mode or named by the publish webhook, else
+    /// `None`.
     pub fn ladder_for(&self, channel: &str) -> Option<&LadderConfig> {
         match self.channel_by_name(channel) {
             Some(c) => self.ladders.get(&c.ladder),
-            None if self.auth.open => self.ladders.get("default"),
+            None if self.auth.open || self.auth.publish_webhook.is_some() => {
+                self.ladders.get("default")
+            }
             None => None,
         }
     }
@@ -629,7 +679,8 @@ fn av1_realtime_warning(r: &Rendition) -> Option<String> {
 
 /// Equality of `given` (attacker-chosen) against `secret` in time that depends on
 /// `given.len()` only: no early exit on the first difference nor on a length mismatch.
-fn constant_time_eq(given: &[u8], secret: &[u8]) -> bool {
+/// (Stream keys here; the admin API's bearer token in `control::admin`.)
+pub fn constant_time_eq(given: &[u8], secret: &[u8]) -> bool {
     let mut diff = u8::from(given.len() != secret.len());
     for (i, &b) in given.iter().enumerate() {
         // Out of range: compare against a byte that differs from `b`.
@@ -715,6 +766,9 @@ struct RawAuth {
     open: Option<S<bool>>,
     api_token: Option<S<String>>,
     publish_webhook: Option<S<String>>,
+    publish_webhook_timeout: Option<S<f64>>,
+    playback_secret: Option<S<String>>,
+    playback_token_param: Option<S<String>>,
 }
 
 #[derive(Default, Deserialize)]
@@ -741,7 +795,21 @@ struct RawChannel {
     ladder: Option<S<String>>,
     pull: Option<S<String>>,
     #[serde(default)]
-    restream: Vec<S<String>>,
+    restream: Vec<S<RawRestream>>,
+}
+
+/// A `restream` entry as written: a URL, or a table.
+#[derive(Deserialize)]
+#[serde(
+    untagged,
+    expecting = "an rtmp(s):// URL, or a table { url = \"rtmp(s)://...\", rendition = \"NAME\" }"
+)]
+enum RawRestream {
+    Url(String),
+    Table {
+        url: String,
+        rendition: Option<String>,
+    },
 }
 
 #[derive(Deserialize)]
@@ -964,13 +1032,74 @@ impl Validator<'_> {
                     "auth.publish_webhook: must be an http:// or https:// URL with a host"
                         .to_owned(),
                 );
+            } else if let Err(why) = crate::control::webhook::HookUrl::parse(w.get_ref()) {
+                self.error(w.span().start, format!("auth.publish_webhook: {why}"));
+            }
+            if open {
+                self.error(
+                    w.span().start,
+                    "auth.publish_webhook: the webhook decides every publish, so auth.open must be false"
+                        .to_owned(),
+                );
             }
         }
+        let publish_webhook_timeout = match &raw.publish_webhook_timeout {
+            Some(t) => {
+                let v = *t.get_ref();
+                if !(v > 0.0 && v <= MAX_WEBHOOK_TIMEOUT) {
+                    self.error(
+                        t.span().start,
+                        format!("auth.publish_webhook_timeout: {v} is out of range; must be more than 0 and at most {MAX_WEBHOOK_TIMEOUT} seconds"),
+                    );
+                    DEFAULT_WEBHOOK_TIMEOUT
+                } else {
+                    v
+                }
+            }
+            None => DEFAULT_WEBHOOK_TIMEOUT,
+        };
+        if let Some(secret) = &raw.playback_secret {
+            let v = secret.get_ref();
+            if v.len() < MIN_PLAYBACK_SECRET_LEN {
+                self.error(
+                    secret.span().start,
+                    format!("auth.playback_secret: shorter than {MIN_PLAYBACK_SECRET_LEN} bytes; make one with `openssl rand -hex 32`"),
+                );
+            } else if v.chars().any(|c| c.is_whitespace() || c.is_control()) {
+                self.error(
+                    secret.span().start,
+                    "auth.playback_secret: contains whitespace or control characters".to_owned(),
+                );
+            }
+        }
+        let playback_token_param = match raw.playback_token_param {
+            Some(p) => {
+                let v = p.get_ref();
+                let ok = !v.is_empty()
+                    && v.len() <= MAX_TOKEN_PARAM_LEN
+                    && v.bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+                    && !v.starts_with("_HLS_");
+                if !ok {
+                    self.error(
+                        p.span().start,
+                        format!("auth.playback_token_param: use 1-{MAX_TOKEN_PARAM_LEN} of A-Z a-z 0-9 _ -, not starting with _HLS_"),
+                    );
+                }
+                p.into_inner()
+            }
+            None => DEFAULT_PLAYBACK_TOKEN_PARAM.to_owned(),
+        };
         (
             AuthConfig {
                 open,
                 api_token: raw.api_token.map(Spanned::into_inner),
                 publish_webhook: raw.publish_webhook.map(Spanned::into_inner),
+                publish_webhook_timeout: std::time::Duration::from_secs_f64(
+                    publish_webhook_timeout,
+                ),
+                playback_secret: raw.playback_secret.map(Spanned::into_inner),
+                playback_token_param,
             },
             open_at,
         )
@@ -1119,15 +1248,35 @@ impl Validator<'_> {
                     );
                 }
             }
-            for (i, r) in c.restream.iter().enumerate() {
-                if check_url(r.get_ref(), &["rtmp", "rtmps"]).is_err() {
+            let mut restream = Vec::with_capacity(c.restream.len());
+            for (i, r) in c.restream.into_iter().enumerate() {
+                let at = r.span().start;
+                let (url, rendition) = match r.into_inner() {
+                    RawRestream::Url(url) => (url, None),
+                    RawRestream::Table { url, rendition } => (url, rendition),
+                };
+                if check_url(&url, &["rtmp", "rtmps"]).is_err() {
                     self.error(
-                        r.span().start,
+                        at,
                         format!(
                             "{who}: restream[{i}] must be an rtmp:// or rtmps:// URL with a host"
                         ),
                     );
                 }
+                if let (Some(r), Some(l)) = (&rendition, ladders.get(&ladder)) {
+                    if !l.renditions.iter().any(|x| &x.name == r) {
+                        let names: Vec<&str> =
+                            l.renditions.iter().map(|x| x.name.as_str()).collect();
+                        self.error(
+                            at,
+                            format!(
+                                "{who}: restream[{i}]: ladder {ladder:?} has no rendition {r:?} (it has {})",
+                                names.join(", ")
+                            ),
+                        );
+                    }
+                }
+                restream.push(RestreamTarget { url, rendition });
             }
 
             out.push(ChannelConfig {
@@ -1135,7 +1284,7 @@ impl Validator<'_> {
                 key: c.key.into_inner(),
                 ladder,
                 pull: c.pull.map(Spanned::into_inner),
-                restream: c.restream.into_iter().map(Spanned::into_inner).collect(),
+                restream,
             });
         }
         out
@@ -1355,7 +1504,8 @@ fn is_wildcard(ip: IpAddr) -> bool {
 }
 
 /// Channel, rendition and ladder names: `[A-Za-z0-9_-]{1,64}`, not starting with `-`.
-fn check_name(name: &str) -> Result<(), String> {
+/// `Err` says why, to follow "name ..." (the publish webhook's channel too).
+pub fn check_name(name: &str) -> Result<(), String> {
     if name.is_empty() {
         return Err("is empty".to_owned());
     }
@@ -1777,6 +1927,38 @@ renditions = [
     }
 
     #[test]
+    fn restream_entries_are_urls_or_tables_naming_a_rendition() {
+        let ladder = "[ladders.default]\nrenditions = [{ name = \"source\", passthrough = true }, { name = \"720p\", height = 720, bitrate_kbps = 3000 }]\n";
+        let text = format!(
+            "{ladder}[[channels]]\nname = \"a\"\nkey = \"k\"\nrestream = [\"rtmp://yt.example/live2/K1\", {{ url = \"rtmps://fb.example:443/rtmp/K2\", rendition = \"720p\" }}]\n"
+        );
+        let c = Config::parse(&text, "t.toml").unwrap();
+        let r = &c.channels[0].restream;
+        assert_eq!(r.len(), 2);
+        assert_eq!(
+            (r[0].url.as_str(), r[0].rendition.as_deref()),
+            ("rtmp://yt.example/live2/K1", None)
+        );
+        assert_eq!(r[1].rendition.as_deref(), Some("720p"));
+        // keys never show in Debug output
+        let debug = format!("{:?}", c.channels[0]);
+        assert!(!debug.contains("K1") && !debug.contains("K2"), "{debug}");
+
+        let bad = |entry: &str| {
+            errors(&format!(
+                "{ladder}[[channels]]\nname = \"a\"\nkey = \"k\"\nrestream = [{entry}]\n"
+            ))
+        };
+        assert_eq!(
+            bad("{ url = \"rtmp://h/app/K\", rendition = \"1080p\" }"),
+            ["t.toml:6:13: channel \"a\": restream[0]: ladder \"default\" has no rendition \"1080p\" (it has source, 720p)"]
+        );
+        let e = bad("7");
+        assert_eq!(e.len(), 1, "{e:?}");
+        assert!(e[0].contains("an rtmp(s):// URL, or a table"), "{e:?}");
+    }
+
+    #[test]
     fn open_mode_needs_default_ladder() {
         let e = errors("[auth]\nopen = true\n[ladders.hd]\nrenditions = [{ name = \"source\", passthrough = true }]\n");
         assert_eq!(
@@ -1834,6 +2016,64 @@ renditions = [
         assert!(check_url("RTMP://host:1935/app/key", &["rtmp"]).is_ok());
         assert!(check_url("rtmp://user@:1935/x", &["rtmp"]).is_err());
         assert!(check_url("https://h ost/", &["https"]).is_err());
+    }
+
+    #[test]
+    fn auth_keys_for_the_webhook_and_signed_playback() {
+        let c = Config::parse(LADDER, "t.toml").unwrap();
+        assert_eq!(
+            c.auth.publish_webhook_timeout,
+            std::time::Duration::from_secs(5)
+        );
+        assert_eq!(c.auth.playback_secret, None);
+        assert_eq!(c.auth.playback_token_param, "token");
+
+        let text = format!(
+            "[auth]\npublish_webhook = \"http://127.0.0.1:9000/hook?s=1\"\npublish_webhook_timeout = 0.5\nplayback_secret = \"0123456789abcdef-secret\"\nplayback_token_param = \"hdnts\"\n{LADDER}"
+        );
+        let c = Config::parse(&text, "t.toml").unwrap();
+        assert_eq!(
+            c.auth.publish_webhook_timeout,
+            std::time::Duration::from_millis(500)
+        );
+        assert_eq!(
+            c.auth.playback_secret.as_deref(),
+            Some("0123456789abcdef-secret")
+        );
+        assert_eq!(c.auth.playback_token_param, "hdnts");
+        // a channel the webhook names uses ladders.default
+        assert!(c.ladder_for("anything").is_some());
+        let debug = format!("{:?}", c.auth);
+        assert!(!debug.contains("0123456789abcdef"), "{debug}");
+        assert!(!debug.contains("9000"), "{debug}");
+
+        let text = format!(
+            "[auth]\nopen = true\npublish_webhook = \"http://u:p@h/x\"\npublish_webhook_timeout = 0.0\nplayback_secret = \"short\"\nplayback_token_param = \"_HLS_msn\"\n{LADDER}"
+        );
+        assert_eq!(
+            errors(&text),
+            [
+                "t.toml:3:19: auth.publish_webhook: credentials in the URL are not supported; put a secret in the path or query",
+                "t.toml:3:19: auth.publish_webhook: the webhook decides every publish, so auth.open must be false",
+                "t.toml:4:27: auth.publish_webhook_timeout: 0 is out of range; must be more than 0 and at most 30 seconds",
+                "t.toml:5:19: auth.playback_secret: shorter than 16 bytes; make one with `openssl rand -hex 32`",
+                "t.toml:6:24: auth.playback_token_param: use 1-32 of A-Z a-z 0-9 _ -, not starting with _HLS_",
+            ]
+        );
+        for bad in [
+            "\"\"",
+            "\"a b\"",
+            "\"a=b\"",
+            &format!("\"{}\"", "x".repeat(33)),
+        ] {
+            let e = errors(&format!("[auth]\nplayback_token_param = {bad}\n{LADDER}"));
+            assert_eq!(e.len(), 1, "{bad}: {e:?}");
+        }
+        let e = errors(&format!(
+            "[auth]\npublish_webhook_timeout = 31.0\nplayback_secret = \"0123456789abcdef 1\"\n{LADDER}"
+        ));
+        assert_eq!(e.len(), 2, "{e:?}");
+        assert!(e[1].contains("whitespace"), "{e:?}");
     }
 
     #[test]

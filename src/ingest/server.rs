@@ -1,47 +1,51 @@
-//! The RTMP listener: the only ingest file that touches sockets.
+//! The RTMP and RTMPS listeners: the only ingest file that touches sockets
+//! (SPEC.md, "URLs": `rtmp://HOST:1935/live/<key>`, `rtmps://HOST:1936/live/<key>`).
 //!
-//! Each connection runs on its own task: handshake (with a deadline), then the
-//! sans-IO [`ServerSession`] fed from the socket, its output written back, its
-//! events turned into admission decisions and media for the channel's packager.
-//! Nothing here waits on viewers: the packager writes the in-memory store and
-//! returns.
+//! Each connection runs on its own task: for RTMPS the TLS handshake first,
+//! then the RTMP handshake (both under one deadline), then the sans-IO
+//! [`ServerSession`] fed from the stream, its output written back, its
+//! events turned into a [`Publish`] session (admission, packaging, the
+//! transcoding pipeline: `ingest::publish`). The same connection code
+//! serves TCP and TLS: it is generic over the stream. Nothing here waits on
+//! viewers: the packager writes the in-memory store and returns.
 //!
 //! Limits (named, with the attack each one stops):
-//! - [`MAX_CONNECTIONS`]: open connections, so a flood cannot exhaust file
-//!   descriptors (over it, a connection is accepted and closed at once).
-//! - the handshake deadline (`rtmp::handshake::HANDSHAKE_TIMEOUT`): a peer that
-//!   sends only C0, or 1535 bytes of C1, or never C2, is closed.
+//! - [`MAX_CONNECTIONS`]: open connections, RTMP and RTMPS together (one
+//!   cap: both spend the same file descriptors), so a flood cannot exhaust
+//!   them (over it, a connection is accepted and closed at once).
+//! - the handshake deadline (`rtmp::handshake::HANDSHAKE_TIMEOUT`), from the
+//!   accept: a peer that sends only C0, or 1535 bytes of C1, or never C2, or
+//!   (RTMPS) never finishes its TLS handshake, is closed.
 //! - [`PUBLISH_DEADLINE`]: a connection that has not begun publishing this long
 //!   after its handshake is closed, however many bytes or small messages it
 //!   trickles in (slow-loris: one byte a second, or endless pings).
 //! - `idle_timeout` (config): a publisher that delivers no media message for that
 //!   long is closed, whatever else it sends.
+//! - [`CLOSE_DEADLINE`]-bounded close: a peer that stops reading cannot hold
+//!   a closing connection.
 //! - bytes buffered per connection, chunk streams, message size, chunk size:
 //!   enforced by the chunk decoder (`rtmp::chunk`).
 //! - publishers: the app's admission semaphore (`[ingest] max_publishers`).
 
-use super::rtmp::handshake::{self, HandshakeProgress, ServerHandshake};
+use super::publish::{Publish, Stop};
+use super::rtmp::handshake::{self, HandshakeProgress, ServerHandshake, RTMP_VERSION};
 use super::rtmp::session::{ServerEvent, ServerSession, SessionConfig};
-use crate::app::ChannelRuntime;
-use crate::app::{Admission, App};
+use crate::app::App;
 use crate::control::config::Config;
-use crate::media::flv::Demuxer;
-use crate::media::MediaEvent;
-use crate::packaging::packager::{PackagerNotice, Pushed};
-use crate::pipeline::admission::Grant;
-use crate::pipeline::graph::ChannelPipeline;
 use bytes::Bytes;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use std::time::{Duration, SystemTime};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Semaphore};
-use tracing::{debug, error, info, warn};
+use tokio::time::Instant;
+use tracing::{debug, info, warn};
 
 /// Time from the end of the handshake to an accepted publish.
 pub const PUBLISH_DEADLINE: Duration = Duration::from_secs(30);
-/// Open RTMP connections at most (publishers are capped separately).
+/// Open RTMP and RTMPS connections at most, together (publishers are capped
+/// separately).
 pub const MAX_CONNECTIONS: usize = 1024;
 /// Socket read buffer per connection.
 const READ_BUFFER: usize = 64 * 1024;
@@ -49,18 +53,24 @@ const READ_BUFFER: usize = 64 * 1024;
 pub const APP_NAME: &str = "live";
 /// Longest wait after an accept error (file descriptors exhausted, say).
 const MAX_ACCEPT_BACKOFF: Duration = Duration::from_secs(2);
-/// Media warnings (malformed frames, timestamp jumps) logged per session, at most.
-const MAX_MEDIA_WARNINGS: u32 = 20;
+/// Longest wait to close a connection gracefully (for RTMPS, writing TLS's
+/// close_notify). Attack: a peer that stops reading would otherwise keep the
+/// closing connection, and its slot, forever; past it the socket is dropped.
+pub const CLOSE_DEADLINE: Duration = Duration::from_secs(2);
 
 /// Ingest limits from the configuration.
 #[derive(Clone, Debug)]
 pub struct IngestLimits {
+    /// A publisher without a media message this long is closed (`[ingest] idle_timeout`).
     pub idle_timeout: Duration,
+    /// From the accept to the end of the RTMP handshake (TLS included).
     pub handshake_timeout: Duration,
+    /// Open connections, RTMP and RTMPS together.
     pub max_connections: usize,
 }
 
 impl IngestLimits {
+    /// The limits `config` sets, and the built-in ones.
     pub fn from_config(config: &Config) -> Self {
         IngestLimits {
             idle_timeout: Duration::from_secs_f64(config.ingest.idle_timeout.max(0.1)),
@@ -70,54 +80,150 @@ impl IngestLimits {
     }
 }
 
-/// Accept RTMP connections until shutdown, then wait for every connection to
-/// finish (each closes its channel's open segments); the caller bounds the wait.
-pub async fn serve(
-    listener: TcpListener,
+/// What a listener's connections carry RTMP over.
+#[derive(Clone)]
+pub enum Transport {
+    /// RTMP over TCP.
+    Plain,
+    /// RTMPS: TLS over TCP (the acceptor holds the certificate, see
+    /// `ingest::tls`), then RTMP. Shared so that a reload can put a renewed
+    /// certificate in place for the connections that follow.
+    Tls(Arc<std::sync::RwLock<tokio_rustls::TlsAcceptor>>),
+}
+
+impl Transport {
+    fn name(&self) -> &'static str {
+        match self {
+            Transport::Plain => "RTMP",
+            Transport::Tls(_) => "RTMPS",
+        }
+    }
+}
+
+/// What the RTMP and RTMPS listeners share: the app, the limits and the one
+/// connection cap. Clone it for each listener.
+#[derive(Clone)]
+pub struct Ingest {
     app: Arc<App>,
     limits: IngestLimits,
-    mut shutdown: watch::Receiver<bool>,
-) {
-    let slots = Arc::new(Semaphore::new(limits.max_connections));
-    let mut backoff = Duration::from_millis(10);
-    let mut tasks = tokio::task::JoinSet::new();
-    loop {
-        // reap finished connections so the set stays as small as the live ones
-        while tasks.try_join_next().is_some() {}
-        let accepted = tokio::select! {
-            r = listener.accept() => r,
-            _ = shutdown.wait_for(|v| *v) => break,
-        };
-        let (socket, peer) = match accepted {
-            Ok(x) => {
-                backoff = Duration::from_millis(10);
-                x
-            }
-            Err(e) => {
-                warn!(error = %e, "RTMP accept failed; backing off {:?}", backoff);
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(MAX_ACCEPT_BACKOFF);
-                continue;
-            }
-        };
-        let Ok(permit) = slots.clone().try_acquire_owned() else {
-            warn!(%peer, limit = limits.max_connections, "RTMP connection refused: connection limit reached");
-            drop(socket);
-            continue;
-        };
-        let _ = socket.set_nodelay(true);
-        let app = app.clone();
-        let limits = limits.clone();
-        let shutdown = shutdown.clone();
-        tasks.spawn(async move {
-            let _permit = permit;
-            Connection::new(app, peer, limits)
-                .run(socket, shutdown)
-                .await;
-        });
+    /// Connection slots, shared by every listener.
+    slots: Arc<Semaphore>,
+}
+
+impl Ingest {
+    /// Listeners for `app` under `limits`.
+    pub fn new(app: Arc<App>, limits: IngestLimits) -> Ingest {
+        Ingest {
+            slots: Arc::new(Semaphore::new(limits.max_connections)),
+            app,
+            limits,
+        }
     }
-    drop(listener);
-    while tasks.join_next().await.is_some() {}
+
+    /// Accept connections on `listener` until shutdown, then wait for every
+    /// connection to finish (each closes its channel's open segments); the
+    /// caller bounds the wait.
+    pub async fn serve(
+        self,
+        listener: TcpListener,
+        transport: Transport,
+        mut shutdown: watch::Receiver<bool>,
+    ) {
+        let what = transport.name();
+        let mut backoff = Duration::from_millis(10);
+        let mut tasks = tokio::task::JoinSet::new();
+        loop {
+            // reap finished connections so the set stays as small as the live ones
+            while tasks.try_join_next().is_some() {}
+            let accepted = tokio::select! {
+                r = listener.accept() => r,
+                _ = shutdown.wait_for(|v| *v) => break,
+            };
+            let (socket, peer) = match accepted {
+                Ok(x) => {
+                    backoff = Duration::from_millis(10);
+                    x
+                }
+                Err(e) => {
+                    warn!(error = %e, "{what} accept failed; backing off {:?}", backoff);
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(MAX_ACCEPT_BACKOFF);
+                    continue;
+                }
+            };
+            let Ok(permit) = self.slots.clone().try_acquire_owned() else {
+                warn!(%peer, limit = self.limits.max_connections, "{what} connection refused: connection limit reached");
+                drop(socket);
+                continue;
+            };
+            let _ = socket.set_nodelay(true);
+            let app = self.app.clone();
+            let limits = self.limits.clone();
+            let shutdown = shutdown.clone();
+            let transport = transport.clone();
+            tasks.spawn(async move {
+                let _permit = permit;
+                let deadline = Instant::now() + limits.handshake_timeout;
+                match transport {
+                    Transport::Plain => {
+                        Connection::new(socket, app, peer, limits)
+                            .run(deadline, shutdown)
+                            .await
+                    }
+                    Transport::Tls(acceptor) => {
+                        let acceptor = acceptor.read().unwrap_or_else(|e| e.into_inner()).clone();
+                        if let Some(tls) = tls_accept(&acceptor, socket, peer, deadline).await {
+                            Connection::new(tls, app, peer, limits)
+                                .run(deadline, shutdown)
+                                .await
+                        }
+                    }
+                }
+            });
+        }
+        drop(listener);
+        while tasks.join_next().await.is_some() {}
+    }
+}
+
+/// The TLS handshake of an RTMPS connection, by `deadline`. A failure is
+/// logged with the peer and closes the connection; nothing else notices.
+async fn tls_accept(
+    acceptor: &tokio_rustls::TlsAcceptor,
+    socket: TcpStream,
+    peer: SocketAddr,
+    deadline: Instant,
+) -> Option<tokio_rustls::server::TlsStream<TcpStream>> {
+    // A plain RTMP publisher on this port opens with C0 (the RTMP version
+    // byte); a TLS client with a handshake record (22). Tell the operator
+    // which mistake it is rather than a TLS parse error.
+    let mut first = [0u8; 1];
+    match tokio::time::timeout_at(deadline, socket.peek(&mut first)).await {
+        Err(_) => {
+            debug!(%peer, "RTMPS connection closed: nothing sent before the handshake deadline");
+            return None;
+        }
+        Ok(Ok(0)) | Ok(Err(_)) => {
+            debug!(%peer, "RTMPS connection closed before the TLS handshake");
+            return None;
+        }
+        Ok(Ok(_)) if first[0] == RTMP_VERSION => {
+            info!(%peer, "RTMPS connection refused: the peer speaks plain RTMP (use rtmps:// on this port, rtmp:// on the RTMP port)");
+            return None;
+        }
+        Ok(Ok(_)) => {}
+    }
+    match tokio::time::timeout_at(deadline, acceptor.accept(socket)).await {
+        Ok(Ok(tls)) => Some(tls),
+        Ok(Err(e)) => {
+            info!(%peer, error = %e, "RTMPS connection closed: TLS handshake failed");
+            None
+        }
+        Err(_) => {
+            info!(%peer, "RTMPS connection closed: TLS handshake not completed in time");
+            None
+        }
+    }
 }
 
 /// Why a connection ended, for the unpublish log line.
@@ -130,9 +236,16 @@ enum End {
     HandshakeTimeout,
     Protocol(String),
     Io(std::io::Error),
-    Kicked,
     Shutdown,
-    Media(String),
+    /// The publish session stopped: replaced, kicked by the admin API, or
+    /// unsupported media.
+    Stopped(Stop),
+}
+
+impl From<Stop> for End {
+    fn from(stop: Stop) -> End {
+        End::Stopped(stop)
+    }
 }
 
 impl std::fmt::Display for End {
@@ -149,39 +262,27 @@ impl std::fmt::Display for End {
             End::HandshakeTimeout => write!(f, "handshake not completed in time"),
             End::Protocol(e) => write!(f, "protocol error: {e}"),
             End::Io(e) => write!(f, "connection error: {e}"),
-            End::Kicked => write!(f, "replaced by a new publisher"),
             End::Shutdown => write!(f, "server shutting down"),
-            End::Media(e) => write!(f, "{e}"),
+            End::Stopped(stop) => write!(f, "{stop}"),
         }
     }
 }
 
-/// A live publishing session on a connection.
-struct Live {
-    admission: Admission,
-    stream_id: u32,
-    demuxer: Demuxer,
-    started: Instant,
-    warnings: u32,
-    /// The transcoding pipeline, when the ladder has encoded rungs.
-    pipeline: Option<ChannelPipeline>,
-    /// Where the ladder was placed; its GPU share is held until the
-    /// pipeline has drained.
-    grant: Option<Grant>,
-    /// The packager session the pipeline writes for.
-    session: u64,
-}
-
-struct Connection {
+/// A connection: the handshake, then the RTMP session over `S` (a TCP
+/// stream, or TLS over one), its publish handed to a [`Publish`].
+struct Connection<S> {
+    socket: S,
     app: Arc<App>,
     peer: SocketAddr,
     limits: IngestLimits,
-    live: Option<Live>,
+    /// The accepted publication: its message stream id and its session.
+    live: Option<(u32, Publish)>,
 }
 
-impl Connection {
-    fn new(app: Arc<App>, peer: SocketAddr, limits: IngestLimits) -> Self {
+impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Connection<S> {
+    fn new(socket: S, app: Arc<App>, peer: SocketAddr, limits: IngestLimits) -> Self {
         Connection {
+            socket,
             app,
             peer,
             limits,
@@ -189,9 +290,12 @@ impl Connection {
         }
     }
 
-    async fn run(mut self, mut socket: TcpStream, mut shutdown: watch::Receiver<bool>) {
+    /// Serve the connection to its end. `handshake_deadline` bounds the
+    /// RTMP handshake (and, for RTMPS, was already running during the TLS
+    /// handshake).
+    async fn run(mut self, handshake_deadline: Instant, mut shutdown: watch::Receiver<bool>) {
         let mut buf = vec![0u8; READ_BUFFER];
-        let leftover = match self.handshake(&mut socket, &mut buf).await {
+        let leftover = match self.handshake(&mut buf, handshake_deadline).await {
             Ok(rest) => rest,
             Err(end) => {
                 debug!(peer = %self.peer, reason = %end, "RTMP connection closed during handshake");
@@ -200,17 +304,16 @@ impl Connection {
         };
         let mut session = ServerSession::new(SessionConfig::default());
         let end = self
-            .session(&mut socket, &mut buf, &mut session, leftover, &mut shutdown)
+            .session(&mut buf, &mut session, leftover, &mut shutdown)
             .await;
         self.finish(end);
-        let _ = socket.shutdown().await;
+        let _ = tokio::time::timeout(CLOSE_DEADLINE, self.socket.shutdown()).await;
     }
 
-    async fn handshake(&self, socket: &mut TcpStream, buf: &mut [u8]) -> Result<Bytes, End> {
-        let deadline = tokio::time::Instant::now() + self.limits.handshake_timeout;
+    async fn handshake(&mut self, buf: &mut [u8], deadline: Instant) -> Result<Bytes, End> {
         let mut hs = ServerHandshake::new(handshake_time_ms(), handshake_seed(self.peer));
         loop {
-            let n = match tokio::time::timeout_at(deadline, socket.read(buf)).await {
+            let n = match tokio::time::timeout_at(deadline, self.socket.read(buf)).await {
                 Err(_) => return Err(End::HandshakeTimeout),
                 Ok(Err(e)) => return Err(End::Io(e)),
                 Ok(Ok(0)) => return Err(End::PeerClosed),
@@ -221,7 +324,7 @@ impl Connection {
                 End::Protocol(e.to_string())
             })?;
             if let Some(out) = hs.take_output() {
-                write_all(socket, &out, deadline).await?;
+                write_all(&mut self.socket, &out, deadline).await?;
             }
             if let HandshakeProgress::Done { remaining } = outcome {
                 return Ok(remaining);
@@ -231,7 +334,6 @@ impl Connection {
 
     async fn session(
         &mut self,
-        socket: &mut TcpStream,
         buf: &mut [u8],
         session: &mut ServerSession,
         leftover: Bytes,
@@ -241,15 +343,15 @@ impl Connection {
             if let Err(e) = session.feed(&leftover) {
                 return End::Protocol(e.to_string());
             }
-            if let Err(end) = self.pump(socket, session).await {
+            if let Err(end) = self.pump(session).await {
                 return end;
             }
         }
-        let connected = tokio::time::Instant::now();
+        let connected = Instant::now();
         let mut last_media = connected;
         let mut media_seen = session.stats().media_forwarded;
         loop {
-            let kick = self.live.as_ref().map(|l| l.admission.kick.clone());
+            let replaced = self.live.as_ref().map(|(_, p)| p.replaced());
             // Progress, not bytes, keeps a connection open: media while
             // publishing, and a publish within PUBLISH_DEADLINE before that.
             let deadline = if self.live.is_some() {
@@ -259,9 +361,9 @@ impl Connection {
                 last_media.max(connected) + PUBLISH_DEADLINE
             };
             let read = tokio::select! {
-                r = tokio::time::timeout_at(deadline, socket.read(buf)) => r,
-                _ = async { match &kick { Some(k) => k.notified().await, None => std::future::pending().await } } => {
-                    return End::Kicked;
+                r = tokio::time::timeout_at(deadline, self.socket.read(buf)) => r,
+                stop = async { match replaced { Some(r) => r.await, None => std::future::pending().await } } => {
+                    return End::Stopped(stop);
                 }
                 _ = shutdown.wait_for(|v| *v) => return End::Shutdown,
             };
@@ -276,33 +378,29 @@ impl Connection {
             if let Err(e) = session.feed(&buf[..n]) {
                 return End::Protocol(e.to_string());
             }
-            if let Err(end) = self.pump(socket, session).await {
+            if let Err(end) = self.pump(session).await {
                 return end;
             }
             let media = session.stats().media_forwarded;
             if media != media_seen || was_live != self.live.is_some() {
                 media_seen = media;
-                last_media = tokio::time::Instant::now();
+                last_media = Instant::now();
             }
         }
     }
 
     /// Write the session's output and act on its events.
-    async fn pump(
-        &mut self,
-        socket: &mut TcpStream,
-        session: &mut ServerSession,
-    ) -> Result<(), End> {
+    async fn pump(&mut self, session: &mut ServerSession) -> Result<(), End> {
         loop {
             let mut progressed = false;
             while let Some(event) = session.poll_event() {
                 progressed = true;
-                self.on_event(event, session)?;
+                self.on_event(event, session).await?;
             }
-            let deadline = tokio::time::Instant::now() + self.limits.idle_timeout;
+            let deadline = Instant::now() + self.limits.idle_timeout;
             while let Some(out) = session.take_output() {
                 progressed = true;
-                write_all(socket, &out, deadline).await?;
+                write_all(&mut self.socket, &out, deadline).await?;
             }
             if !progressed {
                 return Ok(());
@@ -310,7 +408,19 @@ impl Connection {
         }
     }
 
-    fn on_event(&mut self, event: ServerEvent, session: &mut ServerSession) -> Result<(), End> {
+    /// The live publish on `stream_id`, if that is the accepted one.
+    fn live_on(&mut self, stream_id: u32) -> Option<&mut Publish> {
+        self.live
+            .as_mut()
+            .filter(|(id, _)| *id == stream_id)
+            .map(|(_, p)| p)
+    }
+
+    async fn on_event(
+        &mut self,
+        event: ServerEvent,
+        session: &mut ServerSession,
+    ) -> Result<(), End> {
         match event {
             ServerEvent::Connected { app, .. } => {
                 debug!(peer = %self.peer, %app, "RTMP connect");
@@ -320,15 +430,17 @@ impl Connection {
                 app,
                 stream_name,
                 ..
-            } => self.on_publish(session, stream_id, &app, &stream_name),
+            } => {
+                self.on_publish(session, stream_id, &app, &stream_name)
+                    .await
+            }
             ServerEvent::Video {
                 stream_id,
                 timestamp,
                 payload,
             } => {
-                if let Some(live) = self.live.as_mut().filter(|l| l.stream_id == stream_id) {
-                    let r = live.demuxer.video(timestamp, payload);
-                    self.media(r)?;
+                if let Some(publish) = self.live_on(stream_id) {
+                    publish.video(timestamp, payload).map_err(End::from)?;
                 }
             }
             ServerEvent::Audio {
@@ -336,14 +448,17 @@ impl Connection {
                 timestamp,
                 payload,
             } => {
-                if let Some(live) = self.live.as_mut().filter(|l| l.stream_id == stream_id) {
-                    let r = live.demuxer.audio(timestamp, payload);
-                    self.media(r)?;
+                if let Some(publish) = self.live_on(stream_id) {
+                    publish.audio(timestamp, payload).map_err(End::from)?;
                 }
             }
-            ServerEvent::Metadata { .. } => {}
+            ServerEvent::Metadata { stream_id, values } => {
+                if let Some(publish) = self.live_on(stream_id) {
+                    publish.metadata(&values).map_err(End::from)?;
+                }
+            }
             ServerEvent::Unpublished { stream_id } => {
-                if self.live.as_ref().map(|l| l.stream_id) == Some(stream_id) {
+                if self.live_on(stream_id).is_some() {
                     self.finish(End::Unpublished);
                 }
             }
@@ -354,7 +469,11 @@ impl Connection {
         Ok(())
     }
 
-    fn on_publish(
+    /// The connection-level checks (one publish per connection, the `live`
+    /// application), then the publish session's admission (which asks the
+    /// publish webhook first when one is configured: the connection waits
+    /// for it, within the webhook's timeout).
+    async fn on_publish(
         &mut self,
         session: &mut ServerSession,
         stream_id: u32,
@@ -381,252 +500,30 @@ impl Connection {
         }
         // Query parameters after the key (`key?foo=bar`) are not part of it.
         let key = stream_name.split('?').next().unwrap_or("");
-        match self.app.admit(key, peer) {
-            Ok(admission) => {
-                let grant = match self.app.place_ladder(&admission.channel.name) {
-                    Ok(grant) => grant,
-                    Err(refused) => {
-                        warn!(channel = %admission.channel.name, %peer, reason = %refused, "publish refused");
-                        session.reject_publish(
-                            stream_id,
-                            "NetStream.Publish.Rejected",
-                            "no GPU capacity for this channel's ladder",
-                        );
-                        self.app.release(&admission.channel, admission.session_id);
-                        return;
-                    }
-                };
-                let (start, packager_session) = {
-                    let mut p = admission
-                        .channel
-                        .packager
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner());
-                    (p.start_session(SystemTime::now()), p.session())
-                };
-                let pipeline = grant
-                    .as_ref()
-                    .and_then(|g| self.app.start_pipeline(&admission.channel, g));
-                match &grant {
-                    Some(g) => info!(
-                        channel = %admission.channel.name,
-                        %peer,
-                        rungs = g.rungs.len(),
-                        placement = %g.placement,
-                        placement_reason = %g.reason,
-                        // (NVENC is not in the graph yet: a gpu placement runs hybrid)
-                        runs_on = %crate::app::App::decode_backend(g),
-                        "publish started"
-                    ),
-                    None => info!(channel = %admission.channel.name, %peer, "publish started"),
-                }
+        match Publish::start_push(&self.app, app, key, peer).await {
+            Ok(publish) => {
                 session.accept_publish(stream_id);
-                self.live = Some(Live {
-                    admission,
-                    stream_id,
-                    demuxer: Demuxer::new(start),
-                    started: Instant::now(),
-                    warnings: 0,
-                    pipeline,
-                    grant,
-                    session: packager_session,
-                });
+                self.live = Some((stream_id, publish));
             }
             Err(refusal) => {
                 let (code, description) = refusal.status();
-                // never log the key
-                warn!(%peer, reason = %description, "publish refused");
                 session.reject_publish(stream_id, code, &description);
             }
         }
     }
 
-    /// Hand a demuxed event to the packager; log what deserves it.
-    fn media(
-        &mut self,
-        r: Result<Option<crate::media::MediaEvent>, crate::media::flv::MediaError>,
-    ) -> Result<(), End> {
-        let Some(live) = self.live.as_mut() else {
-            return Ok(());
-        };
-        let channel = live.admission.channel.clone();
-        // A replaced publisher must not write after its successor began.
-        let current = channel
-            .publisher
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .as_ref()
-            .map(|p| p.session_id);
-        if current != Some(live.admission.session_id) {
-            return Err(End::Kicked);
-        }
-        match r {
-            Ok(Some(event)) => {
-                // what the transcoding pipeline needs of it (cheap clones)
-                let forward = match (&live.pipeline, &event) {
-                    (Some(_), MediaEvent::VideoConfig(c)) => {
-                        Some(MediaEvent::VideoConfig(c.clone()))
-                    }
-                    (Some(_), MediaEvent::Video(f)) => Some(MediaEvent::Video(f.clone())),
-                    _ => None,
-                };
-                let mut p = channel.packager.lock().unwrap_or_else(|e| e.into_inner());
-                let pushed = match p.push(event, SystemTime::now()) {
-                    Ok(pushed) => pushed,
-                    Err(e) => {
-                        if live.warnings < MAX_MEDIA_WARNINGS {
-                            live.warnings += 1;
-                            warn!(channel = %channel.name, peer = %self.peer, error = %e, "frame dropped");
-                        }
-                        Pushed::default()
-                    }
-                };
-                for n in p.take_notices() {
-                    match n {
-                        PackagerNotice::LongGop {
-                            gop_secs,
-                            target_secs,
-                        } => warn!(
-                            channel = %channel.name, peer = %self.peer,
-                            "publisher keyframe interval is {gop_secs:.1} s, longer than segment_seconds {target_secs:.1}: segments and latency grow; set the encoder's keyframe interval to {target_secs} s"
-                        ),
-                        PackagerNotice::Discontinuity { msn, reason } => {
-                            info!(channel = %channel.name, msn, reason, "discontinuity")
-                        }
-                    }
-                }
-                drop(p);
-                if let Some(pipeline) = &live.pipeline {
-                    match forward {
-                        Some(MediaEvent::VideoConfig(c)) => pipeline.video_config(c),
-                        Some(MediaEvent::Video(f)) if pushed.accepted => {
-                            pipeline.video_frame(f, pushed.segment_start)
-                        }
-                        _ => {}
-                    }
-                }
-            }
-            Ok(None) => {}
-            Err(e) if e.is_unsupported() => {
-                error!(channel = %channel.name, peer = %self.peer, error = %e, "publish stopped: unsupported media");
-                return Err(End::Media(e.to_string()));
-            }
-            Err(e) => {
-                if live.warnings < MAX_MEDIA_WARNINGS {
-                    live.warnings += 1;
-                    warn!(channel = %channel.name, peer = %self.peer, error = %e, "malformed media dropped");
-                }
-            }
-        }
-        for n in live.demuxer.take_notices() {
-            if live.warnings < MAX_MEDIA_WARNINGS {
-                live.warnings += 1;
-                warn!(channel = %channel.name, peer = %self.peer, notice = ?n, "publisher timestamps");
-            }
-        }
-        Ok(())
-    }
-
-    /// End the live session, if any: close its segments and log one line.
+    /// End the live publish, if any (its one "publish ended" line), or log
+    /// the connection's end.
     fn finish(&mut self, end: End) {
-        let Some(mut live) = self.live.take() else {
-            match end {
+        match self.live.take() {
+            Some((_, publish)) => publish.finish(end),
+            None => match end {
                 End::PeerClosed | End::Shutdown | End::Unpublished => {
                     debug!(peer = %self.peer, reason = %end, "RTMP connection closed")
                 }
                 _ => info!(peer = %self.peer, reason = %end, "RTMP connection closed"),
-            }
-            return;
-        };
-        let channel = &live.admission.channel;
-        {
-            let mut p = channel.packager.lock().unwrap_or_else(|e| e.into_inner());
-            // Only the current publisher closes the channel's segments; a kicked
-            // one already lost them to its replacement.
-            if !matches!(end, End::Kicked) {
-                p.end_session();
-            }
+            },
         }
-        self.app.release(channel, live.admission.session_id);
-        if let Some(pipeline) = live.pipeline.take() {
-            drain_pipeline(channel.clone(), pipeline, live.session, live.grant.take());
-        }
-        let stats = live.demuxer.stats();
-        info!(
-            channel = %channel.name,
-            peer = %self.peer,
-            duration_s = format!("{:.1}", live.started.elapsed().as_secs_f64()),
-            video_frames = stats.video.frames,
-            audio_frames = stats.audio.frames,
-            bytes = stats.video.bytes + stats.audio.bytes,
-            reason = %end,
-            "publish ended"
-        );
-    }
-}
-
-/// Let the transcoding pipeline finish what it holds (on a thread of its own:
-/// flushing encoders takes a few frame intervals), then close the rungs'
-/// segments and log one line per rung.
-fn drain_pipeline(
-    channel: Arc<ChannelRuntime>,
-    pipeline: ChannelPipeline,
-    session: u64,
-    grant: Option<Grant>,
-) {
-    let name = channel.name.clone();
-    let spawned = std::thread::Builder::new()
-        .name("ladder-drain".into())
-        .spawn(move || {
-            let stats = pipeline.finish();
-            // the ladder's GPU share is free once its pipeline has stopped
-            drop(grant);
-            channel
-                .packager
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .end_rungs(session);
-            for r in &stats.rungs {
-                let speed = if r.encode_seconds > 0.0 {
-                    r.media_seconds / r.encode_seconds
-                } else {
-                    0.0
-                };
-                info!(
-                    channel = %channel.name,
-                    rung = %r.name,
-                    size = format!("{}x{}", r.width, r.height),
-                    pictures = r.pictures_in,
-                    encoded = r.encoded,
-                    dropped_queue_full = r.dropped_queue_full,
-                    dropped_fps_cap = r.dropped_fps_cap,
-                    errors = r.errors,
-                    speed = format!("{speed:.2}x"),
-                    "rung ended"
-                );
-            }
-            info!(
-                channel = %channel.name,
-                access_units = stats.decode.access_units,
-                pictures = stats.decode.pictures,
-                pool_pictures = stats.decode.pool_pictures,
-                "decode ended"
-            );
-            if stats.decode.dropped_queue_full > 0
-                || stats.decode.errors > 0
-                || stats.decode.gpu_fallbacks > 0
-            {
-                warn!(
-                    channel = %channel.name,
-                    dropped = stats.decode.dropped_queue_full,
-                    errors = stats.decode.errors,
-                    gpu_fallbacks = stats.decode.gpu_fallbacks,
-                    "decoder fell behind, met errors or left the GPU"
-                );
-            }
-        });
-    if let Err(e) = spawned {
-        error!(channel = %name, error = %e, "cannot start a thread to finish the transcoding pipeline");
     }
 }
 
@@ -647,8 +544,8 @@ fn handshake_seed(peer: SocketAddr) -> u64 {
     h.finish()
 }
 
-async fn write_all(
-    socket: &mut TcpStream,
+async fn write_all<S: AsyncWrite + Unpin>(
+    socket: &mut S,
     data: &[u8],
     deadline: tokio::time::Instant,
 ) -> Result<(), End> {

@@ -772,6 +772,63 @@ pub fn sample_from_temporal_unit(
     })
 }
 
+/// Make a publisher's temporal unit (Enhanced RTMP `av01` coded frames) into
+/// an AV1 sample, as [`sample_from_temporal_unit`] does for our encoder, with
+/// one difference: a temporal unit whose first frame is a shown key frame is
+/// a random access point whether or not it carries a sequence header OBU
+/// (some publishers send that only in the `av1C` of their sequence start).
+/// Such a sample without one gets `config_sequence_header_obu` (the `av1C`'s,
+/// with its size field) in front, so that it is a sync sample as AV1-ISOBMFF
+/// §2.4 has it.
+///
+/// Network input: every OBU size is checked; a malformed OBU or a tile list
+/// OBU is an error and nothing is returned.
+pub fn sample_from_publisher(
+    tu: &[u8],
+    config_sequence_header_obu: &[u8],
+    reduced_still_picture_header: bool,
+) -> Result<Av1Sample<'static>, ObuError> {
+    let mut has_sequence_header = false;
+    let mut first_frame = None;
+    let mut keep = 0usize;
+    for obu in obus(tu) {
+        let obu = obu?;
+        match obu.obu_type {
+            OBU_TEMPORAL_DELIMITER | OBU_PADDING | OBU_REDUNDANT_FRAME_HEADER => continue,
+            OBU_TILE_LIST => return Err(ObuError::TileList),
+            OBU_SEQUENCE_HEADER => has_sequence_header = true,
+            OBU_FRAME_HEADER | OBU_FRAME if first_frame.is_none() => {
+                first_frame = Some(frame_header_start(
+                    obu.payload,
+                    reduced_still_picture_header,
+                ));
+            }
+            _ => {}
+        }
+        keep += obu.bytes.len();
+    }
+    let random_access_point = matches!(first_frame, Some(Some((KEY_FRAME, true))));
+    let insert = random_access_point && !has_sequence_header;
+    let mut data = BytesMut::with_capacity(keep + config_sequence_header_obu.len());
+    if insert {
+        data.put_slice(config_sequence_header_obu);
+    }
+    for obu in obus(tu).flatten() {
+        let dropped = matches!(
+            obu.obu_type,
+            OBU_TEMPORAL_DELIMITER | OBU_PADDING | OBU_REDUNDANT_FRAME_HEADER
+        ) || (obu.obu_type == OBU_SEQUENCE_HEADER && !random_access_point);
+        if !dropped {
+            data.put_slice(obu.bytes);
+        }
+    }
+    Ok(Av1Sample {
+        data: data.freeze(),
+        random_access_point,
+        sequence_header_obu: None,
+    })
+}
+
 // ---------------------------------------------------------------------------
 // Levels (Annex A.3)
 // ---------------------------------------------------------------------------

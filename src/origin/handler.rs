@@ -5,9 +5,14 @@
 //! the hinted part, §6.2.5.3 and §4.4.5.3; the next segment for LL-DASH) parks
 //! on the channel's change notification and re-checks after every change; no
 //! polling, no thread per request.
+//!
+//! Signed playback (`super::signed`): the token is checked before anything
+//! else is looked at (403 with no store lookup), and the token found is
+//! appended to the URIs of the playlists and MPDs answered.
 
 use super::body::{self, Follower, OriginBody};
 use super::route::{self, Route};
+use super::signed;
 use super::Shared;
 use crate::packaging::store::{ChannelState, ChannelStore, Track, TrackKind};
 use crate::packaging::{dash, hls};
@@ -66,9 +71,19 @@ pub async fn handle<B>(shared: &Shared, req: Request<B>) -> Response<OriginBody>
             return r;
         }
     };
+    let query = req.uri().query();
     let response = match route::parse(req.uri().path()) {
         None => not_found(),
-        Some(r) => get(shared, r, req.uri().query()).await,
+        Some(r) => {
+            let token = match (&shared.services.playback, r.channel()) {
+                (Some(auth), Some(channel)) => match auth.check(channel, query, unix_now()) {
+                    Ok(pair) => Some(pair),
+                    Err(e) => return text(StatusCode::FORBIDDEN, &format!("{e}\n")),
+                },
+                _ => None,
+            };
+            get(shared, r, query, token.as_deref()).await
+        }
     };
     if head {
         strip_body(response)
@@ -77,7 +92,28 @@ pub async fn handle<B>(shared: &Shared, req: Request<B>) -> Response<OriginBody>
     }
 }
 
-async fn get(shared: &Shared, route: Route<'_>, query: Option<&str>) -> Response<OriginBody> {
+/// Seconds since the Unix epoch (0 if the clock is before it).
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// A playlist, with `token` on its URIs when playback is signed.
+fn hls_body(playlist: String, token: Option<&str>) -> OriginBody {
+    match token {
+        Some(pair) => body::full(signed::hls_with_token(&playlist, pair)),
+        None => body::full(playlist),
+    }
+}
+
+/// `token`: the request's `param=value` pair when playback is signed.
+async fn get(
+    shared: &Shared,
+    route: Route<'_>,
+    query: Option<&str>,
+    token: Option<&str>,
+) -> Response<OriginBody> {
     if route == Route::Time {
         let now = humantime::format_rfc3339_millis(SystemTime::now()).to_string();
         return ok(TEXT, CACHE_NO_STORE, body::full(now));
@@ -102,7 +138,7 @@ async fn get(shared: &Shared, route: Route<'_>, query: Option<&str>) -> Response
                 return not_found();
             }
             let cache = manifest_cache(&state);
-            ok(HLS, &cache, body::full(hls::master_playlist(&state)))
+            ok(HLS, &cache, hls_body(hls::master_playlist(&state), token))
         }
         Route::Mpd { .. } => {
             let state = store.read();
@@ -110,13 +146,14 @@ async fn get(shared: &Shared, route: Route<'_>, query: Option<&str>) -> Response
                 return not_found();
             }
             let cache = manifest_cache(&state);
-            ok(
-                DASH,
-                &cache,
-                body::full(dash::mpd(&state, SystemTime::now())),
-            )
+            let mpd = dash::mpd(&state, SystemTime::now());
+            let mpd = match token {
+                Some(pair) => signed::mpd_with_token(&mpd, pair),
+                None => mpd,
+            };
+            ok(DASH, &cache, body::full(mpd))
         }
-        Route::Media { track, .. } => media_playlist(shared, &store, track, query).await,
+        Route::Media { track, .. } => media_playlist(shared, &store, track, query, token).await,
         Route::Init { track, id, .. } => {
             let state = store.read();
             match state.track(track) {
@@ -142,6 +179,7 @@ async fn media_playlist(
     store: &Arc<ChannelStore>,
     track: &str,
     query: Option<&str>,
+    token: Option<&str>,
 ) -> Response<OriginBody> {
     let directives = match hls::parse_directives(query) {
         Ok(d) => d,
@@ -168,7 +206,7 @@ async fn media_playlist(
                     manifest_cache(state)
                 };
                 let playlist = hls::media_playlist(state, i, skip);
-                Check::Done(ok(HLS, &cache, body::full(playlist)))
+                Check::Done(ok(HLS, &cache, hls_body(playlist, token)))
             }
             hls::Readiness::Bad(reason) => {
                 Check::Done(text(StatusCode::BAD_REQUEST, &format!("{reason}\n")))

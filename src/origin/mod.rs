@@ -16,11 +16,18 @@
 //!
 //! and `/time`, the origin's clock for DASH `UTCTiming` (`urn:mpeg:dash:utc:http-iso:2014`).
 //!
+//! With `[auth] playback_secret` set, every path under `/live/<ch>/` needs a
+//! signed token ([`signed`]): 403 without a valid one, and playlists and
+//! MPDs are answered with the request's token on every URI they hold.
+//! Answers are counted by status class ([`RequestCounters`], for
+//! `/metrics`).
+//!
 //! Parts of the module:
 //! - [`route`]: raw path to route, pure; the only place names are checked.
 //! - `handler`: one request to one response; parking on the store's change
 //!   notification; status codes and cache headers.
 //! - `body`: response bodies, including the growing segment.
+//! - [`signed`]: signed playback URLs, pure.
 //!
 //! Admission, in the style of mini-redis: a semaphore on accepted connections
 //! ([`OriginConfig::max_connections`]; over it, the connection is accepted and
@@ -30,6 +37,7 @@
 //! growing bodies and lets connections finish for at most [`DRAIN_TIMEOUT`].
 
 pub mod route;
+pub mod signed;
 
 mod body;
 mod handler;
@@ -44,6 +52,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use std::convert::Infallible;
 use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
@@ -155,9 +164,45 @@ impl OriginError {
     }
 }
 
+/// Answers by status class (1xx to 5xx) of an HTTP server: the origin's,
+/// and the admin server's. Lock-free; shared by every connection.
+#[derive(Debug, Default)]
+pub struct RequestCounters {
+    classes: [AtomicU64; 5],
+}
+
+impl RequestCounters {
+    /// Count one answer.
+    pub fn count(&self, status: http::StatusCode) {
+        let class = usize::from(status.as_u16() / 100);
+        if let Some(c) = class.checked_sub(1).and_then(|i| self.classes.get(i)) {
+            c.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// `("1xx", n)` to `("5xx", n)`.
+    pub fn snapshot(&self) -> [(&'static str, u64); 5] {
+        const NAMES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
+        std::array::from_fn(|i| (NAMES[i], self.classes[i].load(Ordering::Relaxed)))
+    }
+}
+
+/// What the origin shares with the rest of the appliance beyond the store:
+/// its request counters, and the playback token checker when playback is
+/// signed.
+#[derive(Debug, Clone, Default)]
+pub struct OriginServices {
+    /// Answers by status class (read by `/metrics`).
+    pub requests: Arc<RequestCounters>,
+    /// Set: every `/live/<ch>/` request needs a valid token.
+    pub playback: Option<Arc<signed::PlaybackAuth>>,
+}
+
 /// What every request handler shares.
 struct Shared {
     registry: Arc<Registry>,
+    /// Counters and the token checker.
+    services: OriginServices,
     /// Permits for parked requests (`max_parked`).
     parked: Arc<Semaphore>,
     /// Becomes `true` at shutdown.
@@ -177,8 +222,28 @@ pub async fn serve(
     config: OriginConfig,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), OriginError> {
+    serve_with(
+        listener,
+        registry,
+        config,
+        OriginServices::default(),
+        shutdown,
+    )
+    .await
+}
+
+/// [`serve`], counting answers in `services.requests` and checking playback
+/// tokens when `services.playback` is set.
+pub async fn serve_with(
+    listener: TcpListener,
+    registry: Arc<Registry>,
+    config: OriginConfig,
+    services: OriginServices,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), OriginError> {
     let (stop, stopped) = watch::channel(false);
     let shared = Arc::new(Shared {
+        services,
         registry,
         parked: Arc::new(Semaphore::new(
             config.max_parked.min(Semaphore::MAX_PERMITS),
@@ -238,7 +303,11 @@ pub async fn serve(
             let _permit = permit;
             let service = service_fn(move |req| {
                 let shared = shared.clone();
-                async move { Ok::<_, Infallible>(handler::handle(&shared, req).await) }
+                async move {
+                    let response = handler::handle(&shared, req).await;
+                    shared.services.requests.count(response.status());
+                    Ok::<_, Infallible>(response)
+                }
             });
             let conn = builder.serve_connection(TokioIo::new(stream), service);
             tokio::pin!(conn);

@@ -49,6 +49,21 @@ pub enum Route<'a> {
     },
 }
 
+impl<'a> Route<'a> {
+    /// The channel the route is under (`None` for `/time`).
+    pub fn channel(&self) -> Option<&'a str> {
+        match self {
+            Route::Time => None,
+            Route::Master { channel }
+            | Route::Mpd { channel }
+            | Route::Media { channel, .. }
+            | Route::Init { channel, .. }
+            | Route::Part { channel, .. }
+            | Route::Segment { channel, .. } => Some(channel),
+        }
+    }
+}
+
 /// Parse a raw (still percent-encoded) request path. `None` means 404.
 pub fn parse(path: &str) -> Option<Route<'_>> {
     if path.len() > MAX_PATH_BYTES {
@@ -131,6 +146,11 @@ mod tests {
     #[test]
     fn canonical_routes() {
         assert_eq!(parse("/time"), Some(Route::Time));
+        assert_eq!(parse("/time").unwrap().channel(), None);
+        assert_eq!(
+            parse("/live/news/720p/part-3.m4s").unwrap().channel(),
+            Some("news")
+        );
         assert_eq!(
             parse("/live/news/master.m3u8"),
             Some(Route::Master { channel: "news" })

@@ -17,6 +17,11 @@
 //!   §8.16.5 `prft`.
 //! - ISO/IEC 14496-15 §5.3.3 (`AVCDecoderConfigurationRecord`) and §5.4.2 (`avc1`):
 //!   the record is written verbatim as the body of `avcC`.
+//! - ISO/IEC 14496-15 §8.3.3 (`HEVCDecoderConfigurationRecord`) and §8.4.1
+//!   (`hvc1` / `hev1`): the record is written verbatim as the body of `hvcC`;
+//!   the sample entry is `hvc1` when its VPS, SPS and PPS arrays are marked
+//!   complete (every parameter set is in the sample entry), else `hev1`
+//!   (parameter sets may also be in the samples), as §8.4.1.1 ties the two.
 //! - AV1-ISOBMFF v1.3.0 §2.1 (the `av01` brand), §2.2 (`av01` sample entry) and
 //!   §2.3 (`av1C`): the AV1CodecConfigurationRecord is written verbatim as the
 //!   body of `av1C` ([`crate::media::av1::build_av1c`] makes it).
@@ -63,6 +68,7 @@
 //! sync sample first in every chunk with `segment_start`, `mfhd` sequence numbers
 //! increasing per track, and `tfdt` continuous across chunks.
 
+use crate::media::hevc::HevcDecoderConfig;
 use crate::media::{VideoCodec, VideoConfig};
 use bytes::{BufMut, Bytes, BytesMut};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -85,6 +91,15 @@ pub const INIT_COMPATIBLE_BRANDS: [[u8; 4]; 3] = [*b"cmfc", *b"iso6", *b"mp41"];
 /// (AV1-ISOBMFF §2.1) and makes it a CMAF AV1 track (§3); `mp41` is left out,
 /// having no MPEG-4 systems descriptors to cover.
 pub const INIT_COMPATIBLE_BRANDS_AV1: [[u8; 4]; 3] = [*b"cmfc", *b"iso6", *b"av01"];
+/// Compatible brands of an HEVC track's CMAF header: `mp41` is left out (no
+/// MPEG-4 systems descriptors). The CMAF HEVC media profile brands (`chhd`,
+/// `chh1`, ISO/IEC 23000-19 Annex B) constrain resolution, frame rate and
+/// colour, which a passed-through source need not meet: not claimed.
+pub const INIT_COMPATIBLE_BRANDS_HEVC: [[u8; 4]; 2] = [*b"cmfc", *b"iso6"];
+
+/// `compressorname` of the `hvc1`/`hev1` sample entry: the Pascal string
+/// "HEVC Coding" that ISO/IEC 14496-15 §8.4.1.1 recommends.
+const HEVC_COMPRESSOR_NAME: &[u8] = b"\x0bHEVC Coding";
 
 /// `compressorname` of the `av01` sample entry: the Pascal string "AOM Coding"
 /// that AV1-ISOBMFF §2.2.4 recommends.
@@ -125,6 +140,20 @@ pub enum CodecSetup {
         /// square pixels. A zero in either term is treated as square.
         sar: (u32, u32),
     },
+    /// HEVC (`hvc1` or `hev1`).
+    Hevc {
+        /// HEVCDecoderConfigurationRecord as received (ISO/IEC 14496-15
+        /// §8.3.3), without a box header. Written verbatim as the `hvcC` body.
+        hvcc: Bytes,
+        /// The sample entry type: `hvc1` or `hev1`
+        /// ([`crate::media::hevc::HevcDecoderConfig::sample_entry`]).
+        entry: [u8; 4],
+        /// Picture size after the conformance window, in pixels.
+        width: u32,
+        height: u32,
+        /// Sample aspect ratio, as for [`CodecSetup::Avc`].
+        sar: (u32, u32),
+    },
     /// AV1 (`av01`).
     Av1 {
         /// AV1CodecConfigurationRecord (AV1-ISOBMFF §2.3.3), without a box
@@ -150,9 +179,23 @@ pub enum CodecSetup {
 
 impl CodecSetup {
     /// The sample entry for a video configuration: `avc1` for H.264 (the
-    /// record is the avcC), `av01` for AV1 (the record is the av1C).
+    /// record is the avcC), `hvc1` or `hev1` for HEVC (the hvcC), `av01` for
+    /// AV1 (the av1C).
     pub fn video(config: &VideoConfig) -> CodecSetup {
         match config.codec {
+            VideoCodec::Hevc => CodecSetup::Hevc {
+                hvcc: config.record.clone(),
+                // The demuxer parsed this record already; one it could not
+                // parse never gets here, and `hev1` is the entry that makes
+                // no promise about parameter sets.
+                entry: match HevcDecoderConfig::parse(&config.record) {
+                    Ok(c) if c.sample_entry() == "hvc1" => *b"hvc1",
+                    _ => *b"hev1",
+                },
+                width: config.width,
+                height: config.height,
+                sar: config.sample_aspect,
+            },
             VideoCodec::H264 => CodecSetup::Avc {
                 avcc: config.record.clone(),
                 width: config.width,
@@ -189,7 +232,7 @@ pub struct Sample {
     pub composition_offset: i32,
     /// A sync sample (IDR for video). Audio samples are always sync.
     pub keyframe: bool,
-    /// Sample bytes as stored in `mdat` (length-prefixed NAL units for AVC, the
+    /// Sample bytes as stored in `mdat` (length-prefixed NAL units for AVC and HEVC, the
     /// OBUs of a temporal unit without temporal delimiter for AV1, a raw AAC
     /// frame without ADTS header for audio).
     pub data: Bytes,
@@ -319,8 +362,9 @@ fn normalized_sar((h, v): (u32, u32)) -> (u32, u32) {
 /// sample tables, `mvex`/`trex`, all durations 0, no edit list.
 pub fn init_segment(track: &TrackSetup) -> Bytes {
     let mut buf = BytesMut::with_capacity(1024);
-    let compatible = match track.codec {
+    let compatible: &[[u8; 4]] = match track.codec {
         CodecSetup::Av1 { .. } => &INIT_COMPATIBLE_BRANDS_AV1,
+        CodecSetup::Hevc { .. } => &INIT_COMPATIBLE_BRANDS_HEVC,
         CodecSetup::Avc { .. } | CodecSetup::Aac { .. } => &INIT_COMPATIBLE_BRANDS,
     };
     write_type_box(&mut buf, b"ftyp", &INIT_MAJOR_BRAND, compatible);
@@ -360,7 +404,7 @@ fn write_trak(b: &mut BytesMut, track: &TrackSetup) {
             write_box(b, b"minf", |b| {
                 match track.codec {
                     // vmhd: version 0, flags 1 (§12.1.2), graphicsmode copy, opcolor 0.
-                    CodecSetup::Avc { .. } | CodecSetup::Av1 { .. } => {
+                    CodecSetup::Avc { .. } | CodecSetup::Hevc { .. } | CodecSetup::Av1 { .. } => {
                         write_full_box(b, b"vmhd", 0, 1, |b| {
                             b.put_u16(0);
                             b.put_slice(&[0; 6]);
@@ -402,6 +446,9 @@ fn write_tkhd(b: &mut BytesMut, track: &TrackSetup) {
         let (volume, width, height) = match &track.codec {
             CodecSetup::Avc {
                 width, height, sar, ..
+            }
+            | CodecSetup::Hevc {
+                width, height, sar, ..
             } => {
                 let (h, v) = normalized_sar(*sar);
                 let display_width = fixed_16_16(u64::from(*width) * u64::from(h), u64::from(v));
@@ -442,7 +489,9 @@ fn write_mdhd(b: &mut BytesMut, timescale: u32) {
 /// `hdlr` (§8.4.3): `vide` or `soun`, with a null-terminated name.
 fn write_hdlr(b: &mut BytesMut, codec: &CodecSetup) {
     let (handler, name): (&[u8; 4], &[u8]) = match codec {
-        CodecSetup::Avc { .. } | CodecSetup::Av1 { .. } => (b"vide", b"Ladder video\0"),
+        CodecSetup::Avc { .. } | CodecSetup::Hevc { .. } | CodecSetup::Av1 { .. } => {
+            (b"vide", b"Ladder video\0")
+        }
         CodecSetup::Aac { .. } => (b"soun", b"Ladder audio\0"),
     };
     write_full_box(b, b"hdlr", 0, 0, |b| {
@@ -465,6 +514,13 @@ fn write_stbl(b: &mut BytesMut, track: &TrackSetup) {
                     height,
                     sar,
                 } => write_avc1(b, avcc, *width, *height, *sar),
+                CodecSetup::Hevc {
+                    hvcc,
+                    entry,
+                    width,
+                    height,
+                    sar,
+                } => write_hvc1(b, entry, hvcc, *width, *height, *sar),
                 CodecSetup::Av1 {
                     av1c,
                     width,
@@ -501,6 +557,23 @@ fn write_avc1(b: &mut BytesMut, avcc: &[u8], width: u32, height: u32, sar: (u32,
     write_box(b, b"avc1", |b| {
         write_visual_sample_entry(b, width, height, b"");
         write_box(b, b"avcC", |b| b.put_slice(avcc));
+        write_pasp(b, sar);
+    });
+}
+
+/// `hvc1` or `hev1` (ISO/IEC 14496-15 §8.4.1): VisualSampleEntry (§12.1.3) +
+/// `hvcC` + `pasp`, with the recommended compressorname.
+fn write_hvc1(
+    b: &mut BytesMut,
+    entry: &[u8; 4],
+    hvcc: &[u8],
+    width: u32,
+    height: u32,
+    sar: (u32, u32),
+) {
+    write_box(b, entry, |b| {
+        write_visual_sample_entry(b, width, height, HEVC_COMPRESSOR_NAME);
+        write_box(b, b"hvcC", |b| b.put_slice(hvcc));
         write_pasp(b, sar);
     });
 }
@@ -634,7 +707,9 @@ fn write_esds(b: &mut BytesMut, es_id: u32, asc: &[u8], channels: u8) {
 /// sample).
 fn write_trex(b: &mut BytesMut, track: &TrackSetup) {
     let default_flags = match track.codec {
-        CodecSetup::Avc { .. } | CodecSetup::Av1 { .. } => NON_SYNC_SAMPLE_FLAGS,
+        CodecSetup::Avc { .. } | CodecSetup::Hevc { .. } | CodecSetup::Av1 { .. } => {
+            NON_SYNC_SAMPLE_FLAGS
+        }
         CodecSetup::Aac { .. } => SYNC_SAMPLE_FLAGS,
     };
     write_full_box(b, b"trex", 0, 0, |b| {
@@ -1125,6 +1200,97 @@ mod tests {
                     crate::media::av1::RAV1E_SEQUENCE_HEADER_360P.to_vec()
                 );
                 let pasp = av01.pasp.as_ref().expect("pasp");
+                assert_eq!((pasp.h_spacing, pasp.v_spacing), (1, 1));
+            }
+            other => panic!("unexpected sample entries {other:?}"),
+        }
+    }
+
+    fn hevc_config(complete: bool) -> VideoConfig {
+        use crate::media::hevc::fixtures::{hex, HVCC_MAIN_360P30};
+        let mut record = hex(HVCC_MAIN_360P30);
+        if complete {
+            // The VPS, SPS and PPS array headers (one NAL unit each).
+            let mut at = 23;
+            for _ in 0..3 {
+                record[at] |= 0x80;
+                at += 3 + 2 + usize::from(u16::from_be_bytes([record[at + 3], record[at + 4]]));
+            }
+        }
+        crate::media::hevc::video_config(Bytes::from(record)).unwrap()
+    }
+
+    fn hevc_track(complete: bool) -> TrackSetup {
+        TrackSetup {
+            track_id: 1,
+            timescale: 90_000,
+            codec: CodecSetup::video(&hevc_config(complete)),
+        }
+    }
+
+    #[test]
+    fn init_hevc_matches_snapshot() {
+        assert_snapshot("init-hevc-360p.mp4", &init_segment(&hevc_track(true)));
+    }
+
+    /// `hvc1` when the record's parameter set arrays are complete, `hev1`
+    /// otherwise (ISO/IEC 14496-15 §8.4.1.1), and the codec string follows.
+    #[test]
+    fn init_hevc_layout() {
+        for (complete, entry) in [(true, b"hvc1"), (false, b"hev1")] {
+            let config = hevc_config(complete);
+            assert_eq!(config.codec_string, format!("{}.1.6.L63.90", fourcc(entry)));
+            let init = init_segment(&hevc_track(complete));
+            // ftyp: major cmfc, minor 0, compatible cmfc iso6.
+            assert_eq!(&init[4..24], b"ftypcmfc\0\0\0\0cmfciso6");
+            let hdlr = find_path(&init, &[b"moov", b"trak", b"mdia", b"hdlr"]);
+            assert_eq!(&init[hdlr.body + 8..hdlr.body + 12], b"vide");
+            let tkhd = find_path(&init, &[b"moov", b"trak", b"tkhd"]);
+            assert_eq!(be32(&init, tkhd.end - 8), 640 << 16);
+            assert_eq!(be32(&init, tkhd.end - 4), 360 << 16);
+            let stsd = find_path(
+                &init,
+                &[b"moov", b"trak", b"mdia", b"minf", b"stbl", b"stsd"],
+            );
+            assert_eq!(be32(&init, stsd.body + 4), 1, "stsd entry_count");
+            let sample_entry = child(&init, &stsd, 8, entry);
+            let e = &init[sample_entry.body..];
+            assert_eq!(u16::from_be_bytes([e[24], e[25]]), 640);
+            assert_eq!(u16::from_be_bytes([e[26], e[27]]), 360);
+            assert_eq!(e[42], 11);
+            assert_eq!(&e[43..54], b"HEVC Coding");
+            let inner = boxes_in(&init, sample_entry.body + 78, sample_entry.end);
+            assert_eq!(kinds(&inner), ["hvcC", "pasp"]);
+            assert_eq!(
+                &init[inner[0].body..inner[0].end],
+                &config.record[..],
+                "hvcC verbatim"
+            );
+            let trex = find_path(&init, &[b"moov", b"mvex", b"trex"]);
+            assert_eq!(be32(&init, trex.body + 20), NON_SYNC_SAMPLE_FLAGS);
+        }
+    }
+
+    #[test]
+    fn init_hevc_decodes_with_mp4_atom() {
+        let init = init_segment(&hevc_track(true));
+        let buf = &mut &init[..];
+        mp4_atom::Ftyp::decode(buf).unwrap();
+        let moov = mp4_atom::Moov::decode(buf).unwrap();
+        assert!(buf.is_empty());
+        match &moov.trak[0].mdia.minf.stbl.stsd.codecs[..] {
+            [mp4_atom::Codec::Hvc1(hvc1)] => {
+                assert_eq!((hvc1.visual.width, hvc1.visual.height), (640, 360));
+                let c = &hvc1.hvcc;
+                assert_eq!((c.general_profile_idc, c.general_level_idc), (1, 63));
+                assert_eq!(c.length_size_minus_one, 3);
+                let arrays: Vec<(u8, bool)> = c
+                    .arrays
+                    .iter()
+                    .map(|a| (a.nal_unit_type, a.completeness))
+                    .collect();
+                assert_eq!(arrays, [(32, true), (33, true), (34, true)]);
+                let pasp = hvc1.pasp.as_ref().expect("pasp");
                 assert_eq!((pasp.h_spacing, pasp.v_spacing), (1, 1));
             }
             other => panic!("unexpected sample entries {other:?}"),

@@ -171,6 +171,17 @@ impl Drop for Grant {
     }
 }
 
+/// One GPU as admission sees it ([`Admission::usage`]).
+#[derive(Clone, Debug, PartialEq)]
+pub struct GpuUsage {
+    /// What it has.
+    pub capacity: GpuCapacity,
+    /// What the channels placed on it were charged, together.
+    pub charged: Load,
+    /// Channels placed on it.
+    pub channels: u32,
+}
+
 /// A publish refused by the `fail` policy.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 #[error("no GPU can take this channel and its ladder's fallback is \"fail\": {0}")]
@@ -230,6 +241,19 @@ impl Admission {
     /// Channels placed on each GPU, by index in the list given to `new`.
     pub fn channels_per_gpu(&self) -> Vec<u32> {
         lock(&self.gpus).iter().map(|g| g.channels).collect()
+    }
+
+    /// Each GPU now: what it has, what is charged to it and how many
+    /// channels, in the order given to `new` (the admin API and metrics).
+    pub fn usage(&self) -> Vec<GpuUsage> {
+        lock(&self.gpus)
+            .iter()
+            .map(|g| GpuUsage {
+                capacity: g.cap.clone(),
+                charged: g.used,
+                channels: g.channels,
+            })
+            .collect()
     }
 
     /// Place a channel whose ladder asks for `backend` with `fallback`, and
@@ -651,9 +675,14 @@ mod tests {
             ]
         );
         assert_eq!(a.channels_per_gpu(), [2, 2]);
+        let usage = a.usage();
+        assert_eq!(usage[1].capacity, l4(1));
+        assert_eq!(usage[0].channels, 2);
+        assert!(usage[0].charged.sessions > 0, "{usage:?}");
         drop(grants);
         assert_eq!(a.channels_per_gpu(), [0, 0]);
         assert_eq!(lock(&a.gpus)[0].used, Load::default());
+        assert_eq!(a.usage()[0].charged, Load::default());
     }
 
     #[test]

@@ -108,6 +108,29 @@
 //! keyframe. [`FrontError::Stream`] (malformed input) costs the access unit
 //! only, as a CPU decode error does.
 //!
+//! # GPU encoding (the gpu backend)
+//!
+//! With [`DecodeBackend::Gpu`] the decode stage is the hybrid one, and each
+//! H.264 rung encodes on the same GPU's NVENC (`gpu::device`): the decode
+//! stage renders the rung's picture as NV12 in device memory
+//! ([`FrontEnd::render_device`], pooled buffers), and the rung copies it,
+//! device to device, into NVENC's registered input. No raw picture crosses to
+//! the host. AV1 rungs stay on rav1e with host pictures, as in the hybrid
+//! backend. Everything else in the rung (queue, overflow, frame-rate cap,
+//! forced IDRs, counters) is as for x264.
+//!
+//! A rung leaves the GPU for x264 on its own, logged once and counted in
+//! [`RungStats::gpu_fallbacks`]: when its NVENC session cannot be opened (no
+//! NVENC, the session cap) it starts on x264 at once; when NVENC fails in
+//! mid-stream, the encoder is flushed and x264 starts at the next forced
+//! picture (a segment start, so its IDRs and its new init segment stay on
+//! the source's boundaries; the pictures in between are counted as
+//! `errors`), or at once when the failing picture is itself forced. The
+//! rung tells the decode stage to send it host pictures from then on
+//! (pictures already queued on the device are copied out). When the decode
+//! stage itself leaves the GPU, its host pictures reach the NVENC rungs,
+//! which move to x264 the same way.
+//!
 //! # Errors
 //!
 //! Nothing reachable from input panics. A configuration the decoder refuses
@@ -138,6 +161,9 @@ use crate::pipeline::cpu::decode::{DecodeError, Decoder};
 use crate::pipeline::cpu::scale::{self, Scaler};
 use crate::pipeline::cpu::x264::{self, Encoder, EncoderSettings};
 use crate::pipeline::frame::{Picture, PicturePool, PictureRef};
+use crate::pipeline::gpu::device::{
+    DeviceEncoders, DevicePicture, DeviceRungEncoder, NvencEncoders,
+};
 use crate::pipeline::gpu::hybrid::{self, FrontEnd, FrontError};
 use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender, TrySendError};
 use std::collections::VecDeque;
@@ -255,14 +281,18 @@ pub enum DecodeBackend {
     /// NVDEC and CUDA scaling on GPU `gpu`, each rung handed its picture at its
     /// size (the hybrid backend; see "GPU decoding" in the module docs).
     Nvdec { gpu: u32 },
+    /// As `Nvdec`, and the H.264 rungs encode on the same GPU's NVENC from device
+    /// pictures (the gpu backend; see "GPU encoding" in the module docs).
+    Gpu { gpu: u32 },
 }
 
 impl std::fmt::Display for DecodeBackend {
-    /// What runs, for logs: `cpu`, `hybrid (GPU n)`.
+    /// What runs, for logs: `cpu`, `hybrid (GPU n)`, `gpu (GPU n)`.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             DecodeBackend::Cpu => f.write_str("cpu"),
             DecodeBackend::Nvdec { gpu } => write!(f, "hybrid (GPU {gpu})"),
+            DecodeBackend::Gpu { gpu } => write!(f, "gpu (GPU {gpu})"),
         }
     }
 }
@@ -342,6 +372,11 @@ pub struct RungStats {
     /// pictures, each at most [`MAX_MEDIA_STEP`]. `encode_seconds /
     /// media_seconds` is the rung's share of real time.
     pub media_seconds: f64,
+    /// Times the rung's GPU encoder failed (at open or in mid-stream) and the
+    /// rung moved to x264.
+    pub gpu_fallbacks: u64,
+    /// The encoder in use: `x264`, `rav1e`, `nvenc`, or empty before the first.
+    pub encoder: &'static str,
 }
 
 /// Encoder threads for a rung of `width` x `height` when its plan says 0:
@@ -457,7 +492,13 @@ struct RungCounters {
     errors: AtomicU64,
     encode_nanos: AtomicU64,
     media_micros: AtomicU64,
+    gpu_fallbacks: AtomicU64,
+    /// Index into [`ENCODER_NAMES`] plus one; 0 before the first encoder.
+    encoder: AtomicU32,
 }
+
+/// Names of the rung encoders, for [`RungStats::encoder`].
+const ENCODER_NAMES: [&str; 3] = ["x264", "rav1e", "nvenc"];
 
 /// What every stage and the handle share.
 #[derive(Debug)]
@@ -505,6 +546,11 @@ impl Shared {
                     errors: get(&r.errors),
                     encode_seconds: get(&r.encode_nanos) as f64 / 1e9,
                     media_seconds: get(&r.media_micros) as f64 / 1e6,
+                    gpu_fallbacks: get(&r.gpu_fallbacks),
+                    encoder: match r.encoder.load(Ordering::SeqCst) {
+                        0 => "",
+                        n => ENCODER_NAMES.get(n as usize - 1).copied().unwrap_or(""),
+                    },
                 })
                 .collect(),
             panics: get(&self.panics),
@@ -592,9 +638,43 @@ impl SourceFormat {
     }
 }
 
+/// A decoded picture as a rung gets it.
+#[derive(Clone)]
+enum RungPicture {
+    /// On the host (I420): the CPU decoder's at the source's size, or the
+    /// hybrid front end's at the rung's.
+    Host(PictureRef),
+    /// In GPU memory at the rung's size, for its NVENC (the gpu backend).
+    Device {
+        frame: Arc<dyn DevicePicture>,
+        pts: Timestamp,
+        force_idr: bool,
+    },
+}
+
+impl RungPicture {
+    fn pts(&self) -> Option<Timestamp> {
+        match self {
+            RungPicture::Host(p) => p.pts,
+            RungPicture::Device { pts, .. } => Some(*pts),
+        }
+    }
+
+    fn force_idr(&self) -> bool {
+        match self {
+            RungPicture::Host(p) => p.force_idr,
+            RungPicture::Device { force_idr, .. } => *force_idr,
+        }
+    }
+
+    fn is_device(&self) -> bool {
+        matches!(self, RungPicture::Device { .. })
+    }
+}
+
 /// One picture on its way to a rung.
 struct RungItem {
-    picture: PictureRef,
+    picture: RungPicture,
     /// An earlier forced picture was dropped at this rung's full queue.
     carried_force: bool,
     format: Arc<SourceFormat>,
@@ -616,6 +696,9 @@ struct RungPort {
     gone: bool,
     /// The rung's requested size (its plan's), for a decoder that scales.
     size: (Option<u32>, Option<u32>),
+    /// The rung encodes on the GPU and wants device pictures; cleared by the
+    /// rung when its GPU encoder fails.
+    device: Arc<AtomicBool>,
 }
 
 /// Clears its flag when dropped: a rung stage's "I am gone" for its port.
@@ -648,6 +731,20 @@ impl Warned {
 /// A stable name for an error's variant, for [`Warned`].
 fn kind_of<E>(prefix: &str, error: &E) -> String {
     format!("{prefix} {:?}", std::mem::discriminant(error))
+}
+
+/// A cheap clone of a pipeline's shared counters
+/// ([`ChannelPipeline::stats_handle`]): live figures for readers that do not
+/// own the pipeline. It keeps the counters (and the channel's picture pool)
+/// alive, not the stages: drop it when the session ends.
+#[derive(Clone, Debug)]
+pub struct PipelineStatsHandle(Arc<Shared>);
+
+impl PipelineStatsHandle {
+    /// A snapshot of the counters, as [`ChannelPipeline::stats`].
+    pub fn stats(&self) -> PipelineStats {
+        self.0.stats()
+    }
 }
 
 /// A running pipeline for one channel. Created with [`ChannelPipeline::start`].
@@ -686,22 +783,36 @@ impl ChannelPipeline {
     ) -> ChannelPipeline {
         match options.decode {
             DecodeBackend::Cpu => {
-                Self::start_decoding(channel, rungs, sink, options, |stage| stage.run())
+                Self::start_decoding(channel, rungs, sink, options, None, |stage| stage.run())
             }
             DecodeBackend::Nvdec { gpu } => {
-                Self::start_decoding(channel, rungs, sink, options, move |stage| {
+                Self::start_decoding(channel, rungs, sink, options, None, move |stage| {
+                    hybrid::with_front(gpu, |front| stage.run_front(gpu, front))
+                })
+            }
+            DecodeBackend::Gpu { gpu } => {
+                let encoders = match NvencEncoders::load(gpu) {
+                    Ok(e) => Some(Arc::new(e) as Arc<dyn DeviceEncoders>),
+                    Err(why) => {
+                        tracing::warn!(channel = %channel, gpu, "NVENC cannot be used: {why}; the rungs encode with x264");
+                        None
+                    }
+                };
+                Self::start_decoding(channel, rungs, sink, options, encoders, move |stage| {
                     hybrid::with_front(gpu, |front| stage.run_front(gpu, front))
                 })
             }
         }
     }
 
-    /// The stages, with `decode` as the decode thread's body.
+    /// The stages, with `decode` as the decode thread's body; the rungs that
+    /// `device` takes encode from device pictures.
     fn start_decoding(
         channel: &str,
         rungs: Vec<RungPlan>,
         sink: Arc<dyn RungSink>,
         options: PipelineOptions,
+        device: Option<Arc<dyn DeviceEncoders>>,
         decode: impl FnOnce(DecodeStage) + Send + 'static,
     ) -> ChannelPipeline {
         let rung_queue = options.rung_queue.max(1);
@@ -723,6 +834,8 @@ impl ChannelPipeline {
         for (index, plan) in rungs.into_iter().enumerate() {
             let (tx, rx) = bounded(rung_queue);
             let alive = Arc::new(AtomicBool::new(true));
+            let device = device.clone().filter(|d| d.takes(&plan));
+            let wants_device = Arc::new(AtomicBool::new(device.is_some()));
             ports.push(RungPort {
                 tx,
                 oldest: rx.clone(),
@@ -730,6 +843,7 @@ impl ChannelPipeline {
                 pending_force: false,
                 gone: false,
                 size: (plan.width, plan.height),
+                device: wants_device.clone(),
             });
             let name = thread_name(channel, &plan.name);
             let stage = RungStage {
@@ -741,6 +855,10 @@ impl ChannelPipeline {
                 _alive: Alive(alive),
                 active: None,
                 broken: None,
+                device,
+                wants_device,
+                awaiting_forced: false,
+                download: Picture::default(),
                 carry_force: false,
                 last_kept: None,
                 last_encoded: None,
@@ -842,6 +960,12 @@ impl ChannelPipeline {
     /// A snapshot of the counters.
     pub fn stats(&self) -> PipelineStats {
         self.shared.stats()
+    }
+
+    /// A handle that reads the counters while the pipeline runs, without
+    /// owning it (the admin API and the metrics hold one per live channel).
+    pub fn stats_handle(&self) -> PipelineStatsHandle {
+        PipelineStatsHandle(self.shared.clone())
     }
 
     /// The channel's name.
@@ -1144,7 +1268,7 @@ impl DecodeStage {
         let format = self.source_format(picture.width, picture.height);
 
         add(&self.shared.decode.pictures, 1);
-        let picture = self.pool.share(picture);
+        let picture = RungPicture::Host(self.pool.share(picture));
         for (index, port) in self.ports.iter_mut().enumerate() {
             send_to_port(&self.shared, index, port, &picture, force, &format);
         }
@@ -1305,14 +1429,16 @@ impl DecodeStage {
 
     /// Mark a decoded picture's IDR request and send every rung its picture at
     /// its size ([`scale::rung_size`], as the rung would scale it), rendered
-    /// once per size. A rendering failure is the GPU's: the rungs not served
-    /// keep the picture's IDR request for their next picture.
+    /// once per size and place (host I420, or device NV12 for a rung that
+    /// encodes on the GPU). A rendering failure is the GPU's: the rungs not
+    /// served keep the picture's IDR request for their next picture.
     fn front_emit<F: FrontEnd>(&mut self, front: &mut F, source: &F::Source) -> Result<(), String> {
         let info = front.info(source);
         let force = self.take_force(Some(info.pts));
         let format = self.source_format(info.width, info.height);
         add(&self.shared.decode.pictures, 1);
-        let mut rendered: Vec<((u32, u32), PictureRef)> = Vec::with_capacity(self.ports.len());
+        let mut rendered: Vec<((u32, u32), bool, RungPicture)> =
+            Vec::with_capacity(self.ports.len());
         for index in 0..self.ports.len() {
             let port = &self.ports[index];
             if port.gone {
@@ -1325,16 +1451,15 @@ impl DecodeStage {
                 port.size.0,
                 port.size.1,
             );
-            let picture = match rendered.iter().find(|(s, _)| *s == size) {
-                Some((_, picture)) => picture.clone(),
-                None => match front.render(source, size, &self.pool) {
-                    Ok(mut picture) => {
-                        picture.pts = Some(info.pts);
-                        picture.seq = info.seq;
-                        picture.source_idr = info.source_idr;
-                        picture.force_idr = force;
-                        let picture = self.pool.share(picture);
-                        rendered.push((size, picture.clone()));
+            let on_device = port.device.load(Ordering::Acquire);
+            let made = rendered
+                .iter()
+                .find(|(s, d, _)| *s == size && *d == on_device);
+            let picture = match made {
+                Some((_, _, picture)) => picture.clone(),
+                None => match self.render(front, source, &info, size, on_device, force) {
+                    Ok(picture) => {
+                        rendered.push((size, on_device, picture.clone()));
                         picture
                     }
                     Err(e) => {
@@ -1358,13 +1483,42 @@ impl DecodeStage {
     }
 }
 
+impl DecodeStage {
+    /// One rendering of a decoded picture at `size`: host I420 from the
+    /// stage's pool, or NV12 in device memory.
+    fn render<F: FrontEnd>(
+        &self,
+        front: &mut F,
+        source: &F::Source,
+        info: &hybrid::SourceInfo,
+        size: (u32, u32),
+        on_device: bool,
+        force: bool,
+    ) -> Result<RungPicture, FrontError> {
+        if on_device {
+            let frame = front.render_device(source, size)?;
+            return Ok(RungPicture::Device {
+                frame,
+                pts: info.pts,
+                force_idr: force,
+            });
+        }
+        let mut picture = front.render(source, size, &self.pool)?;
+        picture.pts = Some(info.pts);
+        picture.seq = info.seq;
+        picture.source_idr = info.source_idr;
+        picture.force_idr = force;
+        Ok(RungPicture::Host(self.pool.share(picture)))
+    }
+}
+
 /// Send a rung its picture (the decode stages' fan-out), with [`RUNG_OVERFLOW`]
 /// when its queue is full. `force`: the picture must be an IDR.
 fn send_to_port(
     shared: &Shared,
     index: usize,
     port: &mut RungPort,
-    picture: &PictureRef,
+    picture: &RungPicture,
     force: bool,
     format: &Arc<SourceFormat>,
 ) {
@@ -1394,7 +1548,9 @@ fn send_to_port(
                     add(&counters.dropped_queue_full, 1);
                 }
                 port.tx.try_send(RungItem {
-                    carried_force: item.carried_force || old.carried_force || old.picture.force_idr,
+                    carried_force: item.carried_force
+                        || old.carried_force
+                        || old.picture.force_idr(),
                     ..item
                 })
             }
@@ -1544,6 +1700,14 @@ fn open_encoder(
     }
 }
 
+/// A rung's encoder, by where its input lives.
+enum Coder {
+    /// x264 or rav1e, from host pictures.
+    Host(Box<dyn RungEncoder>),
+    /// NVENC, from device pictures.
+    Device(Box<dyn DeviceRungEncoder>),
+}
+
 /// A rung's scaler and encoder for one source format.
 struct Active {
     key: SourceKey,
@@ -1551,7 +1715,21 @@ struct Active {
     size: (u32, u32),
     /// `None` when the rung is the source's size.
     scaler: Option<Scaler>,
-    encoder: Box<dyn RungEncoder>,
+    coder: Coder,
+}
+
+impl Active {
+    fn on_device(&self) -> bool {
+        matches!(self.coder, Coder::Device(_))
+    }
+}
+
+/// Why a picture was not encoded.
+enum Failure {
+    /// Scaler or host encoder: costs this picture.
+    Host { kind: String, message: String },
+    /// The GPU encoder (or the copy out of GPU memory): the rung leaves the GPU.
+    Gpu { kind: String, message: String },
 }
 
 /// One rung's stage, run on its own thread.
@@ -1564,9 +1742,21 @@ struct RungStage {
     /// Tells the decode stage when this stage is gone.
     _alive: Alive,
     active: Option<Active>,
-    /// The source format whose encoder could not be opened: its pictures are
-    /// refused until the format changes (no reopening per picture).
-    broken: Option<SourceKey>,
+    /// The source format (and input place) whose encoder could not be
+    /// opened: its pictures are refused until the format changes (no
+    /// reopening per picture).
+    broken: Option<(SourceKey, bool)>,
+    /// Opens the rung's GPU encoder; `None` for a host rung, and from the
+    /// moment the GPU encoder fails.
+    device: Option<Arc<dyn DeviceEncoders>>,
+    /// Shared with the decode stage's port: whether to send device pictures.
+    wants_device: Arc<AtomicBool>,
+    /// The encoder changed place in mid-stream: pictures are dropped until
+    /// the next forced one, where the new encoder starts (so its IDRs, and
+    /// its new init segment, stay on the source's segment boundaries).
+    awaiting_forced: bool,
+    /// A device picture copied to the host, for x264 after a GPU failure.
+    download: Picture,
     /// A forced picture was not encoded (error): the next encoded one is.
     carry_force: bool,
     /// Pts of the last picture kept by the frame-rate cap.
@@ -1599,8 +1789,8 @@ impl RungStage {
     fn picture(&mut self, item: RungItem) {
         add(&self.counters().pictures_in, 1);
         let force =
-            item.picture.force_idr || item.carried_force || std::mem::take(&mut self.carry_force);
-        let Some(pts) = item.picture.pts else {
+            item.picture.force_idr() || item.carried_force || std::mem::take(&mut self.carry_force);
+        let Some(pts) = item.picture.pts() else {
             self.refuse("pts", "decoded picture without a pts".to_owned(), force);
             return;
         };
@@ -1608,17 +1798,45 @@ impl RungStage {
             add(&self.counters().dropped_fps_cap, 1);
             return;
         }
-
         let key = item.format.key();
-        if self.active.as_ref().map(|a| a.key) != Some(key) {
-            self.close_encoder();
-            if self.broken != Some(key) {
-                self.open(&item.format);
+        // device pictures go to the GPU encoder while it works
+        let on_device = item.picture.is_device() && self.device.is_some();
+        if !force {
+            let moved = self
+                .active
+                .as_ref()
+                .is_some_and(|a| a.key == key && a.on_device() != on_device);
+            if moved {
+                // The decoder left the GPU (or the GPU encoder did) between
+                // two segment starts: the encoder for the new place starts
+                // at the next one.
+                self.close_encoder();
+                self.awaiting_forced = true;
+            }
+            if self.awaiting_forced {
+                add(&self.counters().errors, 1);
+                return;
             }
         }
+        self.awaiting_forced = false;
 
         let started = Instant::now();
-        let result = self.encode(&item.picture, force);
+        let mut result = self.encode_at(&item, key, on_device, pts, force);
+        if let Err(Failure::Gpu { message, .. }) = &result {
+            let message = message.clone();
+            self.leave_gpu(&message, true);
+            // A forced picture starts the x264 encoder at once (it is a
+            // segment start); any other waits for the next one.
+            result = if force {
+                self.encode_at(&item, key, false, pts, force)
+            } else {
+                self.awaiting_forced = true;
+                Err(Failure::Host {
+                    kind: "gpu fallback".to_owned(),
+                    message: format!("picture at {pts:?} lost while the rung leaves the GPU"),
+                })
+            };
+        }
         add(
             &self.counters().encode_nanos,
             u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX),
@@ -1634,21 +1852,76 @@ impl RungStage {
                 self.last_encoded = Some(pts);
                 self.deliver(frames);
             }
-            Err((kind, message)) => self.refuse(&kind, message, force),
+            Err(Failure::Host { kind, message } | Failure::Gpu { kind, message }) => {
+                let carry = force && !self.awaiting_forced;
+                self.refuse(&kind, message, carry)
+            }
         }
+    }
+
+    /// Make sure the encoder for `key` on `on_device` is open, then encode.
+    fn encode_at(
+        &mut self,
+        item: &RungItem,
+        key: SourceKey,
+        on_device: bool,
+        pts: Timestamp,
+        force: bool,
+    ) -> Result<Vec<VideoFrame>, Failure> {
+        if self.active.as_ref().map(|a| (a.key, a.on_device())) != Some((key, on_device)) {
+            self.close_encoder();
+            if self.broken != Some((key, on_device)) {
+                self.open(&item.format, on_device);
+            }
+        }
+        self.encode(&item.picture, pts, force)
     }
 
     /// Scale (unless the picture is already at the rung's size) and encode.
     fn encode(
         &mut self,
-        picture: &Picture,
+        picture: &RungPicture,
+        pts: Timestamp,
         force: bool,
-    ) -> Result<Vec<VideoFrame>, (String, String)> {
+    ) -> Result<Vec<VideoFrame>, Failure> {
         let Some(active) = self.active.as_mut() else {
-            return Err((
-                "no encoder".to_owned(),
-                "no encoder for this source size".to_owned(),
-            ));
+            return Err(Failure::Host {
+                kind: "no encoder".to_owned(),
+                message: "no encoder for this source size".to_owned(),
+            });
+        };
+        let host = |kind: String, message: String| Failure::Host { kind, message };
+        let encoder = match &mut active.coder {
+            Coder::Device(encoder) => {
+                let RungPicture::Device { frame, .. } = picture else {
+                    return Err(host(
+                        "gpu input".to_owned(),
+                        "a host picture reached the GPU encoder".to_owned(),
+                    ));
+                };
+                return encoder
+                    .encode(frame.as_ref(), pts, force)
+                    .map_err(|e| Failure::Gpu {
+                        kind: e.kind,
+                        message: e.message,
+                    });
+            }
+            Coder::Host(encoder) => encoder,
+        };
+        let picture: &Picture = match picture {
+            RungPicture::Host(p) => p,
+            RungPicture::Device { frame, .. } => {
+                // queued for the GPU encoder before it failed
+                frame
+                    .download(&mut self.download)
+                    .map_err(|message| Failure::Gpu {
+                        kind: "gpu download".to_owned(),
+                        message: format!("copying a picture out of GPU memory: {message}"),
+                    })?;
+                self.download.pts = Some(pts);
+                self.download.force_idr = force;
+                &self.download
+            }
         };
         // A picture already at the rung's size (the hybrid decode stage
         // scales on the GPU) is encoded as it is; one at the source's size
@@ -1658,15 +1931,29 @@ impl RungStage {
             Some(scaler) if !prescaled => {
                 scaler
                     .scale(picture, &mut self.scratch)
-                    .map_err(|e| (kind_of("scale", &e), e.to_string()))?;
+                    .map_err(|e| host(kind_of("scale", &e), e.to_string()))?;
                 &self.scratch
             }
             _ => picture,
         };
-        active
-            .encoder
+        encoder
             .encode(input, force)
-            .map_err(|e| (e.kind, e.message))
+            .map_err(|e| host(e.kind, e.message))
+    }
+
+    /// The rung's GPU encoder failed (at open, or in mid-stream): x264 from
+    /// now on, and the decode stage sends host pictures. Counted, logged once.
+    fn leave_gpu(&mut self, why: &str, mid_stream: bool) {
+        self.device = None;
+        self.wants_device.store(false, Ordering::Release);
+        add(&self.counters().gpu_fallbacks, 1);
+        let (channel, rung) = (&self.shared.channel, &self.plan.name);
+        if mid_stream {
+            tracing::warn!(channel = %channel, rung = %rung, "GPU encoding failed: {why}; the rung moves to x264 at the next segment (its viewers see the picture hold until then)");
+            self.close_encoder();
+        } else {
+            tracing::warn!(channel = %channel, rung = %rung, "GPU encoder cannot be opened: {why}; the rung encodes with x264");
+        }
     }
 
     /// A picture not encoded because of an error.
@@ -1701,9 +1988,10 @@ impl RungStage {
         keep
     }
 
-    /// Build the scaler and encoder for a source format and announce the
+    /// Build the scaler and encoder for a source format (the GPU encoder when
+    /// `on_device`; x264 when that cannot be opened) and announce the
     /// encoder's configuration.
-    fn open(&mut self, format: &SourceFormat) {
+    fn open(&mut self, format: &SourceFormat, on_device: bool) {
         let key = format.key();
         let (width, height) = scale::rung_size(
             key.width,
@@ -1713,36 +2001,67 @@ impl RungStage {
             self.plan.height,
         );
         let fps = rung_fps(format.frame_rate, self.plan.fps_max);
-        let scaler = if (width, height) == (key.width, key.height) {
-            Ok(None)
-        } else {
-            Scaler::new(key.width, key.height, width, height)
-                .map(Some)
-                .map_err(|e| e.to_string())
+        let device = match self.device.clone().filter(|_| on_device) {
+            Some(encoders) => match encoders.open(&self.plan, width, height, fps) {
+                Ok(encoder) => Some(encoder),
+                Err(why) => {
+                    self.leave_gpu(&why, false);
+                    None
+                }
+            },
+            None => None,
         };
-        let opened =
-            scaler.and_then(|scaler| Ok((scaler, open_encoder(&self.plan, width, height, fps)?)));
+        let opened = match device {
+            // device pictures come at the rung's size: no scaler
+            Some(encoder) => Ok((None, Coder::Device(encoder))),
+            None => {
+                let scaler = if (width, height) == (key.width, key.height) {
+                    Ok(None)
+                } else {
+                    Scaler::new(key.width, key.height, width, height)
+                        .map(Some)
+                        .map_err(|e| e.to_string())
+                };
+                scaler.and_then(|scaler| {
+                    Ok((
+                        scaler,
+                        Coder::Host(open_encoder(&self.plan, width, height, fps)?),
+                    ))
+                })
+            }
+        };
         match opened {
-            Ok((scaler, encoder)) => {
+            Ok((scaler, coder)) => {
                 if scaler.is_some() {
                     self.scratch.resize(width, height);
                 }
                 let counters = self.counters();
                 counters.width.store(width, Ordering::SeqCst);
                 counters.height.store(height, Ordering::SeqCst);
+                let (config, name) = match &coder {
+                    Coder::Device(e) => (e.video_config(), "nvenc"),
+                    Coder::Host(e) => (
+                        e.video_config(),
+                        match self.plan.codec {
+                            RungCodec::H264 => "x264",
+                            RungCodec::Av1 => "rav1e",
+                        },
+                    ),
+                };
+                let slot = ENCODER_NAMES.iter().position(|n| *n == name).unwrap_or(0) + 1;
+                counters.encoder.store(slot as u32, Ordering::SeqCst);
                 self.broken = None;
                 self.last_encoded = None;
-                self.sink
-                    .rung_config(&self.plan.name, encoder.video_config());
+                self.sink.rung_config(&self.plan.name, config);
                 self.active = Some(Active {
                     key,
                     size: (width, height),
                     scaler,
-                    encoder,
+                    coder,
                 });
             }
             Err(e) => {
-                self.broken = Some(key);
+                self.broken = Some((key, on_device && self.device.is_some()));
                 let message = format!(
                     "channel {}: rung {}: cannot encode {}x{} (from a {}x{} source): {e}",
                     self.shared.channel, self.plan.name, width, height, key.width, key.height
@@ -1755,14 +2074,18 @@ impl RungStage {
 
     /// Flush the current encoder, if any, and deliver what it held.
     fn close_encoder(&mut self) {
-        let Some(mut active) = self.active.take() else {
+        let Some(active) = self.active.take() else {
             return;
         };
-        match active.encoder.flush() {
+        let flushed = match active.coder {
+            Coder::Host(mut e) => e.flush().map_err(|e| (e.kind, e.message)),
+            Coder::Device(mut e) => e.flush().map_err(|e| (e.kind, e.message)),
+        };
+        match flushed {
             Ok(frames) => self.deliver(frames),
-            Err(e) => {
+            Err((kind, message)) => {
                 add(&self.counters().errors, 1);
-                self.log_error(&e.kind, &e.message);
+                self.log_error(&kind, &message);
             }
         }
     }
@@ -2073,6 +2396,7 @@ mod tests {
         damaged: Vec<String>,
         access_units: usize,
         rendered: Arc<Mutex<Vec<(u32, u32)>>>,
+        rendered_device: Arc<Mutex<Vec<(u32, u32)>>>,
         emitted: Arc<Mutex<Vec<Timestamp>>>,
     }
 
@@ -2086,6 +2410,7 @@ mod tests {
                 damaged: Vec::new(),
                 access_units: 0,
                 rendered: Arc::default(),
+                rendered_device: Arc::default(),
                 emitted: Arc::default(),
             }
         }
@@ -2173,6 +2498,351 @@ mod tests {
         fn take_errors(&mut self) -> Vec<String> {
             std::mem::take(&mut self.damaged)
         }
+
+        fn render_device(
+            &mut self,
+            source: &Picture,
+            size: (u32, u32),
+        ) -> Result<Arc<dyn DevicePicture>, FrontError> {
+            let pool = PicturePool::new(1);
+            let picture = self.render(source, size, &pool)?;
+            // `render` recorded it as a host rendering
+            lock(&self.rendered).pop();
+            lock(&self.rendered_device).push(size);
+            Ok(Arc::new(FakeDevice(picture.clone())))
+        }
+    }
+
+    /// A stand-in for a picture in GPU memory: a host picture behind the trait.
+    struct FakeDevice(Picture);
+
+    impl DevicePicture for FakeDevice {
+        fn size(&self) -> (u32, u32) {
+            (self.0.width, self.0.height)
+        }
+
+        fn download(&self, into: &mut Picture) -> Result<(), String> {
+            into.resize(self.0.width, self.0.height);
+            for (o, s) in into.planes.iter_mut().zip(&self.0.planes) {
+                o.data.copy_from_slice(&s.data);
+            }
+            Ok(())
+        }
+
+        fn as_any(&self) -> &dyn std::any::Any {
+            self
+        }
+    }
+
+    /// A stand-in for NVENC: x264 reading [`FakeDevice`] pictures, failing
+    /// (as a lost GPU would) at one picture of one rung, or at open.
+    #[derive(Default)]
+    struct FakeEncoders {
+        /// (rung, 0-based picture) where `encode` fails.
+        fail_at: Option<(String, usize)>,
+        fail_open: bool,
+        /// Pictures encoded "on the GPU", per rung.
+        encoded: Arc<Mutex<Vec<(String, Timestamp)>>>,
+    }
+
+    struct FakeDeviceEncoder {
+        rung: String,
+        x264: Encoder,
+        fail_at: Option<usize>,
+        pictures: usize,
+        encoded: Arc<Mutex<Vec<(String, Timestamp)>>>,
+    }
+
+    impl DeviceEncoders for FakeEncoders {
+        fn takes(&self, plan: &RungPlan) -> bool {
+            plan.codec == RungCodec::H264
+        }
+
+        fn open(
+            &self,
+            plan: &RungPlan,
+            width: u32,
+            height: u32,
+            fps: f64,
+        ) -> Result<Box<dyn DeviceRungEncoder>, String> {
+            if self.fail_open {
+                return Err("no NVENC on GPU 0 (injected)".into());
+            }
+            let settings = EncoderSettings {
+                width,
+                height,
+                fps,
+                bitrate_kbps: plan.bitrate_kbps,
+                maxrate_kbps: None,
+                bufsize_kbits: None,
+                profile: None,
+                preset: Some("ultrafast".into()),
+                threads: 1,
+                keyint_max: KEYINT_MAX,
+                source_idrs: true,
+                low_latency: true,
+            };
+            Ok(Box::new(FakeDeviceEncoder {
+                rung: plan.name.clone(),
+                x264: Encoder::new(&settings).map_err(|e| e.to_string())?,
+                fail_at: self
+                    .fail_at
+                    .as_ref()
+                    .filter(|(r, _)| *r == plan.name)
+                    .map(|(_, n)| *n),
+                pictures: 0,
+                encoded: self.encoded.clone(),
+            }))
+        }
+    }
+
+    impl DeviceRungEncoder for FakeDeviceEncoder {
+        fn video_config(&self) -> Arc<VideoConfig> {
+            self.x264.video_config()
+        }
+
+        fn encode(
+            &mut self,
+            picture: &dyn DevicePicture,
+            pts: Timestamp,
+            force_idr: bool,
+        ) -> Result<Vec<VideoFrame>, crate::pipeline::gpu::device::DeviceEncodeError> {
+            let n = self.pictures;
+            self.pictures += 1;
+            if self.fail_at == Some(n) {
+                return Err(crate::pipeline::gpu::device::DeviceEncodeError {
+                    kind: "nvenc lost".into(),
+                    message: "NVENC: NV_ENC_ERR_DEVICE_NOT_EXIST (injected)".into(),
+                });
+            }
+            let Some(FakeDevice(p)) = picture.as_any().downcast_ref::<FakeDevice>() else {
+                panic!("not a device picture");
+            };
+            let mut p = p.clone();
+            p.pts = Some(pts);
+            lock(&self.encoded).push((self.rung.clone(), pts));
+            Ok(self
+                .x264
+                .encode(&p, force_idr)
+                .expect("x264")
+                .into_iter()
+                .collect())
+        }
+
+        fn flush(
+            &mut self,
+        ) -> Result<Vec<VideoFrame>, crate::pipeline::gpu::device::DeviceEncodeError> {
+            Ok(self.x264.flush().expect("x264 flush"))
+        }
+    }
+
+    /// A pipeline on a [`FakeFront`] whose H.264 rungs encode on `encoders`.
+    fn start_fake_gpu(
+        name: &str,
+        rungs: Vec<RungPlan>,
+        sink: Arc<Collect>,
+        front: FakeFront,
+        encoders: FakeEncoders,
+    ) -> ChannelPipeline {
+        ChannelPipeline::start_decoding(
+            name,
+            rungs,
+            sink,
+            PipelineOptions::default(),
+            Some(Arc::new(encoders)),
+            move |stage| {
+                let mut front = front;
+                stage.run_front(0, Ok(&mut front))
+            },
+        )
+    }
+
+    fn config_sizes(sink: &Collect, rung: &str) -> Vec<(u32, u32)> {
+        sink.configs(rung)
+            .iter()
+            .map(|c| (c.width, c.height))
+            .collect()
+    }
+
+    #[test]
+    fn gpu_rungs_encode_from_device_pictures_with_the_source_idrs() {
+        if !have_ffmpeg() {
+            return;
+        }
+        let dir = TempDir::new("graph-gpu-encode");
+        let source = stream(
+            &dir,
+            "src",
+            (640, 360),
+            30,
+            60,
+            "keyint=30:min-keyint=30:scenecut=0:bframes=2:b-pyramid=none",
+        );
+        let front = FakeFront::new(None);
+        let (rendered, rendered_device) = (front.rendered.clone(), front.rendered_device.clone());
+        let encoders = FakeEncoders::default();
+        let encoded = encoders.encoded.clone();
+        let sink = Arc::new(Collect::default());
+        let pipeline = start_fake_gpu(
+            "gpuenc",
+            vec![plan("360p", Some(360)), plan("180p", Some(180))],
+            sink.clone(),
+            front,
+            encoders,
+        );
+        pipeline.video_config(source.config.clone());
+        feed_paced(&pipeline, &source.frames, |i| i % 30 == 0, &[0, 1]);
+        let stats = pipeline.finish();
+
+        assert!(lock(&rendered).is_empty(), "no host picture was made");
+        let device = lock(&rendered_device).clone();
+        assert_eq!(device.len(), 120, "one device picture per rung size");
+        let forced: BTreeSet<Timestamp> = [0, 30].iter().map(|&i| source.frames[i].pts).collect();
+        for (rung, size) in [("360p", (640, 360)), ("180p", (320, 180))] {
+            let frames = sink.frames(rung);
+            assert_timing(&frames);
+            assert_eq!(sorted_pts(&frames), sorted_pts(&source.frames), "{rung}");
+            assert_eq!(keyframe_pts(&frames), forced, "{rung}");
+            assert_eq!(config_sizes(&sink, rung), [size], "{rung}");
+            let on_gpu = lock(&encoded).iter().filter(|(r, _)| r == rung).count();
+            assert_eq!(on_gpu, 60, "{rung}: every picture on the GPU encoder");
+        }
+        for r in &stats.rungs {
+            assert_eq!((r.encoded, r.errors, r.gpu_fallbacks), (60, 0, 0), "{r:?}");
+            assert_eq!(r.encoder, "nvenc", "{r:?}");
+        }
+        assert!(sink.errors().is_empty(), "{:?}", sink.errors());
+    }
+
+    #[test]
+    fn a_gpu_encoder_failure_moves_the_rung_to_x264_at_the_next_segment() {
+        if !have_ffmpeg() {
+            return;
+        }
+        let dir = TempDir::new("graph-gpu-encode-fail");
+        let source = stream(
+            &dir,
+            "src",
+            (640, 360),
+            30,
+            90,
+            "keyint=30:min-keyint=30:scenecut=0:bframes=0",
+        );
+        let front = FakeFront::new(None);
+        let rendered = front.rendered.clone();
+        let encoders = FakeEncoders {
+            fail_at: Some(("180p".into(), 40)),
+            ..FakeEncoders::default()
+        };
+        let encoded = encoders.encoded.clone();
+        let sink = Arc::new(Collect::default());
+        let pipeline = start_fake_gpu(
+            "gpuencfail",
+            vec![plan("360p", Some(360)), plan("180p", Some(180))],
+            sink.clone(),
+            front,
+            encoders,
+        );
+        pipeline.video_config(source.config.clone());
+        feed_paced(&pipeline, &source.frames, |i| i % 30 == 0, &[0, 1]);
+        let stats = pipeline.finish();
+
+        let forced: BTreeSet<Timestamp> =
+            [0, 30, 60].iter().map(|&i| source.frames[i].pts).collect();
+        // 360p never noticed
+        let frames = sink.frames("360p");
+        assert_eq!(sorted_pts(&frames), sorted_pts(&source.frames));
+        assert_eq!(keyframe_pts(&frames), forced);
+        assert_eq!(config_sizes(&sink, "360p"), [(640, 360)]);
+        // 180p: the GPU's pictures up to the failure, nothing until the
+        // segment at 60, then x264's, behind a new configuration (a new
+        // init segment), its IDRs still on the source's
+        let frames = sink.frames("180p");
+        assert_timing(&frames);
+        let want: Vec<Timestamp> = source.frames[..40]
+            .iter()
+            .chain(&source.frames[60..])
+            .map(|f| f.pts)
+            .collect();
+        assert_eq!(sorted_pts(&frames), want);
+        assert_eq!(keyframe_pts(&frames), forced);
+        assert_eq!(config_sizes(&sink, "180p"), [(320, 180), (320, 180)]);
+        let on_gpu = lock(&encoded).iter().filter(|(r, _)| r == "180p").count();
+        assert_eq!(on_gpu, 40);
+        // after the failure the decode stage renders 180p on the host
+        assert!(lock(&rendered).iter().all(|s| *s == (320, 180)));
+        assert!(lock(&rendered).len() >= 30, "{}", lock(&rendered).len());
+        let r = &stats.rungs[1];
+        assert_eq!((r.encoded, r.errors, r.gpu_fallbacks), (70, 20, 1), "{r:?}");
+        assert_eq!(r.encoder, "x264");
+        let r = &stats.rungs[0];
+        assert_eq!((r.encoded, r.errors, r.gpu_fallbacks), (90, 0, 0), "{r:?}");
+        assert_eq!(r.encoder, "nvenc");
+    }
+
+    #[test]
+    fn a_gpu_encoder_failing_at_a_segment_start_hands_that_picture_to_x264() {
+        if !have_ffmpeg() {
+            return;
+        }
+        let dir = TempDir::new("graph-gpu-encode-fail-idr");
+        let source = stream(&dir, "src", (320, 180), 30, 60, "keyint=30:scenecut=0");
+        let encoders = FakeEncoders {
+            fail_at: Some(("90p".into(), 30)),
+            ..FakeEncoders::default()
+        };
+        let sink = Arc::new(Collect::default());
+        let pipeline = start_fake_gpu(
+            "gpuencidr",
+            vec![plan("90p", Some(90))],
+            sink.clone(),
+            FakeFront::new(None),
+            encoders,
+        );
+        pipeline.video_config(source.config.clone());
+        feed_paced(&pipeline, &source.frames, |i| i % 30 == 0, &[0]);
+        let stats = pipeline.finish();
+        let frames = sink.frames("90p");
+        assert_eq!(sorted_pts(&frames), sorted_pts(&source.frames), "none lost");
+        let forced: BTreeSet<Timestamp> = [0, 30].iter().map(|&i| source.frames[i].pts).collect();
+        assert_eq!(keyframe_pts(&frames), forced);
+        assert_eq!(sink.configs("90p").len(), 2);
+        let r = &stats.rungs[0];
+        assert_eq!((r.encoded, r.errors, r.gpu_fallbacks), (60, 0, 1), "{r:?}");
+    }
+
+    #[test]
+    fn a_gpu_encoder_that_cannot_open_leaves_the_rung_on_x264() {
+        if !have_ffmpeg() {
+            return;
+        }
+        let dir = TempDir::new("graph-gpu-encode-noopen");
+        let source = stream(&dir, "src", (320, 180), 30, 30, "keyint=30:scenecut=0");
+        let front = FakeFront::new(None);
+        let (rendered, rendered_device) = (front.rendered.clone(), front.rendered_device.clone());
+        let encoders = FakeEncoders {
+            fail_open: true,
+            ..FakeEncoders::default()
+        };
+        let sink = Arc::new(Collect::default());
+        let pipeline = start_fake_gpu(
+            "gpunoopen",
+            vec![plan("90p", Some(90))],
+            sink.clone(),
+            front,
+            encoders,
+        );
+        pipeline.video_config(source.config.clone());
+        feed_paced(&pipeline, &source.frames, |i| i == 0, &[0]);
+        let stats = pipeline.finish();
+        assert_eq!(sorted_pts(&sink.frames("90p")), sorted_pts(&source.frames));
+        assert_eq!(sink.configs("90p").len(), 1, "x264's only");
+        let r = &stats.rungs[0];
+        assert_eq!((r.encoded, r.errors, r.gpu_fallbacks), (30, 0, 1), "{r:?}");
+        assert_eq!(r.encoder, "x264");
+        // the first picture went out as a device picture, then host ones
+        assert!(!lock(&rendered_device).is_empty());
+        assert!(lock(&rendered).len() >= 28);
     }
 
     /// A pipeline whose decode stage runs on a [`FakeFront`].
@@ -2187,6 +2857,7 @@ mod tests {
             rungs,
             sink,
             PipelineOptions::default(),
+            None,
             move |stage| {
                 let mut front = front;
                 stage.run_front(0, Ok(&mut front))
@@ -2399,6 +3070,7 @@ mod tests {
             vec![plan("90p", Some(90))],
             sink.clone(),
             PipelineOptions::default(),
+            None,
             |stage| stage.run_front::<FakeFront>(3, Err("no NVIDIA driver".into())),
         );
         pipeline.video_config(source.config.clone());
@@ -2673,6 +3345,7 @@ mod tests {
             sink.clone(),
             options,
         );
+        let handle = pipeline.stats_handle();
         pipeline.video_config(source.config.clone());
         for (i, frame) in source.frames.iter().enumerate() {
             pipeline.video_frame(frame.clone(), i % 15 == 0);
@@ -2683,6 +3356,8 @@ mod tests {
             assert_eq!(sink.frames(rung).len(), 45, "{rung}");
             assert_eq!(stats.rungs[i].encoded, 45);
         }
+        // a stats handle reads the same counters, after the pipeline too
+        assert_eq!(handle.stats(), stats);
         // Every stage thread has exited: none holds the sink any more.
         assert_eq!(Arc::strong_count(&sink), 1);
     }

@@ -8,7 +8,17 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+pub mod nginx;
+
 pub const BIN: &str = env!("CARGO_BIN_EXE_ladder");
+
+/// The `ladder` binary [`Ladder::start`] runs: `$LADDER_TEST_BIN` when set
+/// (a copy of this checkout's build, where several checkouts share one
+/// target directory and another's build may replace `target/debug/ladder`
+/// mid-run), else cargo's [`BIN`].
+pub fn bin() -> String {
+    std::env::var("LADDER_TEST_BIN").unwrap_or_else(|_| BIN.to_owned())
+}
 
 /// A running `ladder serve` on loopback ports chosen by the OS.
 pub struct Ladder {
@@ -86,15 +96,30 @@ renditions = [ {renditions} ]
 
 impl Ladder {
     pub fn start(config_text: &str) -> Ladder {
+        Ladder::start_with_env(config_text, &[])
+    }
+
+    /// [`Ladder::start`] with environment variables set (after the harness's
+    /// own `RUST_LOG=info` and `NO_COLOR`, so they may override them); a
+    /// value of `None` removes the variable.
+    pub fn start_with_env(config_text: &str, env: &[(&str, Option<&str>)]) -> Ladder {
         let dir = tempdir::Dir::new("ladder");
         let cfg = dir.join("ladder.toml");
         std::fs::write(&cfg, config_text).unwrap();
-        let mut child = Command::new(BIN)
+        let mut command = Command::new(bin());
+        command
             .arg("serve")
             .arg("--config")
             .arg(&cfg)
             .env("RUST_LOG", "info")
-            .env("NO_COLOR", "1")
+            .env("NO_COLOR", "1");
+        for (k, v) in env {
+            match v {
+                Some(v) => command.env(k, v),
+                None => command.env_remove(k),
+            };
+        }
+        let mut child = command
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -160,6 +185,43 @@ impl Ladder {
         false
     }
 
+    /// Send a signal (`HUP`, `TERM`, ...) with kill(1).
+    pub fn signal(&self, name: &str) {
+        let _ = Command::new("kill")
+            .arg(format!("-{name}"))
+            .arg(self.child.id().to_string())
+            .status();
+    }
+
+    /// Occurrences of `needle` in the log.
+    pub fn count_log(&self, needle: &str) -> usize {
+        self.log().matches(needle).count()
+    }
+
+    /// Wait until the log contains `needle` at least `n` times; panics with
+    /// the log after `timeout`.
+    pub fn wait_log_count(&self, needle: &str, n: usize, timeout: Duration) {
+        let t = Instant::now();
+        while self.count_log(needle) < n {
+            assert!(
+                t.elapsed() < timeout,
+                "{n} x {needle:?} expected in the log, found {}:\n{}",
+                self.count_log(needle),
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// The log lines that contain every one of `needles`.
+    pub fn log_lines(&self, needles: &[&str]) -> Vec<String> {
+        self.log()
+            .lines()
+            .filter(|l| needles.iter().all(|n| l.contains(n)))
+            .map(String::from)
+            .collect()
+    }
+
     /// SIGTERM, then wait for exit.
     pub fn stop(mut self) -> (Option<i32>, String) {
         let pid = self.child.id() as i32;
@@ -186,6 +248,15 @@ impl Drop for Ladder {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// Panics, naming the line, if any of `secrets` (stream keys) is in `log`.
+pub fn assert_no_secrets(log: &str, secrets: &[&str]) {
+    for secret in secrets {
+        if let Some(line) = log.lines().find(|l| l.contains(secret)) {
+            panic!("a stream key ({secret}) is in the log:\n{line}");
+        }
     }
 }
 

@@ -6,6 +6,10 @@
 //! - [`amf0`]: the AMF0 value codec that commands and metadata use.
 //! - [`session`]: the server state machine after the handshake: connect,
 //!   createStream, publish, media (§7.2).
+//! - [`client`]: the client state machine after the handshake, for restream
+//!   (publish) and pull ingest (play) (§7.2).
+//! - [`url`]: `rtmp://` and `rtmps://` URLs, split into host, app and stream
+//!   name as FFmpeg and librtmp do; printed with the stream key redacted.
 //!
 //! Nothing here reads a socket or a clock: the caller feeds bytes and takes
 //! bytes to write and events. The handshake deadline
@@ -18,14 +22,18 @@
 
 pub mod amf0;
 pub mod chunk;
+pub mod client;
 pub mod control;
 pub mod handshake;
 pub mod session;
+pub mod url;
 
 pub use amf0::{Amf0Error, Amf0Value};
 pub use chunk::{ChunkDecoder, ChunkEncoder, ChunkError, RtmpMessage};
+pub use client::{ClientConfig, ClientEvent, ClientMode, ClientSession, ClientStats};
 pub use handshake::{ClientHandshake, HandshakeError, HandshakeProgress, ServerHandshake};
 pub use session::{ServerEvent, ServerSession, SessionConfig, SessionStats};
+pub use url::{RtmpUrl, UrlError};
 
 use thiserror::Error;
 
@@ -40,4 +48,8 @@ pub enum RtmpError {
     Chunk(#[from] ChunkError),
     #[error("malformed {name} message ({len} bytes)")]
     MalformedControl { name: &'static str, len: usize },
+    /// A reply the client cannot go on with, such as a createStream `_result`
+    /// without a usable stream id.
+    #[error("unusable reply from the server: {0}")]
+    BadReply(&'static str),
 }

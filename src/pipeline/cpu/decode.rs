@@ -1,20 +1,29 @@
-//! H.264 decoding in software with libavcodec (the distribution's FFmpeg,
-//! through `ffmpeg-next` with only its `codec` feature).
+//! H.264, HEVC and AV1 decoding in software with libavcodec (the
+//! distribution's FFmpeg, through `ffmpeg-next` with only its `codec` feature).
 //!
-//! Input is what ingest produces: the publisher's AVCDecoderConfigurationRecord
-//! (ISO/IEC 14496-15 §5.3.3, handed to libavcodec as extradata) and access
-//! units in AVCC form (length-prefixed NAL units, ITU-T H.264 §7.4.1.2.3).
-//! Output is 8-bit I420 [`Picture`]s from a [`PicturePool`], in presentation
-//! order, with the source presentation time and whether the picture was coded
-//! as an IDR (ITU-T H.264 §7.4.1.2.4, `nal_unit_type` 5).
+//! Input is what ingest produces: the publisher's decoder configuration record,
+//! handed to libavcodec as extradata as it came (the AVCDecoderConfigurationRecord
+//! of ISO/IEC 14496-15 §5.3.3, the HEVCDecoderConfigurationRecord of §8.3.3, the
+//! AV1CodecConfigurationRecord of AV1-ISOBMFF §2.3.3: libavcodec's decoders
+//! take each as their MP4 extradata), and samples as they came: NAL units with
+//! length prefixes (ITU-T H.264 §7.4.1.2.3, H.265 the same), or the OBUs of an
+//! AV1 sample (AV1-ISOBMFF §2.4). Output is 8-bit I420 [`Picture`]s from a
+//! [`PicturePool`], in presentation order, with the source presentation time and
+//! whether the access unit was a sync sample (H.264 IDR, HEVC IRAP, AV1 key
+//! frame: [`VideoFrame::keyframe`]).
 //!
-//! What is accepted: Baseline, Main and High profiles at 8 bits, 4:2:0
-//! (everything libavcodec's H.264 decoder handles: CAVLC and CABAC, B-frames,
-//! the 8x8 transform, field and MBAFF coding). 10-bit and 4:2:2/4:4:4/4:0:0
-//! sources are refused at [`Decoder::new`] with a message naming what was found,
-//! and again per frame if an in-band SPS switches to them mid-stream.
-//! Interlaced sources are decoded as frames (both fields woven) and reported by
-//! [`Decoder::interlaced`]; there is no deinterlacer in the ladder.
+//! Decoders: libavcodec's `h264` and `hevc`; for AV1 `libdav1d` (FFmpeg 5.1's
+//! own `av1` decoder only drives hardware), else `libaom-av1`, else `av1`.
+//!
+//! What is accepted: 8-bit 4:2:0. For H.264 the Baseline, Main and High
+//! profiles (everything libavcodec's H.264 decoder handles: CAVLC and CABAC,
+//! B-frames, the 8x8 transform, field and MBAFF coding); for HEVC Main (and any
+//! 8-bit 4:2:0 stream of the range extensions profile); for AV1 Main profile
+//! 8-bit. 10-bit and 4:2:2/4:4:4/4:0:0 sources are refused at [`Decoder::new`]
+//! with a message naming what was found, and again per frame if an in-band
+//! parameter set switches to them mid-stream. Interlaced sources are decoded as
+//! frames (both fields woven) and reported by [`Decoder::interlaced`]; there is
+//! no deinterlacer in the ladder.
 //!
 //! # Timing
 //!
@@ -29,12 +38,18 @@
 //! Slice threading only (`thread_type = FF_THREAD_SLICE`): it adds no latency,
 //! whereas frame threading holds back one picture per extra thread. Slice
 //! threads only help when the publisher sends several slices per picture (x264
-//! `sliced-threads`, most hardware encoders); with one slice per picture the
-//! decode is single-threaded, and throughput comes from running channels in
-//! parallel.
+//! `sliced-threads`, most hardware encoders; for HEVC also wavefront rows);
+//! with one slice per picture the decode is single-threaded, and throughput
+//! comes from running channels in parallel. dav1d has its own thread pool
+//! (`threads` workers); its frame delay is held to one picture with
+//! `AV_CODEC_FLAG_LOW_DELAY` (libavcodec's libdav1d wrapper maps the flag to
+//! `max_frame_delay = 1`), which costs no correctness for AV1: a temporal unit
+//! shows at most one frame and there is no reordering between them.
 //!
-//! `AV_CODEC_FLAG_LOW_DELAY` is not set. When the SPS states its reorder depth
-//! (`max_num_reorder_frames`, which x264 and hardware encoders write),
+//! For H.264 and HEVC `AV_CODEC_FLAG_LOW_DELAY` is not set. When the SPS
+//! states its reorder depth (HEVC's SPS always does,
+//! `sps_max_num_reorder_pics`; H.264's `max_num_reorder_frames` is written by
+//! x264 and hardware encoders),
 //! libavcodec already returns each picture as soon as presentation order
 //! allows: none of delay for streams without B-frames, one access unit for
 //! x264's `bframes=2` without pyramid; the flag changes nothing there (pinned
@@ -77,10 +92,11 @@ pub const MAX_PENDING: usize = 64;
 /// Why an access unit (or a configuration) could not be decoded.
 #[derive(Debug, thiserror::Error)]
 pub enum DecodeError {
-    /// The source is not 8-bit 4:2:0 H.264.
+    /// The source is not 8-bit 4:2:0 H.264, HEVC or AV1.
     #[error(
         "unsupported source video: {found}; Ladder's CPU decoder accepts 8-bit 4:2:0 H.264 \
-         (Baseline, Main or High profile): configure the encoder for yuv420p 8-bit"
+         (Baseline, Main or High profile), HEVC (Main) or AV1 (Main): configure the encoder \
+         for yuv420p 8-bit"
     )]
     Unsupported { found: String },
 
@@ -92,18 +108,23 @@ pub enum DecodeError {
     )]
     TooLarge { width: u32, height: u32 },
 
-    /// This FFmpeg build has no H.264 decoder.
-    #[error("libavcodec has no H.264 decoder (FFmpeg built without it?)")]
-    NoDecoder,
+    /// This FFmpeg build has no decoder for the codec.
+    #[error("libavcodec has no {codec} decoder (FFmpeg built without it?)")]
+    NoDecoder { codec: VideoCodec },
 
-    /// libavcodec refused the configuration (a broken avcC, out of memory).
-    #[error("could not open the H.264 decoder with the publisher's configuration: {0}")]
-    Open(#[source] ffmpeg::Error),
+    /// libavcodec refused the configuration (a broken record, out of memory).
+    #[error("could not open the {codec} decoder with the publisher's configuration: {source}")]
+    Open {
+        codec: VideoCodec,
+        #[source]
+        source: ffmpeg::Error,
+    },
 
     /// libavcodec could not decode an access unit; decoding continues with the
     /// next one (pictures that depend on it may be concealed).
-    #[error("corrupt H.264 access unit at {} ms: {source}; it was skipped", .pts.as_millis())]
+    #[error("corrupt {codec} access unit at {} ms: {source}; it was skipped", .pts.as_millis())]
     Corrupt {
+        codec: VideoCodec,
         /// Presentation time of the access unit.
         pts: Timestamp,
         #[source]
@@ -111,8 +132,12 @@ pub enum DecodeError {
     },
 
     /// libavcodec failed while returning pictures.
-    #[error("H.264 decoder failed: {0}")]
-    Decoder(#[source] ffmpeg::Error),
+    #[error("{codec} decoder failed: {source}")]
+    Decoder {
+        codec: VideoCodec,
+        #[source]
+        source: ffmpeg::Error,
+    },
 
     /// A picture came out in a layout the ladder cannot take (only a
     /// mid-stream SPS change can do this once the config was accepted).
@@ -151,11 +176,13 @@ struct Pending {
     idr: bool,
 }
 
-/// A libavcodec H.264 decoder for one channel.
+/// A libavcodec decoder (H.264, HEVC or AV1) for one channel.
 ///
 /// `Send`: it is built on one thread and may move to the channel's decode
 /// thread; it is not shared.
 pub struct Decoder {
+    /// The source codec, for messages.
+    kind: VideoCodec,
     codec: ffmpeg::decoder::Video,
     /// Reused for every picture (libavcodec unreferences it on each receive).
     frame: ffmpeg::frame::Video,
@@ -173,6 +200,7 @@ pub struct Decoder {
 impl fmt::Debug for Decoder {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Decoder")
+            .field("codec", &self.kind)
             .field("next_seq", &self.next_seq)
             .field("pending", &self.pending.len())
             .field("interlaced", &self.interlaced)
@@ -182,10 +210,11 @@ impl fmt::Debug for Decoder {
 }
 
 impl Decoder {
-    /// A decoder for the publisher's configuration (the avcC record becomes the
-    /// extradata). Refuses 10-bit and non-4:2:0 sources, and pictures larger
-    /// than [`MAX_PIXELS`]. `threads`: slice threads, 0 to let libavcodec pick
-    /// one per core, 1 for none (see the module docs on latency).
+    /// A decoder for the publisher's configuration (the avcC, hvcC or av1C
+    /// record becomes the extradata). Refuses 10-bit and non-4:2:0 sources,
+    /// and pictures larger than [`MAX_PIXELS`]. `threads`: slice threads (dav1d
+    /// workers for AV1), 0 to let libavcodec pick one per core, 1 for none (see
+    /// the module docs on latency).
     pub fn new(config: &VideoConfig, threads: usize) -> Result<Decoder, DecodeError> {
         Decoder::open(config, threads, false)
     }
@@ -195,17 +224,20 @@ impl Decoder {
     fn open(config: &VideoConfig, threads: usize, low_delay: bool) -> Result<Decoder, DecodeError> {
         check_config(config)?;
 
-        let codec = ffmpeg::decoder::find(ffmpeg::codec::Id::H264).ok_or(DecodeError::NoDecoder)?;
+        let kind = config.codec;
+        let codec = find_decoder(kind).ok_or(DecodeError::NoDecoder { codec: kind })?;
         let mut context = ffmpeg::codec::Context::new_with_codec(codec);
         context.set_threading(ffmpeg::threading::Config {
             kind: ffmpeg::threading::Type::Slice,
             count: threads,
             ..Default::default()
         });
-        if low_delay {
+        // AV1 has no reordering between temporal units: the flag only stops
+        // dav1d from holding pictures back (see the module docs).
+        if low_delay || kind == VideoCodec::Av1 {
             context.set_flags(ffmpeg::codec::Flags::LOW_DELAY);
         }
-        set_extradata(&mut context, &config.record)?;
+        set_extradata(&mut context, kind, &config.record)?;
         // Safety: `context` owns a live AVCodecContext that is not open yet;
         // `max_pixels` is a plain int64 field read by avcodec_open2 and by
         // every size check afterwards.
@@ -216,16 +248,20 @@ impl Decoder {
             .decoder()
             .open_as(codec)
             .and_then(|opened| opened.video())
-            .map_err(DecodeError::Open)?;
+            .map_err(|source| DecodeError::Open {
+                codec: kind,
+                source,
+            })?;
 
         if config.interlaced {
             tracing::info!(
-                "interlaced H.264 source ({}x{}): decoded as woven frames; the ladder does not deinterlace",
+                "interlaced {kind} source ({}x{}): decoded as woven frames; the ladder does not deinterlace",
                 config.width,
                 config.height
             );
         }
         Ok(Decoder {
+            kind,
             codec,
             frame: ffmpeg::frame::Video::empty(),
             next_seq: 0,
@@ -248,12 +284,12 @@ impl Decoder {
         self.stats
     }
 
-    /// Decode one access unit (AVCC length-prefixed NAL units, as in
+    /// Decode one access unit (length-prefixed NAL units or AV1 OBUs, as in
     /// [`VideoFrame::data`]). Returns the pictures that became ready, in
     /// presentation order: none while the reorder buffer fills, usually one,
     /// sometimes more. Each is taken from `pool` and carries the source pts,
-    /// `source_idr` (its access unit held an IDR slice) and `seq` (its access
-    /// unit's decode-order number).
+    /// `source_idr` (its access unit was a sync sample: IDR, IRAP, AV1 key
+    /// frame) and `seq` (its access unit's decode-order number).
     ///
     /// An error concerns this access unit only: the decoder stays usable, and
     /// pictures that were already decoded come out of the next call.
@@ -281,7 +317,8 @@ impl Decoder {
             seq,
             pts: frame.pts,
             // The demuxer sets `keyframe` exactly when the access unit holds
-            // an IDR NAL unit (type 5); the FLV frame type is not trusted.
+            // an IDR (H.264) or IRAP (HEVC) NAL unit or a shown AV1 key frame;
+            // the FLV frame type is not trusted.
             idr: frame.keyframe,
         });
         while self.pending.len() > MAX_PENDING {
@@ -299,9 +336,12 @@ impl Decoder {
                         // Neither side takes anything: libavcodec's contract
                         // says this cannot happen; do not spin if it does.
                         self.carried = out;
-                        return Err(DecodeError::Decoder(ffmpeg::Error::Other {
-                            errno: ffmpeg::error::EAGAIN,
-                        }));
+                        return Err(DecodeError::Decoder {
+                            codec: self.kind,
+                            source: ffmpeg::Error::Other {
+                                errno: ffmpeg::error::EAGAIN,
+                            },
+                        });
                     }
                     if let Err(e) = received {
                         self.carried = out;
@@ -316,6 +356,7 @@ impl Decoder {
                     self.carried = out;
                     ready?;
                     return Err(DecodeError::Corrupt {
+                        codec: self.kind,
                         pts: frame.pts,
                         source,
                     });
@@ -338,7 +379,10 @@ impl Decoder {
         let mut out = std::mem::take(&mut self.carried);
         let result = match self.codec.send_eof() {
             Ok(()) | Err(ffmpeg::Error::Eof) => self.receive_all(pool, &mut out),
-            Err(e) => Err(DecodeError::Decoder(e)),
+            Err(source) => Err(DecodeError::Decoder {
+                codec: self.kind,
+                source,
+            }),
         };
         // Leave draining mode whatever happened, so the decoder takes packets again.
         self.codec.flush();
@@ -365,7 +409,12 @@ impl Decoder {
                     return Ok(())
                 }
                 Err(ffmpeg::Error::Eof) => return Ok(()),
-                Err(e) => return Err(DecodeError::Decoder(e)),
+                Err(source) => {
+                    return Err(DecodeError::Decoder {
+                        codec: self.kind,
+                        source,
+                    })
+                }
             }
             if let Some(picture) = self.take_picture(pool)? {
                 out.push(picture);
@@ -434,17 +483,22 @@ impl Decoder {
     }
 }
 
+/// libavcodec's decoder for `codec`: for AV1 the first of `libdav1d`,
+/// `libaom-av1` and `av1` this FFmpeg has (FFmpeg 5.1's own `av1` decoder
+/// needs a hardware accelerator; `avcodec_find_decoder` may pick it first).
+fn find_decoder(codec: VideoCodec) -> Option<ffmpeg::Codec> {
+    match codec {
+        VideoCodec::H264 => ffmpeg::decoder::find(ffmpeg::codec::Id::H264),
+        VideoCodec::Hevc => ffmpeg::decoder::find(ffmpeg::codec::Id::HEVC),
+        VideoCodec::Av1 => ffmpeg::decoder::find_by_name("libdav1d")
+            .or_else(|| ffmpeg::decoder::find_by_name("libaom-av1"))
+            .or_else(|| ffmpeg::decoder::find(ffmpeg::codec::Id::AV1)),
+    }
+}
+
 /// Refuse what the ladder cannot take, with what was found.
 fn check_config(config: &VideoConfig) -> Result<(), DecodeError> {
-    match config.codec {
-        VideoCodec::H264 => {}
-        VideoCodec::Av1 => {
-            return Err(DecodeError::Unsupported {
-                found: format!("AV1 ({})", config.codec_string),
-            })
-        }
-    }
-    let profile = profile_name(config.profile_idc);
+    let profile = profile_name(config.codec, config.profile_idc);
     if config.chroma_format_idc != 1 {
         let chroma = match config.chroma_format_idc {
             0 => "4:0:0 (monochrome)",
@@ -454,8 +508,8 @@ fn check_config(config: &VideoConfig) -> Result<(), DecodeError> {
         };
         return Err(DecodeError::Unsupported {
             found: format!(
-                "{chroma} chroma, {}-bit, H.264 {profile} ({})",
-                config.bit_depth_luma, config.codec_string
+                "{chroma} chroma, {}-bit, {} {profile} ({})",
+                config.bit_depth_luma, config.codec, config.codec_string
             ),
         });
     }
@@ -469,7 +523,10 @@ fn check_config(config: &VideoConfig) -> Result<(), DecodeError> {
             )
         };
         return Err(DecodeError::Unsupported {
-            found: format!("{depth} 4:2:0, H.264 {profile} ({})", config.codec_string),
+            found: format!(
+                "{depth} 4:2:0, {} {profile} ({})",
+                config.codec, config.codec_string
+            ),
         });
     }
     if u64::from(config.width) * u64::from(config.height) > MAX_PIXELS {
@@ -481,17 +538,25 @@ fn check_config(config: &VideoConfig) -> Result<(), DecodeError> {
     Ok(())
 }
 
-/// The H.264 profile a `profile_idc` names (ITU-T H.264 Annex A.2).
-fn profile_name(profile_idc: u8) -> &'static str {
-    match profile_idc {
-        66 => "Baseline",
-        77 => "Main",
-        88 => "Extended",
-        100 => "High",
-        110 => "High 10",
-        122 => "High 4:2:2",
-        244 => "High 4:4:4 Predictive",
-        44 => "CAVLC 4:4:4 Intra",
+/// The profile a `profile_idc` names: H.264 Annex A.2, H.265 Annex A.3
+/// (`general_profile_idc`), AV1 §6.4.1 (`seq_profile`).
+fn profile_name(codec: VideoCodec, profile_idc: u8) -> &'static str {
+    match (codec, profile_idc) {
+        (VideoCodec::H264, 66) => "Baseline",
+        (VideoCodec::H264, 77) => "Main",
+        (VideoCodec::H264, 88) => "Extended",
+        (VideoCodec::H264, 100) => "High",
+        (VideoCodec::H264, 110) => "High 10",
+        (VideoCodec::H264, 122) => "High 4:2:2",
+        (VideoCodec::H264, 244) => "High 4:4:4 Predictive",
+        (VideoCodec::H264, 44) => "CAVLC 4:4:4 Intra",
+        (VideoCodec::Hevc, 1) => "Main",
+        (VideoCodec::Hevc, 2) => "Main 10",
+        (VideoCodec::Hevc, 3) => "Main Still Picture",
+        (VideoCodec::Hevc, 4) => "Range Extensions",
+        (VideoCodec::Av1, 0) => "Main",
+        (VideoCodec::Av1, 1) => "High",
+        (VideoCodec::Av1, 2) => "Professional",
         _ => "profile",
     }
 }
@@ -503,10 +568,15 @@ fn pixel_name(format: ffmpeg::format::Pixel) -> String {
         .map_or_else(|| format!("{format:?}"), |d| d.name().to_owned())
 }
 
-/// Give the (not yet opened) context a copy of the avcC record as extradata.
-fn set_extradata(context: &mut ffmpeg::codec::Context, record: &[u8]) -> Result<(), DecodeError> {
-    let size =
-        i32::try_from(record.len()).map_err(|_| DecodeError::Open(ffmpeg::Error::InvalidData))?;
+/// Give the (not yet opened) context a copy of the configuration record as
+/// extradata.
+fn set_extradata(
+    context: &mut ffmpeg::codec::Context,
+    codec: VideoCodec,
+    record: &[u8],
+) -> Result<(), DecodeError> {
+    let open_error = |source| DecodeError::Open { codec, source };
+    let size = i32::try_from(record.len()).map_err(|_| open_error(ffmpeg::Error::InvalidData))?;
     let padding = ffi::AV_INPUT_BUFFER_PADDING_SIZE as usize;
     // Safety: av_mallocz returns a zeroed buffer of `len + padding` bytes or
     // null; we copy `len` bytes into it from a slice of that length, so the
@@ -516,7 +586,7 @@ fn set_extradata(context: &mut ffmpeg::codec::Context, record: &[u8]) -> Result<
     unsafe {
         let buffer = ffi::av_mallocz(record.len() + padding).cast::<u8>();
         if buffer.is_null() {
-            return Err(DecodeError::Open(ffmpeg::Error::Other {
+            return Err(open_error(ffmpeg::Error::Other {
                 errno: ffmpeg::error::ENOMEM,
             }));
         }
@@ -724,6 +794,191 @@ pub(crate) mod tests {
         }
         Stream {
             config: config.expect("a video sequence header"),
+            frames,
+        }
+    }
+
+    /// One track of an MP4 file with a single track (as ffmpeg writes it:
+    /// the samples are `mdat`, back to back): its sample entry's decoder
+    /// configuration record, timescale and samples `(dts, cts offset, bytes)`.
+    pub(crate) struct Mp4Track {
+        pub(crate) record: Vec<u8>,
+        pub(crate) timescale: u32,
+        pub(crate) samples: Vec<(u64, i64, Vec<u8>)>,
+    }
+
+    /// The boxes in `data[from..to]`: (type, body start, end).
+    fn mp4_boxes(data: &[u8], from: usize, to: usize) -> Vec<([u8; 4], usize, usize)> {
+        let mut out = Vec::new();
+        let mut at = from;
+        while at + 8 <= to {
+            let size = u32::from_be_bytes(data[at..at + 4].try_into().unwrap()) as usize;
+            let kind: [u8; 4] = data[at + 4..at + 8].try_into().unwrap();
+            let (body, end) = match size {
+                1 => {
+                    let large = u64::from_be_bytes(data[at + 8..at + 16].try_into().unwrap());
+                    (at + 16, at + large as usize)
+                }
+                0 => (at + 8, to),
+                n => (at + 8, at + n),
+            };
+            out.push((kind, body, end));
+            at = end;
+        }
+        out
+    }
+
+    fn mp4_find(data: &[u8], from: usize, to: usize, path: &[&[u8; 4]]) -> (usize, usize) {
+        let (mut from, mut to) = (from, to);
+        for kind in path {
+            let (_, body, end) = mp4_boxes(data, from, to)
+                .into_iter()
+                .find(|(k, _, _)| k == *kind)
+                .unwrap_or_else(|| panic!("no {} box", String::from_utf8_lossy(*kind)));
+            (from, to) = (body, end);
+        }
+        (from, to)
+    }
+
+    fn be32_at(data: &[u8], at: usize) -> u32 {
+        u32::from_be_bytes(data[at..at + 4].try_into().unwrap())
+    }
+
+    /// Read a single-track MP4 (see [`Mp4Track`]); `record` names the
+    /// configuration box in the sample entry (`hvcC`, `av1C`, `avcC`).
+    pub(crate) fn read_mp4(path: &Path, record: &[u8; 4]) -> Mp4Track {
+        let d = std::fs::read(path).expect("read mp4");
+        let (mdia, mdia_end) = mp4_find(&d, 0, d.len(), &[b"moov", b"trak", b"mdia"]);
+        let (mdhd, _) = mp4_find(&d, mdia, mdia_end, &[b"mdhd"]);
+        assert_eq!(d[mdhd], 0, "mdhd version 0");
+        let timescale = be32_at(&d, mdhd + 12);
+        let (stbl, stbl_end) = mp4_find(&d, mdia, mdia_end, &[b"minf", b"stbl"]);
+        let (stsd, stsd_end) = mp4_find(&d, stbl, stbl_end, &[b"stsd"]);
+        let (_, entry, entry_end) = mp4_boxes(&d, stsd + 8, stsd_end)[0];
+        let (rec, rec_end) = mp4_find(&d, entry + 78, entry_end, &[record]);
+        let (stsz, _) = mp4_find(&d, stbl, stbl_end, &[b"stsz"]);
+        assert_eq!(be32_at(&d, stsz + 4), 0, "samples of different sizes");
+        let count = be32_at(&d, stsz + 8) as usize;
+        let sizes: Vec<usize> = (0..count)
+            .map(|i| be32_at(&d, stsz + 12 + 4 * i) as usize)
+            .collect();
+        let runs = |kind: &[u8; 4]| -> Option<Vec<(u32, u32)>> {
+            let (b, _) = mp4_boxes(&d, stbl, stbl_end)
+                .into_iter()
+                .find(|(k, _, _)| k == kind)
+                .map(|(_, b, e)| (b, e))?;
+            let n = be32_at(&d, b + 4) as usize;
+            Some(
+                (0..n)
+                    .map(|i| (be32_at(&d, b + 8 + 8 * i), be32_at(&d, b + 12 + 8 * i)))
+                    .collect(),
+            )
+        };
+        let expand = |runs: Vec<(u32, u32)>| -> Vec<u32> {
+            runs.into_iter()
+                .flat_map(|(n, v)| std::iter::repeat_n(v, n as usize))
+                .collect()
+        };
+        let deltas = expand(runs(b"stts").expect("stts"));
+        let offsets = runs(b"ctts").map(expand).unwrap_or_default();
+        let (mdat, mdat_end) = mp4_find(&d, 0, d.len(), &[b"mdat"]);
+        assert_eq!(
+            sizes.iter().sum::<usize>(),
+            mdat_end - mdat,
+            "one track, samples back to back"
+        );
+        let (mut at, mut dts) = (mdat, 0u64);
+        let mut samples = Vec::new();
+        for (i, size) in sizes.into_iter().enumerate() {
+            // ctts version 1 offsets are signed; ffmpeg writes small ones.
+            let cto = offsets.get(i).map_or(0, |&o| i64::from(o as i32));
+            samples.push((dts, cto, d[at..at + size].to_vec()));
+            at += size;
+            dts += u64::from(deltas[i]);
+        }
+        Mp4Track {
+            record: d[rec..rec_end].to_vec(),
+            timescale,
+            samples,
+        }
+    }
+
+    /// Enhanced RTMP video tag bodies for an MP4 track of `codec` (`hvc1` or
+    /// `av01`): SequenceStart with the record, then one CodedFrames tag per
+    /// sample (a composition time offset for `hvc1`), with its timestamp in ms.
+    pub(crate) fn enhanced_rtmp_tags(track: &Mp4Track, fourcc: &[u8; 4]) -> Vec<(u32, Bytes)> {
+        let ms = |t: i64| (t * 1000 + i64::from(track.timescale) / 2) / i64::from(track.timescale);
+        let mut tags = Vec::new();
+        let mut start = vec![0x90];
+        start.extend(fourcc);
+        start.extend(&track.record);
+        tags.push((0, Bytes::from(start)));
+        for (i, (dts, cto, data)) in track.samples.iter().enumerate() {
+            let frame_type: u8 = if i == 0 { 1 } else { 2 };
+            let mut tag = vec![0x80 | frame_type << 4 | 1];
+            tag.extend(fourcc);
+            if fourcc == b"hvc1" {
+                let dts_ms = ms(*dts as i64);
+                let cto_ms = ms(*dts as i64 + cto) - dts_ms;
+                tag.extend(&(cto_ms as i32).to_be_bytes()[1..]);
+            }
+            tag.extend(data);
+            tags.push((ms(*dts as i64) as u32, Bytes::from(tag)));
+        }
+        tags
+    }
+
+    /// Encode `frames` frames of the moving test pattern to a single-track
+    /// MP4 with ffmpeg (`args`: encoder and options).
+    pub(crate) fn encode_mp4(
+        dir: &TempDir,
+        name: &str,
+        size: (u32, u32),
+        rate: u32,
+        frames: usize,
+        args: &[&str],
+    ) -> PathBuf {
+        let path = dir.0.join(format!("{name}.mp4"));
+        let source = format!("testsrc2=size={}x{}:rate={rate}", size.0, size.1);
+        let out = Command::new("ffmpeg")
+            .args([
+                "-hide_banner",
+                "-loglevel",
+                "error",
+                "-y",
+                "-f",
+                "lavfi",
+                "-i",
+            ])
+            .arg(&source)
+            .args(["-frames:v", &frames.to_string()])
+            .args(args)
+            .arg(&path)
+            .output()
+            .expect("run ffmpeg");
+        assert!(
+            out.status.success(),
+            "ffmpeg failed to make {name}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        path
+    }
+
+    /// An MP4 made by [`encode_mp4`], sent through the ingest demuxer as
+    /// Enhanced RTMP tags.
+    pub(crate) fn demux_enhanced(path: &Path, record: &[u8; 4], fourcc: &[u8; 4]) -> Stream {
+        let track = read_mp4(path, record);
+        let mut demuxer = Demuxer::new(Timestamp::zero(MILLIS));
+        let (mut config, mut frames) = (None, Vec::new());
+        for (ts, body) in enhanced_rtmp_tags(&track, fourcc) {
+            match demuxer.video(RtmpTimestamp(ts), body).expect("demux") {
+                Some(MediaEvent::VideoConfig(c)) => config = Some(c),
+                Some(MediaEvent::Video(f)) => frames.push(f),
+                _ => {}
+            }
+        }
+        Stream {
+            config: config.expect("a sequence start"),
             frames,
         }
     }
@@ -1019,6 +1274,112 @@ pub(crate) mod tests {
         }
         assert!(refused >= 1);
         assert_eq!(decoder.stats().pictures, 0);
+    }
+
+    /// HEVC Main from libx265 with B-frames (so pictures are reordered), a
+    /// height that is not a multiple of 8 (the SPS conformance window crops)
+    /// and open GOPs (CRA key frames with leading pictures after the first
+    /// IDR): every picture as ffmpeg decodes the same stream, in order, with
+    /// the source pts and the IRAP flags.
+    #[test]
+    fn hevc_main_with_b_frames() {
+        if !have_ffmpeg() {
+            return;
+        }
+        let dir = TempDir::new("hevc");
+        let path = encode_mp4(
+            &dir,
+            "hevc",
+            (W, H),
+            25,
+            FRAMES,
+            &[
+                "-c:v",
+                "libx265",
+                "-pix_fmt",
+                "yuv420p",
+                "-x265-params",
+                "log-level=error:keyint=12:min-keyint=12:scenecut=0:bframes=2:open-gop=1",
+            ],
+        );
+        let stream = demux_enhanced(&path, b"hvcC", b"hvc1");
+        assert_eq!(stream.config.codec, VideoCodec::Hevc);
+        assert_eq!((stream.config.width, stream.config.height), (W, H));
+        assert!(
+            stream.frames.iter().any(|f| f.pts > f.dts),
+            "the stream has reordered (B) frames"
+        );
+        let keyframes = stream.frames.iter().filter(|f| f.keyframe).count();
+        assert_eq!(keyframes, 3, "IRAP at 0, 12 and 24");
+        let pool = PicturePool::new(8);
+        let mut decoder = Decoder::new(&stream.config, 1).unwrap();
+        let pictures = decode_all(&mut decoder, &stream.frames, &pool);
+        assert_timing(&stream, &pictures);
+        assert_eq!(idr_count(&pictures), 3);
+        assert_pixels(&pictures, &reference(&path), |_| true);
+        let stats = decoder.stats();
+        assert_eq!(stats.corrupt + stats.concealed + stats.untimed, 0);
+    }
+
+    /// AV1 from SVT-AV1 (hidden alt-ref frames shown later with
+    /// show_existing_frame): one picture per temporal unit, at once (dav1d
+    /// held to one frame of delay), exactly as ffmpeg decodes the file.
+    #[test]
+    fn av1_from_svt_av1() {
+        if !have_ffmpeg() {
+            return;
+        }
+        let dir = TempDir::new("av1");
+        let path = encode_mp4(
+            &dir,
+            "av1",
+            (W, H),
+            25,
+            FRAMES,
+            &[
+                "-c:v",
+                "libsvtav1",
+                "-pix_fmt",
+                "yuv420p",
+                "-g",
+                "12",
+                "-preset",
+                "12",
+                "-svtav1-params",
+                "scd=0",
+            ],
+        );
+        let stream = demux_enhanced(&path, b"av1C", b"av01");
+        assert_eq!(stream.config.codec, VideoCodec::Av1);
+        assert_eq!((stream.config.width, stream.config.height), (W, H));
+        assert!(stream.frames[0].keyframe);
+        let pool = PicturePool::new(8);
+        let mut decoder = Decoder::new(&stream.config, 2).unwrap();
+        let mut pictures = Vec::new();
+        for frame in &stream.frames {
+            let out = decoder.decode(frame, &pool).unwrap();
+            assert_eq!(out.len(), 1, "one picture per temporal unit, at once");
+            pictures.extend(out);
+        }
+        assert!(decoder.flush(&pool).unwrap().is_empty());
+        assert_timing(&stream, &pictures);
+        assert_pixels(&pictures, &reference(&path), |_| true);
+    }
+
+    #[test]
+    fn hevc_main10_is_refused_clearly() {
+        let config = crate::media::hevc::video_config(Bytes::from(
+            crate::media::hevc::fixtures::hex(crate::media::hevc::fixtures::HVCC_MAIN10_360P),
+        ))
+        .unwrap();
+        let err = Decoder::new(&config, 1).unwrap_err();
+        let msg = err.to_string();
+        assert!(matches!(err, DecodeError::Unsupported { .. }), "{msg}");
+        assert!(
+            msg.contains("10-bit 4:2:0, HEVC Main 10 (hev1.2.4.L63.90)"),
+            "{msg}"
+        );
+        assert!(msg.contains("accepts 8-bit 4:2:0"), "{msg}");
     }
 
     #[test]

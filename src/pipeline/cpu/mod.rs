@@ -5,4 +5,6 @@ pub mod av1;
 pub mod decode;
 #[cfg(feature = "ffmpeg")]
 pub mod scale;
+#[cfg(feature = "ffmpeg")]
+pub mod thumbnail;
 pub mod x264;

@@ -85,7 +85,8 @@ pub enum GpuDecodeError {
     /// The source is not something NVDEC decodes here (worded as the CPU decoder's).
     #[error(
         "unsupported source video: {found}; Ladder's NVDEC decoder accepts 8-bit 4:2:0 H.264 \
-         (Baseline, Main or High profile): configure the encoder for yuv420p 8-bit"
+         (Baseline, Main or High profile), HEVC (Main) or AV1 (Main): configure the encoder \
+         for yuv420p 8-bit"
     )]
     Unsupported { found: String },
     /// The picture size is outside what this GPU's NVDEC decodes.
@@ -98,6 +99,9 @@ pub enum GpuDecodeError {
     /// The avcC record or an access unit's NAL lengths are broken.
     #[error("malformed H.264 input: {0}")]
     Bitstream(#[from] AvcError),
+    /// The HEVC or AV1 decoder configuration record is broken.
+    #[error("malformed {codec} decoder configuration: {detail}")]
+    Record { codec: VideoCodec, detail: String },
     /// An NVDEC call failed.
     #[error(transparent)]
     Nvdec(#[from] NvdecError),
@@ -166,16 +170,34 @@ pub fn avcc_to_annexb(data: &[u8], length_size: u8, out: &mut Vec<u8>) -> Result
     Ok(())
 }
 
+/// The NVDEC codec for a source, and the parameter sets (Annex B) or sequence
+/// header OBU to feed before its first access unit: the avcC's SPS and PPS, the
+/// hvcC's VPS, SPS and PPS, the av1C's sequence header.
+pub fn stream_setup(config: &VideoConfig) -> Result<(DecodeCodec, Vec<u8>), GpuDecodeError> {
+    let record = |detail: String| GpuDecodeError::Record {
+        codec: config.codec,
+        detail,
+    };
+    Ok(match config.codec {
+        VideoCodec::H264 => (DecodeCodec::H264, parameter_sets_annexb(&config.record)?),
+        VideoCodec::Hevc => {
+            let hvcc = crate::media::hevc::HevcDecoderConfig::parse(&config.record)
+                .map_err(|e| record(e.to_string()))?;
+            (DecodeCodec::Hevc, hvcc.parameter_sets_annexb())
+        }
+        VideoCodec::Av1 => {
+            let av1c = crate::media::av1::Av1Config::parse(&config.record)
+                .map_err(|e| record(e.to_string()))?;
+            (DecodeCodec::Av1, av1c.sequence_header_obu.to_vec())
+        }
+    })
+}
+
 /// Refuses what NVDEC is not set up for here, with what was found (the same wording
 /// as the CPU decoder).
 pub fn check_config(config: &VideoConfig) -> Result<(), GpuDecodeError> {
-    if config.codec != VideoCodec::H264 {
-        return Err(GpuDecodeError::Unsupported {
-            found: format!("{:?} ({})", config.codec, config.codec_string),
-        });
-    }
     let found = |what: String| GpuDecodeError::Unsupported {
-        found: format!("{what}, H.264 ({})", config.codec_string),
+        found: format!("{what}, {} ({})", config.codec, config.codec_string),
     };
     match config.chroma_format_idc {
         1 => {}
@@ -470,6 +492,8 @@ pub struct DecodeState<'a> {
     stats: GpuDecodeStats,
     /// Errors that stop the stream (unsupported format, panics).
     fatal: Option<GpuDecodeError>,
+    /// The stream's codec (the caps asked for, the decoder made).
+    codec: DecodeCodec,
     /// Per-picture errors since the last [`NvdecDecoder::take_errors`].
     errors: Vec<String>,
 }
@@ -484,14 +508,14 @@ impl<'a> DecodeState<'a> {
     fn on_sequence(&mut self, format: &VideoFormat) -> Result<u32, GpuDecodeError> {
         check_format(format)?;
         if self.caps.is_none() {
-            self.caps = Some(self.nv.decoder_caps(self.ctx, DecodeCodec::H264)?);
+            self.caps = Some(self.nv.decoder_caps(self.ctx, self.codec)?);
         }
         if let Some(caps) = &self.caps {
             check_caps(format, caps)?;
         }
         let surfaces = (u32::from(format.min_decode_surfaces) + EXTRA_DECODE_SURFACES).min(32);
         let wanted = DecoderParams {
-            codec: DecodeCodec::H264,
+            codec: self.codec,
             coded_width: format.coded_width,
             coded_height: format.coded_height,
             max_width: format.coded_width,
@@ -665,10 +689,13 @@ impl ParserHandler for DecodeState<'_> {
     }
 }
 
-/// An NVDEC H.264 decoder for one channel, used on the thread whose context is current.
+/// An NVDEC decoder (H.264, HEVC or AV1) for one channel, used on the thread whose
+/// context is current.
 pub struct NvdecDecoder<'a> {
     nv: &'a Nvcuvid,
     parser: Option<VideoParser<'a, DecodeState<'a>>>,
+    codec: DecodeCodec,
+    /// NAL unit length prefix size (H.264, HEVC); AV1 samples go as they are.
     length_size: u8,
     next_seq: u64,
     /// Reused Annex B buffer.
@@ -686,6 +713,7 @@ impl<'a> NvdecDecoder<'a> {
         config: &VideoConfig,
     ) -> Result<Self, GpuDecodeError> {
         check_config(config)?;
+        let (codec, parameter_sets) = stream_setup(config)?;
         let state = Box::new(DecodeState {
             nv,
             ctx,
@@ -697,15 +725,17 @@ impl<'a> NvdecDecoder<'a> {
             stats: GpuDecodeStats::default(),
             fatal: None,
             errors: Vec::new(),
+            codec,
         });
-        let parser = VideoParser::new(nv, DecodeCodec::H264, MAX_DISPLAY_DELAY, state)?;
+        let parser = VideoParser::new(nv, codec, MAX_DISPLAY_DELAY, state)?;
         Ok(NvdecDecoder {
             nv,
             parser: Some(parser),
+            codec,
             length_size: config.nal_length_size,
             next_seq: 0,
             annexb: Vec::new(),
-            parameter_sets: parameter_sets_annexb(&config.record)?,
+            parameter_sets,
         })
     }
 
@@ -727,7 +757,16 @@ impl<'a> NvdecDecoder<'a> {
         let mut annexb = std::mem::take(&mut self.annexb);
         annexb.clear();
         annexb.append(&mut self.parameter_sets);
-        let converted = avcc_to_annexb(&frame.data, self.length_size, &mut annexb);
+        let converted = match self.codec {
+            // OBUs with their own sizes: as they are
+            DecodeCodec::Av1 => {
+                annexb.extend_from_slice(&frame.data);
+                Ok(())
+            }
+            DecodeCodec::H264 | DecodeCodec::Hevc => {
+                avcc_to_annexb(&frame.data, self.length_size, &mut annexb)
+            }
+        };
         let state = self.state();
         state.stats.access_units += 1;
         state.pending.push_back(Pending {
@@ -762,19 +801,21 @@ impl<'a> NvdecDecoder<'a> {
     /// reconfigured or re-created when the new stream's sequence header differs.
     pub fn set_config(&mut self, config: &VideoConfig) -> Result<Vec<GpuPicture>, GpuDecodeError> {
         check_config(config)?;
-        let parameter_sets = parameter_sets_annexb(&config.record)?;
+        let (codec, parameter_sets) = stream_setup(config)?;
         let held = self.flush()?;
-        let state = self
+        let mut state = self
             .parser
             .take()
             .expect("a parser between calls")
             .into_handler();
-        self.parser = Some(VideoParser::new(
-            self.nv,
-            DecodeCodec::H264,
-            MAX_DISPLAY_DELAY,
-            state,
-        )?);
+        if state.codec != codec {
+            // another codec: its own caps and a new hardware decoder
+            state.codec = codec;
+            state.caps = None;
+            state.decoder = None;
+        }
+        self.parser = Some(VideoParser::new(self.nv, codec, MAX_DISPLAY_DELAY, state)?);
+        self.codec = codec;
         self.length_size = config.nal_length_size;
         self.parameter_sets = parameter_sets;
         Ok(held)
@@ -1134,6 +1175,45 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("4:4:4"));
+    }
+
+    #[test]
+    fn each_codec_gets_its_nvdec_codec_and_parameter_sets() {
+        let config = video_config(build_avcc(&[SPS], &[PPS])).unwrap();
+        let (codec, ps) = stream_setup(&config).unwrap();
+        assert_eq!(codec, DecodeCodec::H264);
+        assert_eq!(ps, parameter_sets_annexb(&config.record).unwrap());
+        // AV1: the av1C's sequence header OBU, as it is
+        let obu = crate::media::av1::RAV1E_SEQUENCE_HEADER_360P;
+        let av1c = crate::media::av1::build_av1c(obu).unwrap();
+        let av1 = VideoConfig {
+            codec: VideoCodec::Av1,
+            record: av1c,
+            nal_length_size: 0,
+            ..config.clone()
+        };
+        let (codec, ps) = stream_setup(&av1).unwrap();
+        assert_eq!(codec, DecodeCodec::Av1);
+        assert_eq!(ps, obu);
+        check_config(&av1).unwrap();
+        // broken records are errors naming the codec, never panics
+        for codec in [VideoCodec::Hevc, VideoCodec::Av1] {
+            let broken = VideoConfig {
+                codec,
+                record: bytes::Bytes::from_static(&[1, 2, 3]),
+                ..config.clone()
+            };
+            let e = stream_setup(&broken).unwrap_err().to_string();
+            assert!(e.contains(&format!("malformed {codec}")), "{e}");
+        }
+        let ten = VideoConfig {
+            codec: VideoCodec::Hevc,
+            bit_depth_luma: 10,
+            bit_depth_chroma: 10,
+            ..config
+        };
+        let e = check_config(&ten).unwrap_err().to_string();
+        assert!(e.contains("10-bit") && e.contains("HEVC"), "{e}");
     }
 
     fn format(w: u32, h: u32, chroma: u32, depth: u8) -> VideoFormat {

@@ -25,6 +25,7 @@ use std::sync::Arc;
 use cudarc::driver::CudaContext;
 
 use super::decode::{GpuDecodeError, GpuPicture, NvdecDecoder};
+use super::device::{DevicePicture, DevicePool};
 use super::driver::{CurrentContext, Driver};
 use super::kernels::{ChromaSiting, ScaleFilter};
 use super::nvdec::Nvcuvid;
@@ -96,6 +97,19 @@ pub trait FrontEnd {
     fn take_errors(&mut self) -> Vec<String> {
         Vec::new()
     }
+    /// The picture at `size` as NV12 in device memory, for a rung that encodes
+    /// on the GPU (the `gpu` backend). A front end with no GPU memory says so
+    /// with [`FrontError::Device`].
+    fn render_device(
+        &mut self,
+        source: &Self::Source,
+        size: (u32, u32),
+    ) -> Result<Arc<dyn DevicePicture>, FrontError> {
+        let _ = (source, size);
+        Err(FrontError::Device(
+            "this decoder keeps no pictures in GPU memory".into(),
+        ))
+    }
 }
 
 /// One rung size's scaler and device staging buffer, for the current source size.
@@ -114,6 +128,8 @@ pub struct NvdecFront<'a> {
     /// The source size the scalers are for.
     source: (u32, u32),
     scalers: Vec<RungScaler>,
+    /// NV12 pictures handed to NVENC rungs.
+    device_pool: Arc<DevicePool>,
 }
 
 impl<'a> NvdecFront<'a> {
@@ -127,13 +143,49 @@ impl<'a> NvdecFront<'a> {
             decoder: None,
             source: (0, 0),
             scalers: Vec::new(),
+            device_pool: DevicePool::new(),
         }
+    }
+
+    /// The index of the scaler from `source`'s size to `size`, made on first use
+    /// (all are dropped when the source size changes).
+    fn scaler_for(&mut self, source: &GpuPicture, size: (u32, u32)) -> Result<usize, FrontError> {
+        let src = (source.width, source.height);
+        if self.source != src {
+            self.scalers.clear();
+            self.source = src;
+        }
+        if let Some(i) = self.scalers.iter().position(|s| s.dst == size) {
+            return Ok(i);
+        }
+        let made = CudaScaler::new(&self.cuda, src, size, HYBRID_FILTER, HYBRID_SITING)
+            .and_then(|scaler| {
+                let staging = scaler.i420_buffer()?;
+                Ok(RungScaler {
+                    dst: size,
+                    scaler,
+                    staging,
+                })
+            })
+            .map_err(|e| FrontError::Device(format!("CUDA scaler: {e}")))?;
+        self.scalers.push(made);
+        Ok(self.scalers.len() - 1)
     }
 
     /// Counters of the current decoder, if any.
     pub fn decoder_stats(&mut self) -> Option<super::decode::GpuDecodeStats> {
         self.decoder.as_mut().map(NvdecDecoder::stats)
     }
+}
+
+/// A decoded surface as the scalers read it.
+fn surface_view(source: &GpuPicture) -> Result<super::scale::DeviceNv12<'_>, FrontError> {
+    picture_view(source).ok_or_else(|| {
+        FrontError::Device(format!(
+            "decoded surface smaller than its {}x{} picture",
+            source.width, source.height
+        ))
+    })
 }
 
 /// NVDEC's errors, sorted: malformed input is the stream's, the rest the GPU's.
@@ -190,44 +242,37 @@ impl FrontEnd for NvdecFront<'_> {
         size: (u32, u32),
         pool: &Arc<PicturePool>,
     ) -> Result<Picture, FrontError> {
-        let src = (source.width, source.height);
         // A rung at the source's size goes through the same path: its tables
         // make an exact copy (`kernels` tests it), de-interleaved into I420 on
         // the GPU and downloaded into a pooled picture (no allocation per
         // picture, which `download_i420` would make).
-        if self.source != src {
-            self.scalers.clear();
-            self.source = src;
-        }
-        let index = match self.scalers.iter().position(|s| s.dst == size) {
-            Some(i) => i,
-            None => {
-                let made = CudaScaler::new(&self.cuda, src, size, HYBRID_FILTER, HYBRID_SITING)
-                    .and_then(|scaler| {
-                        let staging = scaler.i420_buffer()?;
-                        Ok(RungScaler {
-                            dst: size,
-                            scaler,
-                            staging,
-                        })
-                    })
-                    .map_err(|e| FrontError::Device(format!("CUDA scaler: {e}")))?;
-                self.scalers.push(made);
-                self.scalers.len() - 1
-            }
-        };
-        let view = picture_view(source).ok_or_else(|| {
-            FrontError::Device(format!(
-                "decoded surface smaller than its {}x{} picture",
-                src.0, src.1
-            ))
-        })?;
+        let index = self.scaler_for(source, size)?;
+        let view = surface_view(source)?;
         let rung = &mut self.scalers[index];
         let mut out = pool.take(size.0, size.1);
         rung.scaler
             .scale_i420(&view, &mut rung.staging, &mut out)
             .map_err(|e| FrontError::Device(format!("CUDA scaling: {e}")))?;
         Ok(out)
+    }
+
+    fn render_device(
+        &mut self,
+        source: &GpuPicture,
+        size: (u32, u32),
+    ) -> Result<Arc<dyn DevicePicture>, FrontError> {
+        let index = self.scaler_for(source, size)?;
+        let view = surface_view(source)?;
+        let stream = self.cuda.default_stream();
+        let mut out = self
+            .device_pool
+            .take(&stream, size.0, size.1)
+            .map_err(|e| FrontError::Device(format!("device picture: {e}")))?;
+        self.scalers[index]
+            .scaler
+            .scale_nv12(&view, out.buffer_mut())
+            .map_err(|e| FrontError::Device(format!("CUDA scaling: {e}")))?;
+        Ok(Arc::new(out))
     }
 
     fn take_errors(&mut self) -> Vec<String> {

@@ -20,11 +20,17 @@
 //!   [`hybrid::FrontEnd`] trait the graph's decode stage drives.
 //! - [`encode`]: [`encode::NvencEncoder`], one rung's H.264 on NVENC from
 //!   device NV12; its parameters (pure, tested) and the per-GPU session count.
+//! - [`nvml`]: `libnvidia-ml.so.1` through libloading: utilisation of the
+//!   decoders, encoders and SMs, and memory in use (what `ladder bench` reports).
+//! - [`device`]: the gpu backend's rungs: pooled device NV12 pictures
+//!   ([`device::DevicePicture`]) and [`device::NvencRung`], the NVENC encoder the
+//!   graph opens for them (no raw picture on the host).
 //!
-//! `unsafe` is confined to `driver`, `nvdec`, `nvenc` and `scale` (kernel
-//! launches).
+//! `unsafe` is confined to `driver`, `nvdec`, `nvenc`, `nvml` and `scale`
+//! (kernel launches).
 
 pub mod decode;
+pub mod device;
 pub mod doctor;
 pub mod driver;
 pub mod encode;
@@ -32,6 +38,7 @@ pub mod hybrid;
 pub mod kernels;
 pub mod nvdec;
 pub mod nvenc;
+pub mod nvml;
 pub mod probe;
 pub mod reference;
 pub mod scale;

@@ -359,6 +359,25 @@ impl DeviceNv12Buffer {
         stream.synchronize().map_err(cuda("cuStreamSynchronize"))
     }
 
+    /// Copy another buffer of the same size in, device to device; returns when done.
+    pub fn copy_from(&mut self, src: &DeviceNv12Buffer) -> Result<(), ScaleError> {
+        if src.layout != self.layout {
+            return Err(ScaleError::Mismatch {
+                what: "copy source",
+                got_w: src.layout.width,
+                got_h: src.layout.height,
+                pitch: src.layout.pitch,
+                want_w: self.layout.width,
+                want_h: self.layout.height,
+            });
+        }
+        let stream = self.data.stream().clone();
+        stream
+            .memcpy_dtod(&src.data, &mut self.data)
+            .map_err(cuda("cuMemcpyDtoD"))?;
+        stream.synchronize().map_err(cuda("cuStreamSynchronize"))
+    }
+
     /// Copy the picture out (tight pitches).
     pub fn download(&self) -> Result<Nv12, ScaleError> {
         let stream = self.data.stream().clone();

@@ -38,9 +38,15 @@ pub fn run_all(env: &Env<'_>) -> Vec<Check> {
             checks.extend(super::scale::selftest_checks());
             checks.extend(super::encode::selftest_checks());
             checks.push(super::hybrid::selftest_check(0));
+            checks.push(super::device::selftest_check(0));
         }
         Err(why) => {
-            for name in ["scale/cuda", "nvenc/h264-720p", "hybrid/ladder"] {
+            for name in [
+                "scale/cuda",
+                "nvenc/h264-720p",
+                "hybrid/ladder",
+                "gpu/ladder",
+            ] {
                 checks.push(Check::new(name, Outcome::Skip(why.to_owned())));
             }
         }

@@ -1,0 +1,471 @@
+//! Restream: republishing a channel to third-party RTMP/RTMPS destinations
+//! (YouTube, Facebook, any RTMP server) while it is live.
+//!
+//! ```text
+//! publish session ──► Restream::source_event ─┬─► [queue] ─► destination task ─► RTMP(S) client ─► YouTube
+//! rung sink ──────► Restream::rung_frame ─────┴─► [queue] ─► destination task ─► RTMP(S) client ─► Facebook
+//! ```
+//!
+//! - A channel's `restream` entries ([`RestreamTarget`]) send the source as
+//!   published, or one rendition of its ladder with the source's audio.
+//! - One [`Destination`] per entry and publish session: a bounded queue
+//!   ([`queue`]: drops to the next keyframe on overflow, counted), and a task
+//!   (`destination`) that connects, publishes and reconnects with backoff and
+//!   jitter ([`backoff`]) forever, until the publish session ends.
+//! - A failing or slow destination never affects ingest, packaging or the
+//!   others: the publish path only pushes into queues (never waits), and each
+//!   destination has its own task, socket and queue.
+//! - [`DestinationStatus`] (state, bytes, reconnects, last error, drops) is what
+//!   the admin API and metrics read.
+//! - Pause and resume (the admin API, [`Restream::set_paused`]): a paused
+//!   destination unpublishes politely and closes, then stays paused (no
+//!   reconnection) while its queue takes nothing: what the channel sends it
+//!   meanwhile is dropped and counted in `dropped`. Resume connects at once
+//!   and starts again at the next keyframe.
+//! - [`tags`]: media back into FLV tag bodies (H.264 legacy tags, HEVC and AV1 in
+//!   the Enhanced RTMP form, AAC).
+//!
+//! Stream keys are in the URLs: logs and status show [`redact`]ed URLs only.
+
+pub mod backoff;
+pub mod destination;
+pub mod queue;
+pub mod tags;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
+
+use crate::control::config::RestreamTarget;
+use crate::ingest::client::ConnectOptions;
+use crate::media::{MediaEvent, VideoConfig, VideoFrame};
+use queue::{DestinationQueue, Outgoing, QueueStats, DESTINATION_QUEUE};
+
+/// A URL with its stream key hidden: `scheme://host[:port]/app/<key>` (the last
+/// path segment and any query are the key); for logs and status.
+pub fn redact(url: &str) -> String {
+    let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
+    let rest = rest.split(['?', '#']).next().unwrap_or_default();
+    let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
+    // credentials in the authority are secrets too
+    let host = authority.rsplit('@').next().unwrap_or_default();
+    let app = path.rsplit_once('/').map(|(app, _)| app).unwrap_or("");
+    let mut out = format!("{scheme}://{host}/");
+    if !app.is_empty() {
+        out.push_str(app);
+        out.push('/');
+    }
+    out.push_str("<key>");
+    out
+}
+
+/// Where a destination is.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DestinationState {
+    /// Opening the connection (TCP, TLS, RTMP handshake, publish).
+    Connecting,
+    /// Publishing.
+    Live,
+    /// Waiting before the next attempt.
+    Waiting,
+    /// Paused by the admin API: disconnected, not reconnecting.
+    Paused,
+    /// The publish session ended.
+    Stopped,
+}
+
+/// A destination's status, for the admin API and metrics.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct DestinationStatus {
+    /// The URL, redacted.
+    pub target: String,
+    /// The rendition sent; `None` for the source.
+    pub rendition: Option<String>,
+    pub state: DestinationState,
+    /// Bytes written to the destination, over every connection.
+    pub bytes: u64,
+    /// Connections made after the first.
+    pub reconnects: u64,
+    /// The last failure, redacted.
+    pub last_error: Option<String>,
+    /// Since when the current connection is live.
+    #[serde(skip)]
+    pub live_since: Option<SystemTime>,
+    /// Media messages dropped: by the queue (overflow, waiting for a
+    /// keyframe) and while paused.
+    pub dropped: u64,
+    /// Times the queue overflowed.
+    pub overflows: u64,
+    /// Paused by the admin API (the state turns `paused` once the
+    /// connection is closed).
+    pub paused: bool,
+}
+
+/// What a destination's publisher side and its task share.
+#[derive(Debug)]
+pub struct Destination {
+    pub target: RestreamTarget,
+    pub queue: Mutex<DestinationQueue>,
+    /// Woken on each push.
+    pub ready: tokio::sync::Notify,
+    pub status: Mutex<DestinationStatus>,
+    /// Paused by the admin API; the task watches it.
+    pub paused: tokio::sync::watch::Sender<bool>,
+    /// Media messages dropped because the destination was paused.
+    paused_drops: AtomicU64,
+}
+
+impl Destination {
+    pub fn new(target: RestreamTarget) -> Arc<Destination> {
+        Arc::new(Destination {
+            status: Mutex::new(DestinationStatus {
+                target: redact(&target.url),
+                rendition: target.rendition.clone(),
+                state: DestinationState::Connecting,
+                bytes: 0,
+                reconnects: 0,
+                last_error: None,
+                live_since: None,
+                dropped: 0,
+                overflows: 0,
+                paused: false,
+            }),
+            target,
+            queue: Mutex::new(DestinationQueue::new(DESTINATION_QUEUE)),
+            ready: tokio::sync::Notify::new(),
+            paused: tokio::sync::watch::Sender::new(false),
+            paused_drops: AtomicU64::new(0),
+        })
+    }
+
+    fn push(&self, item: Outgoing) {
+        let media = matches!(item, Outgoing::Video(_) | Outgoing::Audio(_));
+        if media && self.is_paused() {
+            // paused: nothing is queued (configurations are: the queue
+            // keeps the latest for the resume); counted
+            self.paused_drops.fetch_add(1, Ordering::Relaxed);
+            let stats = self.queue.lock().unwrap_or_else(|e| e.into_inner()).stats();
+            self.note_queue(stats);
+            return;
+        }
+        let stats = {
+            let mut q = self.queue.lock().unwrap_or_else(|e| e.into_inner());
+            q.push(item);
+            q.stats()
+        };
+        self.note_queue(stats);
+        self.ready.notify_one();
+    }
+
+    fn note_queue(&self, stats: QueueStats) {
+        let paused = self.paused_drops.load(Ordering::Relaxed);
+        let mut s = self.status.lock().unwrap_or_else(|e| e.into_inner());
+        s.dropped = stats.dropped + paused;
+        s.overflows = stats.overflows;
+    }
+
+    /// Whether the admin API paused this destination.
+    pub fn is_paused(&self) -> bool {
+        *self.paused.borrow()
+    }
+
+    /// Pause (the task unpublishes and closes, then waits; what is queued
+    /// is dropped and counted) or resume (the task connects at once).
+    /// Returns whether this changed anything.
+    pub fn set_paused(&self, paused: bool) -> bool {
+        let changed = self
+            .paused
+            .send_if_modified(|p| std::mem::replace(p, paused) != paused);
+        if changed && paused {
+            let stats = {
+                let mut q = self.queue.lock().unwrap_or_else(|e| e.into_inner());
+                let mut media = 0u64;
+                while let Some(item) = q.pop() {
+                    if matches!(item, Outgoing::Video(_) | Outgoing::Audio(_)) {
+                        media += 1;
+                    }
+                }
+                // the configurations stay, for the resume
+                q.restart();
+                self.paused_drops.fetch_add(media, Ordering::Relaxed);
+                q.stats()
+            };
+            self.note_queue(stats);
+        }
+        self.set(|s| s.paused = paused);
+        changed
+    }
+
+    /// Change the status.
+    pub fn set(&self, change: impl FnOnce(&mut DestinationStatus)) {
+        change(&mut self.status.lock().unwrap_or_else(|e| e.into_inner()));
+    }
+
+    /// A snapshot of the status.
+    pub fn status(&self) -> DestinationStatus {
+        self.status
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// The rendition sent, `None` for the source.
+    fn rung(&self) -> Option<&str> {
+        self.target.rendition.as_deref()
+    }
+}
+
+/// A publish session's destinations: where the publish path and the rung sink
+/// hand media (never blocking).
+#[derive(Debug, Default)]
+pub struct Restream {
+    destinations: Vec<Arc<Destination>>,
+    /// Turns true to stop the destinations' tasks ([`Restream::stop`]).
+    stop: Option<tokio::sync::watch::Sender<bool>>,
+}
+
+impl Restream {
+    /// Destinations for `targets`. `source_rendition`: the name of the ladder's
+    /// passthrough rendition, if any (a target naming it gets the source).
+    pub fn new(targets: &[RestreamTarget], source_rendition: Option<&str>) -> Restream {
+        let destinations = targets
+            .iter()
+            .map(|t| {
+                let mut t = t.clone();
+                if t.rendition.is_some() && t.rendition.as_deref() == source_rendition {
+                    t.rendition = None;
+                }
+                Destination::new(t)
+            })
+            .collect();
+        Restream {
+            destinations,
+            stop: None,
+        }
+    }
+
+    /// Start a task per destination on the current tokio runtime, for
+    /// `channel`; `encoded`: the rungs this session encodes (a destination
+    /// for another rendition is not started: its status says why).
+    pub fn start(&mut self, channel: &str, encoded: &[String], options: ConnectOptions) {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            tracing::error!(%channel, "restream not started: no async runtime (a bug)");
+            return;
+        };
+        let (tx, rx) = tokio::sync::watch::channel(false);
+        for d in &self.destinations {
+            if let Some(rung) = d.rung() {
+                if !encoded.iter().any(|e| e == rung) {
+                    let why = format!(
+                        "rendition {rung:?} is not encoded in this session (not in the ladder's placement)"
+                    );
+                    tracing::warn!(%channel, destination = %d.status().target, "restream not started: {why}");
+                    d.set(|s| {
+                        s.state = DestinationState::Stopped;
+                        s.last_error = Some(why);
+                    });
+                    continue;
+                }
+            }
+            runtime.spawn(destination::run(
+                channel.to_owned(),
+                d.clone(),
+                rx.clone(),
+                options.clone(),
+            ));
+        }
+        self.stop = Some(tx);
+    }
+
+    /// Stop every destination (each unpublishes, briefly, and ends).
+    pub fn stop(&self) {
+        if let Some(tx) = &self.stop {
+            let _ = tx.send(true);
+        }
+    }
+
+    /// Pause or resume destination `index` (in the channel's `restream`
+    /// order); see [`Destination::set_paused`]. `None`: no such destination.
+    pub fn set_paused(&self, index: usize, paused: bool) -> Option<bool> {
+        self.destinations.get(index).map(|d| d.set_paused(paused))
+    }
+
+    /// Every destination's status.
+    pub fn status(&self) -> Vec<DestinationStatus> {
+        self.destinations.iter().map(|d| d.status()).collect()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.destinations.is_empty()
+    }
+
+    pub fn destinations(&self) -> &[Arc<Destination>] {
+        &self.destinations
+    }
+
+    /// A demuxed event of the source: all of it to the source's destinations,
+    /// its audio to the rungs' too.
+    pub fn source_event(&self, event: &MediaEvent) {
+        for d in &self.destinations {
+            let item = match (event, d.rung()) {
+                (MediaEvent::VideoConfig(c), None) => Outgoing::VideoConfig(c.clone()),
+                (MediaEvent::Video(f), None) => Outgoing::Video(f.clone()),
+                (MediaEvent::AudioConfig(c), _) => Outgoing::AudioConfig(c.clone()),
+                (MediaEvent::Audio(f), _) => Outgoing::Audio(f.clone()),
+                _ => continue,
+            };
+            d.push(item);
+        }
+    }
+
+    /// A rung's new configuration (its encoder's).
+    pub fn rung_config(&self, rung: &str, config: &Arc<VideoConfig>) {
+        for d in self.destinations.iter().filter(|d| d.rung() == Some(rung)) {
+            d.push(Outgoing::VideoConfig(config.clone()));
+        }
+    }
+
+    /// A rung's access unit.
+    pub fn rung_frame(&self, rung: &str, frame: &VideoFrame) {
+        for d in self.destinations.iter().filter(|d| d.rung() == Some(rung)) {
+            d.push(Outgoing::Video(frame.clone()));
+        }
+    }
+
+    /// Whether any destination sends a rung (the ladder's output must reach it).
+    pub fn wants_rungs(&self) -> bool {
+        self.destinations.iter().any(|d| d.rung().is_some())
+    }
+}
+
+impl Drop for Restream {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redaction_hides_the_key_and_credentials() {
+        assert_eq!(
+            redact("rtmp://a.rtmp.youtube.com/live2/abcd-efgh-ijkl"),
+            "rtmp://a.rtmp.youtube.com/live2/<key>"
+        );
+        assert_eq!(
+            redact("rtmps://live-api-s.facebook.com:443/rtmp/FB-123?s_bl=1&a=secret"),
+            "rtmps://live-api-s.facebook.com:443/rtmp/<key>"
+        );
+        assert_eq!(
+            redact("rtmp://user:pw@h/app/inst/k"),
+            "rtmp://h/app/inst/<key>"
+        );
+        assert_eq!(redact("rtmp://h/k"), "rtmp://h/<key>");
+    }
+
+    fn target(url: &str, rendition: Option<&str>) -> RestreamTarget {
+        RestreamTarget {
+            url: url.into(),
+            rendition: rendition.map(Into::into),
+        }
+    }
+
+    #[test]
+    fn media_reaches_the_destinations_that_asked_for_it() {
+        use crate::media::{AudioFrame, Timestamp};
+        use bytes::Bytes;
+        let r = Restream::new(
+            &[
+                target("rtmp://a/live/1", None),
+                target("rtmp://b/live/2", Some("720p")),
+                target("rtmp://c/live/3", Some("source")),
+            ],
+            Some("source"),
+        );
+        assert!(r.wants_rungs());
+        let key = VideoFrame {
+            dts: Timestamp::from_millis(0),
+            pts: Timestamp::from_millis(0),
+            keyframe: true,
+            data: Bytes::new(),
+        };
+        r.source_event(&MediaEvent::Video(key.clone()));
+        r.source_event(&MediaEvent::Audio(AudioFrame {
+            dts: Timestamp::from_millis(0),
+            data: Bytes::new(),
+        }));
+        r.rung_frame("720p", &key);
+        r.rung_frame("480p", &key);
+        let kinds = |d: &Destination| {
+            let mut q = d.queue.lock().unwrap();
+            std::iter::from_fn(|| q.pop())
+                .map(|i| match i {
+                    Outgoing::Video(_) => 'v',
+                    Outgoing::Audio(_) => 'a',
+                    _ => 'c',
+                })
+                .collect::<String>()
+        };
+        let d = r.destinations();
+        assert_eq!(kinds(&d[0]), "va", "source: its video and audio");
+        // the 720p destination waits for its own keyframe: the source's
+        // audio before it is dropped, then the rung's keyframe
+        assert_eq!(kinds(&d[1]), "v");
+        assert_eq!(
+            kinds(&d[2]),
+            "va",
+            "naming the passthrough rendition = the source"
+        );
+        assert_eq!(d[1].status().target, "rtmp://b/live/<key>");
+    }
+
+    #[test]
+    fn a_paused_destination_queues_nothing_and_counts_what_it_drops() {
+        use crate::media::{AudioFrame, Timestamp};
+        use bytes::Bytes;
+        let r = Restream::new(&[target("rtmp://a/live/1", None)], None);
+        let d = &r.destinations()[0];
+        let video = |ms: i64, keyframe: bool| {
+            MediaEvent::Video(VideoFrame {
+                dts: Timestamp::from_millis(ms),
+                pts: Timestamp::from_millis(ms),
+                keyframe,
+                data: Bytes::new(),
+            })
+        };
+        let audio = |ms: i64| {
+            MediaEvent::Audio(AudioFrame {
+                dts: Timestamp::from_millis(ms),
+                data: Bytes::new(),
+            })
+        };
+        r.source_event(&video(0, true));
+        r.source_event(&audio(0));
+        r.source_event(&video(33, false));
+        assert_eq!(d.queue.lock().unwrap().len(), 3);
+        // pausing drops what is queued (counted), and everything after
+        assert_eq!(r.set_paused(0, true), Some(true));
+        assert_eq!(r.set_paused(0, true), Some(false), "already paused");
+        assert_eq!(r.set_paused(1, true), None, "no such destination");
+        assert!(d.queue.lock().unwrap().is_empty());
+        assert_eq!(d.status().dropped, 3);
+        assert!(d.status().paused);
+        r.source_event(&video(66, true));
+        r.source_event(&audio(66));
+        assert!(d.queue.lock().unwrap().is_empty());
+        assert_eq!(d.status().dropped, 5);
+        // resumed: queued again from the next keyframe
+        assert_eq!(r.set_paused(0, false), Some(true));
+        assert!(!d.status().paused);
+        r.source_event(&audio(99));
+        r.source_event(&video(100, true));
+        let mut q = d.queue.lock().unwrap();
+        assert!(matches!(q.pop(), Some(Outgoing::Video(f)) if f.keyframe));
+        assert!(q.pop().is_none());
+        drop(q);
+        assert_eq!(d.status().dropped, 6, "the audio before the keyframe");
+    }
+}
