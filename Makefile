@@ -7,13 +7,14 @@ SHELL := /bin/bash
 CARGO ?= cargo
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # Debian packages. To build: pkg-config, clang and libclang-dev (bindgen), the
-# FFmpeg and x264 development files (CPU decode, scale, encode), nasm (rav1e's
+# FFmpeg and x264 development files (CPU decode, scale, encode; libavformat
+# only because ffmpeg-next 7.1 needs its "format" feature), nasm (rav1e's
 # x86 assembly, for the AV1 rungs). To run the tests
 # and the demo: ffmpeg (publishes test streams; ffprobe checks what the origin
 # serves) and curl; nginx with its RTMP module (the RTMP peer of the restream,
 # pull and client tests); chromium (the status page test loads it headless).
 # python3 and pip: scripts/ptx.py (CUDA kernels, below).
-DEB_PACKAGES := pkg-config clang libclang-dev libavcodec-dev libavutil-dev libswscale-dev \
+DEB_PACKAGES := pkg-config clang libclang-dev libavcodec-dev libavformat-dev libavutil-dev libswscale-dev \
 	libx264-dev nasm ffmpeg curl ca-certificates python3 python3-pip nginx libnginx-mod-rtmp \
 	chromium
 RUST_MIN := 1.85
@@ -60,11 +61,20 @@ kernels:
 # then unit, property, integration, and end to end with real ffmpeg and ffprobe.
 # With CI=true (a throwaway machine, as root) also the package test, which
 # installs the .deb system-wide and purges it.
+#
+# On CI (a clean clone: nothing to gain from incremental compilation) the
+# incremental caches are not written, and the debug build is removed once the
+# tests have passed, before the package's release build: with both builds on
+# its disk a CI machine ran out of space. Each step prints the build's size.
 test: deps
 	$(PYTHON) scripts/ptx.py --check
-	$(CARGO) test --locked --all-targets
+	$(if $(filter true,$(CI)),CARGO_INCREMENTAL=0) $(CARGO) test --locked --all-targets
 	@if [ "$$CI" = true ]; then \
+	  echo "CI=true: the tests passed; removing the debug build ($$(du -sh $(TARGET_DIR)/debug | cut -f1)) before the package's release build"; \
+	  rm -rf $(TARGET_DIR)/debug; \
+	  df -h $(TARGET_DIR) | tail -1; \
 	  $(MAKE) --no-print-directory test-package; \
+	  echo "release build: $$(du -sh $(TARGET_DIR)/release | cut -f1)"; \
 	else \
 	  echo "make test-package skipped: it installs and purges the .deb system-wide (CI=true runs it here; or run it yourself)"; \
 	fi
