@@ -32,6 +32,12 @@
 //! | `ladder_gpu_info` | gauge (1) | `gpu`, `name` |
 //! | `ladder_gpu_memory_bytes`, `ladder_gpu_memory_charged_bytes`, `ladder_gpu_channels`, `ladder_gpu_nvenc_sessions`, `ladder_gpu_nvenc_sessions_max`, `ladder_gpu_nvdec_engines`, `ladder_gpu_nvenc_engines` | gauge | `gpu` |
 //! | `ladder_http_requests_total` | counter | `server` (`origin`/`admin`), `class` (`2xx`...) |
+//! | `process_resident_memory_bytes`, `process_open_fds`, `process_threads` | gauge | |
+//! | `ladder_tasks` | gauge | |
+//!
+//! The `process_` families keep the names every Prometheus client library
+//! gives them, so existing dashboards and alerts find them; a figure that
+//! cannot be read (no `/proc`) is left out.
 //!
 //! Per-session counters (input, decode, rungs, destinations) start at zero
 //! with each publish session, which Prometheus' `rate()` reads as a counter
@@ -178,6 +184,29 @@ pub fn render(s: &Snapshot) -> String {
         "1 while the listeners are bound and the process is not shutting down.",
     )
     .sample("ladder_ready", &[], if o.ready { 1.0 } else { 0.0 });
+    let p = &o.process;
+    for (name, help, value) in [
+        (
+            "process_resident_memory_bytes",
+            "Resident memory size in bytes.",
+            p.resident_bytes,
+        ),
+        (
+            "process_open_fds",
+            "Number of open file descriptors.",
+            p.open_fds,
+        ),
+        ("process_threads", "Number of OS threads.", p.threads),
+        (
+            "ladder_tasks",
+            "Tokio tasks alive: connections, requests, destinations, timers.",
+            p.tasks,
+        ),
+    ] {
+        if let Some(v) = value {
+            e.family(name, Gauge, help).sample(name, &[], v as f64);
+        }
+    }
     e.family(
         "ladder_publishers",
         Gauge,
@@ -604,6 +633,12 @@ mod tests {
                 channels_live: 1,
                 channels: 2,
                 origin_port: Some(8080),
+                process: ProcessView {
+                    resident_bytes: Some(50 << 20),
+                    open_fds: Some(40),
+                    threads: Some(12),
+                    tasks: None,
+                },
             },
             channels: vec![
                 ChannelView {
@@ -721,6 +756,9 @@ mod tests {
             "ladder_gpu_info{gpu=\"0\",name=\"NVIDIA L4\"} 1",
             "ladder_gpu_nvenc_sessions{gpu=\"0\"} 3",
             "ladder_http_requests_total{server=\"origin\",class=\"2xx\"} 42",
+            "process_resident_memory_bytes 52428800",
+            "process_open_fds 40",
+            "process_threads 12",
         ] {
             assert!(text.lines().any(|l| l == line), "missing {line}\n{text}");
         }
@@ -729,6 +767,8 @@ mod tests {
         assert!(!text.contains("ladder_gpu_nvenc_sessions_max{"));
         // an idle channel has no input, rung or decode series
         assert!(!text.contains("channel=\"idle\",media"));
+        // a figure not read is left out, family and all
+        assert!(!text.contains("ladder_tasks"));
     }
 
     #[test]
@@ -746,7 +786,7 @@ mod tests {
             } else {
                 let name = line.split(['{', ' ']).next().unwrap();
                 assert_eq!(name, current, "{line}");
-                assert!(name.starts_with("ladder_"));
+                assert!(name.starts_with("ladder_") || name.starts_with("process_"));
             }
         }
         assert!(seen.len() > 30, "{}", seen.len());

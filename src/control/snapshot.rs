@@ -41,6 +41,46 @@ pub struct Overview {
     pub channels: usize,
     /// The port of the HTTP origin (playlists and media), for players.
     pub origin_port: Option<u16>,
+    /// The process's resources (what `make soak` watches for drift).
+    pub process: ProcessView,
+}
+
+/// The process's resources, read from `/proc/self` and the tokio runtime;
+/// a figure that cannot be read is `None`.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ProcessView {
+    /// Resident memory (`VmRSS`), bytes.
+    pub resident_bytes: Option<u64>,
+    /// Open file descriptors (sockets included).
+    pub open_fds: Option<u64>,
+    /// OS threads (media threads, tokio workers, encoder threads).
+    pub threads: Option<u64>,
+    /// Tokio tasks alive (connections, requests, destinations, timers).
+    pub tasks: Option<u64>,
+}
+
+impl ProcessView {
+    /// The figures now. Called from within the runtime for `tasks`.
+    pub fn collect() -> ProcessView {
+        let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+        let field = |name: &str| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(name))
+                .and_then(|v| v.split_whitespace().next())
+                .and_then(|v| v.parse::<u64>().ok())
+        };
+        ProcessView {
+            resident_bytes: field("VmRSS:").map(|kib| kib * 1024),
+            open_fds: std::fs::read_dir("/proc/self/fd")
+                .ok()
+                .map(|d| d.count() as u64),
+            threads: field("Threads:"),
+            tasks: tokio::runtime::Handle::try_current()
+                .ok()
+                .map(|h| h.metrics().num_alive_tasks() as u64),
+        }
+    }
 }
 
 /// One channel (`GET /api/v1/channels/{name}`).
@@ -482,6 +522,7 @@ mod collect {
             channels_live: channels.iter().filter(|c| c.live).count(),
             channels: channels.len(),
             origin_port: app.origin_addr().map(|a| a.port()),
+            process: ProcessView::collect(),
         }
     }
 }
