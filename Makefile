@@ -21,7 +21,7 @@ RUST_MIN := 1.85
 PYTHON ?= python3
 
 .PHONY: all deps build release demo test bench lint fmt clean kernels test-gpu gpu-selftest-bundle check-selftest \
-	pkg-deps pkg-tools pkg-assets deb rpm test-package
+	pkg-deps pkg-tools pkg-assets deb rpm test-package soak fuzz fuzz-seed
 
 all: build
 
@@ -170,6 +170,15 @@ rpm: pkg-assets pkg-tools
 # it changes the system. packaging/test-package.sh says what it checks.
 test-package: deb rpm
 	$(SUDO) bash packaging/test-package.sh $(DEB_FILE) $(RPM_FILE)
+
+# The soak (docs/RELIABILITY.md): SOAK_MINUTES (default 30) of 4 channels, each
+# transcoding from a publisher SIGKILLed every 1 to 5 minutes, with LL-HLS and
+# DASH viewers; memory, file descriptors, threads and tasks sampled every
+# minute. Fails on a drift over 5%, a viewer protocol error or a crash.
+# Output: target/soak/<time>/.
+SOAK_MINUTES ?= 30
+soak: release
+	$(PYTHON) scripts/soak.py --minutes $(SOAK_MINUTES)
 
 # Every benchmark (benches/README.md), among them `channels`: `ladder bench`
 # (channels per box, or per GPU) side by side with ffmpeg doing the same ladder.
