@@ -180,6 +180,17 @@ SOAK_MINUTES ?= 30
 soak: release
 	$(PYTHON) scripts/soak.py --minutes $(SOAK_MINUTES)
 
+# Fuzzing (fuzz/README.md): every cargo-fuzz target for FUZZ_SECONDS (default
+# 600) each, FUZZ_JOBS at a time; nightly Rust and cargo-fuzz (installed when
+# missing). `make test` replays the committed corpus on stable
+# (tests/fuzz_corpus.rs). fuzz-seed rebuilds the seeds from real ffmpeg and
+# nginx-rtmp traffic.
+fuzz: deps
+	bash scripts/fuzz.sh
+
+fuzz-seed: deps
+	$(PYTHON) fuzz/seed.py --force
+
 # Every benchmark (benches/README.md), among them `channels`: `ladder bench`
 # (channels per box, or per GPU) side by side with ffmpeg doing the same ladder.
 bench: deps

@@ -43,6 +43,9 @@ pub mod app;
 #[cfg(feature = "ffmpeg")]
 pub mod bench;
 pub mod control;
+/// The fuzz targets' bodies (fuzz/, tests/fuzz_corpus.rs); not an API.
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod ingest;
 pub mod media;
 pub mod origin;

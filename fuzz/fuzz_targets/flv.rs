@@ -1,0 +1,4 @@
+#![no_main]
+use ladder::fuzzing::{run, Target};
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| run(Target::Flv, data));
