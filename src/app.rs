@@ -13,6 +13,10 @@
 //! - Shutdown: one `watch` that every task selects on (SIGINT, SIGTERM).
 //! - systemd: READY once the listeners are bound, WATCHDOG pings, STOPPING
 //!   (`control::systemd`).
+//! - Panics: one channel's panic is caught where its work runs, logged once
+//!   with the channel's name, and the channel restarts ([`contain`]).
+
+pub mod contain;
 
 use crate::control::config::{Backend, Config, ConfigSource, DuplicatePolicy, Fallback};
 use crate::control::meter::InputMeter;
@@ -27,8 +31,10 @@ use crate::pipeline::admission::GpuUsage;
 use crate::pipeline::admission::{Admission as LadderAdmission, Grant, Placement, Refused};
 use crate::pipeline::graph::{
     ChannelPipeline, DecodeBackend, PipelineOptions, PipelineStatsHandle, RungPlan, RungSink,
+    StagePanic,
 };
 use crate::restream::Restream;
+use contain::TestPanics;
 use std::collections::{BTreeSet, HashMap};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -191,8 +197,11 @@ impl RungSink for RungWriter {
             .lock()
             .unwrap_or_else(|e| e.into_inner());
         p.rung_config(self.session, rung, config.clone());
+        // a pipeline replaced in mid-session (a panic) still drains: only
+        // the current one feeds the destinations
+        let current = p.session() == self.session;
         drop(p);
-        if let Some(r) = &self.restream {
+        if let Some(r) = self.restream.as_ref().filter(|_| current) {
             r.rung_config(rung, &config);
         }
     }
@@ -203,7 +212,8 @@ impl RungSink for RungWriter {
             .packager
             .lock()
             .unwrap_or_else(|e| e.into_inner());
-        match &self.restream {
+        let current = p.session() == self.session;
+        match self.restream.as_ref().filter(|_| current) {
             Some(r) => {
                 p.push_rung(self.session, rung, frame.clone());
                 drop(p);
@@ -215,6 +225,26 @@ impl RungSink for RungWriter {
 
     fn pipeline_error(&self, message: String) {
         warn!(channel = %self.channel.name, "transcoding: {message}");
+    }
+
+    /// The one line a stage's panic gets; the publish session rebuilds the
+    /// pipeline at its next video frame (`ingest::publish`), unless it has
+    /// ended (a pipeline still draining).
+    fn pipeline_panicked(&self, panic: &StagePanic) {
+        let current = self
+            .channel
+            .packager
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .session()
+            == self.session
+            && self.channel.store.read().live;
+        let then = if current {
+            "restarting the channel"
+        } else {
+            "its publish session had already ended"
+        };
+        tracing::error!(channel = %self.channel.name, "{panic}; {then}");
     }
 }
 
@@ -296,6 +326,9 @@ pub struct App {
     /// session. Only configured channels have destinations, so this is
     /// bounded by the configuration.
     paused: Mutex<HashMap<String, BTreeSet<usize>>>,
+    /// Test only: panics to inject ([`contain::TEST_PANIC_ENV`]), set once
+    /// at start; unset in every real run.
+    test_panics: std::sync::OnceLock<TestPanics>,
 }
 
 /// Transcoding pipelines draining after their publish session ended (on
@@ -477,7 +510,25 @@ impl App {
             origin_addr: std::sync::OnceLock::new(),
             webhook: std::sync::RwLock::new(webhook),
             paused: Mutex::new(HashMap::new()),
+            test_panics: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Test only: the panics to inject ([`contain::TEST_PANIC_ENV`]); the
+    /// first call wins.
+    #[doc(hidden)]
+    pub fn set_test_panics(&self, panics: TestPanics) {
+        let _ = self.test_panics.set(panics);
+    }
+
+    /// Test only: the panics to inject into `channel`'s work (none in a
+    /// real run).
+    #[doc(hidden)]
+    pub fn test_panics(&self, channel: &str) -> TestPanics {
+        self.test_panics
+            .get()
+            .map(|t| t.for_channel(channel))
+            .unwrap_or_default()
     }
 
     /// Where the HTTP origin listens (after `serve` bound it).
@@ -659,6 +710,7 @@ impl App {
         });
         let options = PipelineOptions {
             decode: Self::decode_backend(grant),
+            test_panics: self.test_panics(&channel.name),
             ..PipelineOptions::default()
         };
         Some(ChannelPipeline::start_with(
@@ -836,6 +888,8 @@ impl App {
 
 /// Run the appliance until SIGINT or SIGTERM.
 pub fn run(config: Config, source: ConfigSource) -> Result<(), AppError> {
+    // a channel's panic is logged once, by what catches it (`contain`)
+    contain::install_hook();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("ladder-io")
@@ -910,6 +964,17 @@ async fn serve(config: Config, source: ConfigSource) -> Result<(), AppError> {
         }
     }
     let app = App::new(config, inventory.admission());
+    match TestPanics::from_env() {
+        Ok(panics) if panics.is_empty() => {}
+        Ok(panics) => {
+            warn!(
+                "{} is set: panics will be injected (for tests only)",
+                contain::TEST_PANIC_ENV
+            );
+            app.set_test_panics(panics);
+        }
+        Err(e) => warn!("ignored: {e}"),
+    }
     let _ = app.origin_addr.set(http.local_addr().unwrap_or(http_addr));
     let origin_services = OriginServices {
         playback: app.config().auth.playback_secret.as_ref().map(|secret| {
@@ -1089,7 +1154,7 @@ impl Pulls {
                 continue;
             }
             let (tx, rx) = watch::channel(false);
-            self.tasks.spawn(crate::ingest::pull::run(
+            self.tasks.spawn(supervise_pull(
                 app.clone(),
                 name.to_owned(),
                 url.to_owned(),
@@ -1103,6 +1168,36 @@ impl Pulls {
     fn stop_all(&mut self) {
         for (_, (_, stop)) in self.running.drain() {
             let _ = stop.send(true);
+        }
+    }
+}
+
+/// How long a pull whose task panicked waits before it starts again (so that
+/// a panic at every start cannot spin).
+pub const PULL_RESTART_DELAY: Duration = Duration::from_secs(1);
+
+/// A channel's pull (`ingest::pull::run`) until it is stopped, started again
+/// if it panics: a panic inside its publish session already only ends that
+/// session (the pull reconnects); one anywhere else in the pull is logged
+/// once here, naming the channel (never the URL: it holds a key).
+async fn supervise_pull(
+    app: Arc<App>,
+    channel: String,
+    url: String,
+    mut stop: watch::Receiver<bool>,
+) {
+    loop {
+        let pull =
+            crate::ingest::pull::run(app.clone(), channel.clone(), url.clone(), stop.clone());
+        match contain::catch_async(pull).await {
+            Ok(()) => return,
+            Err(message) => {
+                tracing::error!(channel = %channel, "channel {channel}: pull task panicked: {message}; restarting the pull");
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(PULL_RESTART_DELAY) => {}
+            _ = stop.wait_for(|v| *v) => return,
         }
     }
 }
@@ -1298,6 +1393,25 @@ mod tests {
         app.release(&a.channel, a.session_id);
         drop(a);
         assert_eq!(app.publishers().0, 0);
+    }
+
+    /// Release builds keep what containment needs: overflow checks (an
+    /// overflow from network input panics, and is contained, rather than
+    /// wrapping into a wrong length) and unwinding panics.
+    #[test]
+    fn the_release_profile_keeps_overflow_checks_and_unwinding() {
+        let manifest: toml::Table = toml::from_str(include_str!("../Cargo.toml")).unwrap();
+        let release = &manifest["profile"]["release"];
+        assert_eq!(
+            release.get("overflow-checks"),
+            Some(&toml::Value::Boolean(true))
+        );
+        assert!(
+            release
+                .get("panic")
+                .is_none_or(|p| p.as_str() == Some("unwind")),
+            "{release:?}"
+        );
     }
 
     #[tokio::test]

@@ -19,7 +19,18 @@
 //!
 //! Logs name the channel and the [`Peer`] (an address, or a pull URL already
 //! redacted), never a stream key.
+//!
+//! Panics (`app::contain`): the media calls ([`Publish::video`],
+//! [`Publish::audio`], [`Publish::metadata`]) are a containment boundary. A
+//! panic under one is logged once, naming the channel, and ends the session
+//! with [`Stop::Panicked`]: the driver disconnects the publisher, whose
+//! reconnection starts the channel again after a discontinuity. A stage of
+//! the transcoding pipeline that panicked is rebuilt in place instead, at the
+//! next video frame: a new packager session (a discontinuity in every
+//! rendition) and a new pipeline, the publisher still connected; at most
+//! [`MAX_PIPELINE_RESTARTS`] times per session.
 
+use crate::app::contain::{self, TestPanics};
 use crate::app::{Admission, App, ChannelRuntime, KickReason, Refusal, Transcode};
 use crate::control::meter::Kind;
 use crate::control::webhook::PublishQuery;
@@ -55,6 +66,13 @@ pub const MAX_MEDIA_WARNINGS: u32 = 20;
 /// About 1.4 s of 48 kHz AAC; bounded so that an audio-only publisher (or
 /// one that never sends video) only delays its start by that much.
 pub const MAX_AUDIO_BEFORE_VIDEO: usize = 64;
+
+/// Times a session rebuilds its transcoding pipeline after a stage panicked
+/// (each one a discontinuity); the next panic ends the session instead
+/// ([`Stop::Panicked`]). Attack: a source that makes the ladder panic every
+/// time would otherwise restart it, with a discontinuity, at every keyframe
+/// for as long as it publishes.
+pub const MAX_PIPELINE_RESTARTS: u32 = 3;
 
 /// Who is publishing, for logs and for the channel's publisher slot.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -103,6 +121,11 @@ pub enum Stop {
     Kicked,
     /// The source sent media Ladder cannot package (the demuxer's message).
     Unsupported(String),
+    /// The session panicked (logged once, with the panic's message, where
+    /// it was caught), or its transcoding pipeline did more than
+    /// [`MAX_PIPELINE_RESTARTS`] times: the publisher is disconnected, and
+    /// its reconnection restarts the channel.
+    Panicked,
 }
 
 impl fmt::Display for Stop {
@@ -111,6 +134,7 @@ impl fmt::Display for Stop {
             Stop::Replaced => f.write_str("replaced by a new publisher"),
             Stop::Kicked => f.write_str("kicked by the admin API"),
             Stop::Unsupported(e) => f.write_str(e),
+            Stop::Panicked => f.write_str("the session panicked: the publisher is disconnected"),
         }
     }
 }
@@ -213,6 +237,14 @@ pub struct Publish {
     /// While no video configuration has arrived: the audio received, with
     /// its arrival time ([`MAX_AUDIO_BEFORE_VIDEO`]); `None` once delivered.
     early_audio: Option<Vec<(MediaEvent, SystemTime)>>,
+    /// A media call panicked: the session only ends from now on.
+    panicked: bool,
+    /// Pipelines rebuilt after a stage panicked ([`MAX_PIPELINE_RESTARTS`]).
+    pipeline_restarts: u32,
+    /// Test only: panics to inject (stage `ingest`; `app::contain`).
+    test_panics: TestPanics,
+    /// Video messages received, for `test_panics`.
+    video_messages: u64,
 }
 
 impl Publish {
@@ -290,6 +322,7 @@ impl Publish {
             ),
             None => info!(channel = %admission.channel.name, %peer, "publish started"),
         }
+        let test_panics = app.test_panics(&admission.channel.name);
         Ok(Publish {
             app: app.clone(),
             peer,
@@ -306,6 +339,10 @@ impl Publish {
             finished: false,
             restream,
             early_audio: Some(Vec::new()),
+            panicked: false,
+            pipeline_restarts: 0,
+            test_panics,
+            video_messages: 0,
         })
     }
 
@@ -374,7 +411,16 @@ impl Publish {
     /// One FLV video tag body with its RTMP timestamp. `Err`: the session
     /// must end (call [`Publish::finish`] with the reason).
     pub fn video(&mut self, timestamp: RtmpTimestamp, payload: Bytes) -> Result<(), Stop> {
+        self.contained(|p| p.on_video(timestamp, payload))
+    }
+
+    fn on_video(&mut self, timestamp: RtmpTimestamp, payload: Bytes) -> Result<(), Stop> {
         self.check_current()?;
+        if !self.test_panics.is_empty() {
+            self.video_messages += 1;
+            self.test_panics.check("ingest", self.video_messages);
+        }
+        self.restart_failed_pipeline()?;
         let tapped = (!self.taps.is_empty()).then(|| payload.clone());
         let r = self.demuxer.video(timestamp, payload);
         let time = self.tap_time(&r);
@@ -390,6 +436,10 @@ impl Publish {
 
     /// One FLV audio tag body with its RTMP timestamp; see [`Publish::video`].
     pub fn audio(&mut self, timestamp: RtmpTimestamp, payload: Bytes) -> Result<(), Stop> {
+        self.contained(|p| p.on_audio(timestamp, payload))
+    }
+
+    fn on_audio(&mut self, timestamp: RtmpTimestamp, payload: Bytes) -> Result<(), Stop> {
         self.check_current()?;
         let tapped = (!self.taps.is_empty()).then(|| payload.clone());
         let r = self.demuxer.audio(timestamp, payload);
@@ -407,9 +457,122 @@ impl Publish {
     /// `onMetaData` (`@setDataFrame` stripped). Nothing is packaged from it
     /// (the sequence headers describe the media); taps see it.
     pub fn metadata(&mut self, values: &[Amf0Value]) -> Result<(), Stop> {
-        self.check_current()?;
-        let time = self.last_time;
-        self.tap(&TapMessage::Metadata { time, values });
+        self.contained(|p| {
+            p.check_current()?;
+            let time = p.last_time;
+            p.tap(&TapMessage::Metadata { time, values });
+            Ok(())
+        })
+    }
+
+    /// Run a media call as a containment boundary (`app::contain`): a panic
+    /// is logged once, naming the channel, and ends the session
+    /// ([`Stop::Panicked`]); so does every call after it.
+    fn contained(&mut self, call: impl FnOnce(&mut Self) -> Result<(), Stop>) -> Result<(), Stop> {
+        if self.panicked {
+            return Err(Stop::Panicked);
+        }
+        match contain::catch(|| call(self)) {
+            Ok(r) => r,
+            Err(message) => {
+                self.panicked = true;
+                let channel = &self.admission.channel.name;
+                error!(
+                    channel = %channel,
+                    peer = %self.peer,
+                    "channel {channel}: publish session panicked: {message}; disconnecting the publisher, the channel restarts when it reconnects"
+                );
+                Err(Stop::Panicked)
+            }
+        }
+    }
+
+    /// A stage of the transcoding pipeline panicked (logged once by the
+    /// pipeline's sink, `app::RungWriter`): rebuild the channel in place. The
+    /// packager closes this session's segments and opens a new session
+    /// (every rendition continues after a discontinuity, the source's and the
+    /// audio at the next keyframe, the rungs at their first IDR there); the
+    /// old pipeline drains on a thread of its own, its output dropped as
+    /// late; a new one starts on the same grant, with the current video
+    /// configuration. The demuxer and its timeline go on. Past
+    /// [`MAX_PIPELINE_RESTARTS`], the session ends instead.
+    fn restart_failed_pipeline(&mut self) -> Result<(), Stop> {
+        if !self.pipeline.as_ref().is_some_and(ChannelPipeline::failed) {
+            return Ok(());
+        }
+        let channel = self.admission.channel.clone();
+        if self.pipeline_restarts >= MAX_PIPELINE_RESTARTS {
+            error!(
+                channel = %channel.name,
+                peer = %self.peer,
+                restarts = self.pipeline_restarts,
+                "channel {}: the transcoding pipeline panicked again after {} restarts; disconnecting the publisher",
+                channel.name,
+                self.pipeline_restarts
+            );
+            self.panicked = true;
+            return Err(Stop::Panicked);
+        }
+        self.pipeline_restarts += 1;
+        let old_session = self.session;
+        {
+            let mut p = channel.packager.lock().unwrap_or_else(|e| e.into_inner());
+            p.end_session();
+            // (the returned start is for a new demuxer; this one goes on)
+            let _ = p.start_session(SystemTime::now());
+            self.session = p.session();
+            // the configurations the packager was given, again (once the
+            // audio held at the start was delivered: until then it has none)
+            if self.early_audio.is_none() {
+                let configs = [
+                    self.demuxer
+                        .video_config()
+                        .map(|c| MediaEvent::VideoConfig(c.clone())),
+                    self.demuxer
+                        .audio_config()
+                        .map(|c| MediaEvent::AudioConfig(c.clone())),
+                ];
+                for event in configs.into_iter().flatten() {
+                    let _ = p.push(event, SystemTime::now());
+                }
+            }
+        }
+        if let Some(old) = self.pipeline.take() {
+            drain_pipeline(
+                channel.clone(),
+                old,
+                old_session,
+                None,
+                None,
+                self.app.drains.start(),
+            );
+        }
+        self.pipeline = self
+            .grant
+            .as_ref()
+            .and_then(|g| self.app.start_pipeline(&channel, g, self.restream.clone()));
+        if let Some(g) = &self.grant {
+            self.app.note_placement(
+                &channel,
+                self.admission.session_id,
+                Transcode {
+                    placement: g.placement,
+                    reason: g.reason.clone(),
+                    runs_on: App::decode_backend(g),
+                    dropped: g.dropped.clone(),
+                    stats: self.pipeline.as_ref().map(ChannelPipeline::stats_handle),
+                },
+            );
+        }
+        if let (Some(pipeline), Some(config)) = (&self.pipeline, self.demuxer.video_config()) {
+            pipeline.video_config(config.clone());
+        }
+        info!(
+            channel = %channel.name,
+            peer = %self.peer,
+            restart = self.pipeline_restarts,
+            "transcoding pipeline restarted: every rendition continues after a discontinuity"
+        );
         Ok(())
     }
 
@@ -425,21 +588,15 @@ impl Publish {
         if std::mem::replace(&mut self.finished, true) {
             return;
         }
-        for tap in &mut self.taps {
-            tap.end();
-        }
-        // an audio-only session shorter than the hold still gets packaged
-        self.deliver_early_audio();
-        // the source's destinations stop now; a rung's once the pipeline
-        // has drained (its last frames still go out)
-        let restream = self.restream.take();
-        if self.pipeline.is_none() {
-            if let Some(r) = &restream {
-                r.stop();
-            }
-        }
         let channel = self.admission.channel.clone();
-        {
+        // A panic here (after one in a media call, say) must not keep the
+        // channel's publisher slot: it is released whatever happens.
+        let closed = contain::catch(|| {
+            for tap in &mut self.taps {
+                tap.end();
+            }
+            // an audio-only session shorter than the hold still gets packaged
+            self.deliver_early_audio();
             let mut p = channel.packager.lock().unwrap_or_else(|e| e.into_inner());
             // Only the current publisher closes the channel's segments; a
             // replaced one already lost them to its successor. Checked under
@@ -447,6 +604,22 @@ impl Publish {
             // before it opens its packager session, so this cannot close it.
             if self.is_current() {
                 p.end_session();
+            }
+        });
+        if let Err(message) = closed {
+            error!(
+                channel = %channel.name,
+                peer = %self.peer,
+                "channel {}: closing the publish session panicked: {message}",
+                channel.name
+            );
+        }
+        // the source's destinations stop now; a rung's once the pipeline
+        // has drained (its last frames still go out)
+        let restream = self.restream.take();
+        if self.pipeline.is_none() {
+            if let Some(r) = &restream {
+                r.stop();
             }
         }
         self.app.release(&channel, self.admission.session_id);
@@ -883,6 +1056,41 @@ mod tests {
         assert_eq!(Stop::Kicked.to_string(), "kicked by the admin API");
         push.finish(Stop::Kicked);
         assert_eq!(app.kick("news"), None);
+    }
+
+    /// A tap that panics: a panic on the connection's task, inside a
+    /// media call.
+    struct Bomb;
+
+    impl MediaTap for Bomb {
+        fn message(&mut self, _: &TapMessage<'_>) {
+            panic!("tap exploded");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_panic_in_a_media_call_ends_the_session_and_frees_the_channel() {
+        let app = app(true, "");
+        let mut p = Publish::start(&app, Target::Key("cam"), pushed()).unwrap();
+        let store = p.admission.channel.store.clone();
+        assert!(store.read().live);
+        p.add_tap(Box::new(Bomb));
+        let mut vseq = vec![0x17, 0x00, 0x00, 0x00, 0x00];
+        vseq.extend(hex("0164001fffe1001a6764001facd9405005bb0110000003001000000303c0f183196001000668ebe3cb22c0fdf8f800"));
+        assert_eq!(
+            p.video(RtmpTimestamp(0), Bytes::from(vseq)),
+            Err(Stop::Panicked)
+        );
+        // the session only ends from now on
+        let aac = Bytes::from_static(&[0xaf, 0x01, 0x21, 0x10, 0x04]);
+        assert_eq!(p.audio(RtmpTimestamp(0), aac), Err(Stop::Panicked));
+        assert_eq!(p.metadata(&[]), Err(Stop::Panicked));
+        p.finish(Stop::Panicked);
+        assert!(!store.read().live, "the session's segments were not closed");
+        // the channel's slot is free: its publisher reconnects at once
+        let again = Publish::start(&app, Target::Key("cam"), pushed()).unwrap();
+        assert!(store.read().live);
+        again.finish("test over");
     }
 
     #[tokio::test]

@@ -13,6 +13,16 @@
 //! The core sampling rate is what the CMAF track is timed in: SBR doubles the
 //! output rate, but an AAC access unit is still 1024 (or 960) core samples.
 
+// Fed from the network: no panic may be reachable (issue 8 §5).
+#![deny(
+    clippy::indexing_slicing,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::unreachable,
+    clippy::arithmetic_side_effects
+)]
+
 use bytes::Bytes;
 use thiserror::Error;
 
@@ -125,7 +135,7 @@ impl Reader<'_> {
     fn object_type(&mut self) -> Result<u8, AacError> {
         let aot = self.u(5, "audioObjectType")? as u8;
         if aot == 31 {
-            Ok(32 + self.u(6, "audioObjectTypeExt")? as u8)
+            Ok((self.u(6, "audioObjectTypeExt")? as u8).saturating_add(32))
         } else {
             Ok(aot)
         }
@@ -166,13 +176,17 @@ impl Reader<'_> {
             self.u(3, W)?; // matrix_mixdown_idx, pseudo_surround_enable
         }
         let mut channels = lfe;
-        for _ in 0..front + side + back {
-            channels += if self.flag(W)? { 2 } else { 1 };
+        for _ in 0..front.saturating_add(side).saturating_add(back) {
+            channels = channels.saturating_add(if self.flag(W)? { 2 } else { 1 });
             self.u(4, W)?;
         }
         // lfe element tags, assoc data tags, cc elements (is_ind_sw + tag).
+        let tags = lfe
+            .saturating_add(assoc)
+            .saturating_mul(4)
+            .saturating_add(cc.saturating_mul(5));
         self.bits
-            .skip(4 * lfe as usize + 4 * assoc as usize + 5 * cc as usize)
+            .skip(tags as usize)
             .ok_or(AacError::Truncated(W))?;
         // At most 45 elements of 2 channels plus 3 LFE: fits in u8.
         u8::try_from(channels).map_err(|_| AacError::NoChannels)
@@ -308,6 +322,14 @@ pub fn audio_config(asc: Bytes) -> Result<AudioConfig, AacError> {
 }
 
 #[cfg(test)]
+#[allow(
+    clippy::indexing_slicing,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::unreachable,
+    clippy::arithmetic_side_effects
+)]
 mod tests {
     use super::*;
     use proptest::prelude::*;

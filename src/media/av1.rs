@@ -23,6 +23,16 @@
 //! parsers are written as for network input: every read is checked, nothing
 //! allocates from a length field, and bad data is an error, never a panic.
 
+// Fed from the network: no panic may be reachable (issue 8 §5).
+#![deny(
+    clippy::indexing_slicing,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::unreachable,
+    clippy::arithmetic_side_effects
+)]
+
 use bytes::{BufMut, Bytes, BytesMut};
 use thiserror::Error;
 
@@ -165,16 +175,15 @@ fn split_obu(data: &[u8]) -> Result<(Obu<'_>, &[u8]), ObuError> {
     let obu_type = (first >> 3) & 0x0F;
     let extension = first & 0x04 != 0;
     let has_size_field = first & 0x02 != 0;
-    let header_len = 1 + usize::from(extension);
-    if data.len() < header_len {
-        return Err(ObuError::HeaderTruncated {
-            remaining: data.len(),
-        });
-    }
+    let header_len = usize::from(extension).saturating_add(1);
+    let truncated = || ObuError::HeaderTruncated {
+        remaining: data.len(),
+    };
+    let after_header = data.get(header_len..).ok_or_else(truncated)?;
     let (payload_start, payload_len) = if has_size_field {
-        let (size, n) = leb128(&data[header_len..])?;
-        let start = header_len + n;
-        let remaining = data.len() - start;
+        let (size, n) = leb128(after_header)?;
+        let start = header_len.saturating_add(n);
+        let remaining = data.len().saturating_sub(start);
         match usize::try_from(size) {
             Ok(len) if len <= remaining => (start, len),
             _ => {
@@ -185,17 +194,20 @@ fn split_obu(data: &[u8]) -> Result<(Obu<'_>, &[u8]), ObuError> {
             }
         }
     } else {
-        (header_len, data.len() - header_len)
+        (header_len, after_header.len())
     };
-    let end = payload_start + payload_len;
+    // (end <= data.len(): the payload's length was checked against it)
+    let end = payload_start.saturating_add(payload_len);
+    let (bytes, rest) = data.split_at_checked(end).ok_or_else(truncated)?;
+    let payload = bytes.get(payload_start..).ok_or_else(truncated)?;
     Ok((
         Obu {
             obu_type,
-            bytes: &data[..end],
-            payload: &data[payload_start..end],
+            bytes,
+            payload,
             has_size_field,
         },
-        &data[end..],
+        rest,
     ))
 }
 
@@ -203,13 +215,14 @@ fn split_obu(data: &[u8]) -> Result<(Obu<'_>, &[u8]), ObuError> {
 fn leb128(data: &[u8]) -> Result<(u64, usize), ObuError> {
     let mut value: u64 = 0;
     for (i, &byte) in data.iter().take(LEB128_MAX_BYTES).enumerate() {
-        value |= u64::from(byte & 0x7F) << (i * 7);
+        // (i < LEB128_MAX_BYTES = 8: shifts of 0..=49)
+        value |= u64::from(byte & 0x7F).wrapping_shl((i as u32).saturating_mul(7));
         if byte & 0x80 == 0 {
             // §4.10.5: a conforming value fits 32 bits.
             if value > u64::from(u32::MAX) {
                 return Err(ObuError::BadLeb128);
             }
-            return Ok((value, i + 1));
+            return Ok((value, i.saturating_add(1)));
         }
     }
     Err(ObuError::BadLeb128)
@@ -298,7 +311,7 @@ impl SeqReader<'_> {
     fn uvlc(&mut self, what: &'static str) -> Result<u64, ObuError> {
         let mut leading_zeros = 0u32;
         while !self.flag(what)? {
-            leading_zeros += 1;
+            leading_zeros = leading_zeros.saturating_add(1);
             if leading_zeros >= 32 {
                 // The spec reads on and returns 2^32 - 1; no encoder writes it.
                 return Err(ObuError::SequenceHeaderValue {
@@ -308,7 +321,10 @@ impl SeqReader<'_> {
             }
         }
         let value = self.bits(leading_zeros, what)?;
-        Ok(u64::from(value) + (1u64 << leading_zeros) - 1)
+        // (leading_zeros < 32: exact)
+        Ok(u64::from(value)
+            .saturating_add(1u64.wrapping_shl(leading_zeros))
+            .saturating_sub(1))
     }
 }
 
@@ -347,7 +363,7 @@ impl SequenceHeader {
                 let num_units = r.bits(32, "num_units_in_display_tick")?;
                 let time_scale = r.bits(32, "time_scale")?;
                 let ticks = if r.flag("equal_picture_interval")? {
-                    Some(r.uvlc("num_ticks_per_picture_minus_1")? + 1)
+                    Some(r.uvlc("num_ticks_per_picture_minus_1")?.saturating_add(1))
                 } else {
                     None
                 };
@@ -355,14 +371,15 @@ impl SequenceHeader {
                 decoder_model_info_present = r.flag("decoder_model_info_present_flag")?;
                 if decoder_model_info_present {
                     // decoder_model_info() §5.5.4
-                    buffer_delay_length = r.bits(5, "buffer_delay_length_minus_1")? + 1;
+                    buffer_delay_length =
+                        r.bits(5, "buffer_delay_length_minus_1")?.saturating_add(1);
                     r.bits(32, "num_units_in_decoding_tick")?;
                     r.bits(5, "buffer_removal_time_length_minus_1")?;
                     r.bits(5, "frame_presentation_time_length_minus_1")?;
                 }
             }
             let initial_display_delay_present = r.flag("initial_display_delay_present_flag")?;
-            let operating_points = r.bits(5, "operating_points_cnt_minus_1")? + 1;
+            let operating_points = r.bits(5, "operating_points_cnt_minus_1")?.saturating_add(1);
             for i in 0..operating_points {
                 r.bits(12, "operating_point_idc")?;
                 let level = r.byte(5, "seq_level_idx")?;
@@ -383,10 +400,14 @@ impl SequenceHeader {
                 }
             }
         }
-        let width_bits = r.bits(4, "frame_width_bits_minus_1")? + 1;
-        let height_bits = r.bits(4, "frame_height_bits_minus_1")? + 1;
-        let max_frame_width = r.bits(width_bits, "max_frame_width_minus_1")? + 1;
-        let max_frame_height = r.bits(height_bits, "max_frame_height_minus_1")? + 1;
+        let width_bits = r.bits(4, "frame_width_bits_minus_1")?.saturating_add(1);
+        let height_bits = r.bits(4, "frame_height_bits_minus_1")?.saturating_add(1);
+        let max_frame_width = r
+            .bits(width_bits, "max_frame_width_minus_1")?
+            .saturating_add(1);
+        let max_frame_height = r
+            .bits(height_bits, "max_frame_height_minus_1")?
+            .saturating_add(1);
         for (field, value) in [
             ("max_frame_width", max_frame_width),
             ("max_frame_height", max_frame_height),
@@ -553,7 +574,7 @@ pub fn build_av1c(sequence_header_obu: &[u8]) -> Result<Bytes, ObuError> {
         return Err(ObuError::NotSequenceHeader(obu.obu_type));
     }
     let seq = SequenceHeader::parse(obu.payload)?;
-    let mut b = BytesMut::with_capacity(4 + obu.bytes.len() + 8);
+    let mut b = BytesMut::with_capacity(obu.bytes.len().saturating_add(4 + 8));
     b.put_u8(0x81); // marker 1, version 1
     b.put_u8(seq.seq_profile << 5 | seq.seq_level_idx_0);
     b.put_u8(
@@ -570,9 +591,14 @@ pub fn build_av1c(sequence_header_obu: &[u8]) -> Result<Bytes, ObuError> {
     if obu.has_size_field {
         b.put_slice(obu.bytes);
     } else {
-        let header_len = obu.bytes.len() - obu.payload.len();
-        b.put_u8(obu.bytes[0] | 0x02);
-        b.put_slice(&obu.bytes[1..header_len]);
+        let header_len = obu.bytes.len().saturating_sub(obu.payload.len());
+        let (&first, header_rest) = obu
+            .bytes
+            .get(..header_len)
+            .and_then(<[u8]>::split_first)
+            .ok_or(ObuError::HeaderTruncated { remaining: 0 })?;
+        b.put_u8(first | 0x02);
+        b.put_slice(header_rest);
         put_leb128(&mut b, obu.payload.len() as u64);
         b.put_slice(obu.payload);
     }
@@ -600,7 +626,7 @@ impl Av1Config {
         if fixed[0] != 0x81 {
             return Err(ObuError::RecordVersion(fixed[0]));
         }
-        let config_obus = &record[4..];
+        let config_obus = record.get(4..).unwrap_or_default();
         let (obu, _) = match split_obu(config_obus) {
             Ok(found) if found.0.obu_type == OBU_SEQUENCE_HEADER => found,
             Ok(_) | Err(ObuError::HeaderTruncated { remaining: 0 }) => {
@@ -645,10 +671,12 @@ impl Av1Config {
                 });
             }
         }
-        let initial_presentation_delay = (fixed[3] & 0x10 != 0).then_some((fixed[3] & 0x0F) + 1);
-        let start = 4;
+        let initial_presentation_delay =
+            (fixed[3] & 0x10 != 0).then_some((fixed[3] & 0x0F).saturating_add(1));
+        let start = 4usize;
         Ok(Av1Config {
-            sequence_header_obu: record.slice(start..start + obu.bytes.len()),
+            // (the OBU is a prefix of record[4..])
+            sequence_header_obu: record.slice(start..start.saturating_add(obu.bytes.len())),
             sequence_header: seq,
             initial_presentation_delay,
         })
@@ -751,7 +779,7 @@ pub fn sample_from_temporal_unit(
             }
             _ => {}
         }
-        keep += obu.bytes.len();
+        keep = keep.saturating_add(obu.bytes.len());
     }
     let random_access_point =
         sequence_header_first && matches!(first_frame, Some(Some((KEY_FRAME, true))));
@@ -805,11 +833,11 @@ pub fn sample_from_publisher(
             }
             _ => {}
         }
-        keep += obu.bytes.len();
+        keep = keep.saturating_add(obu.bytes.len());
     }
     let random_access_point = matches!(first_frame, Some(Some((KEY_FRAME, true))));
     let insert = random_access_point && !has_sequence_header;
-    let mut data = BytesMut::with_capacity(keep + config_sequence_header_obu.len());
+    let mut data = BytesMut::with_capacity(keep.saturating_add(config_sequence_header_obu.len()));
     if insert {
         data.put_slice(config_sequence_header_obu);
     }
@@ -1014,7 +1042,7 @@ pub const LEVELS: [Level; 14] = {
 /// `width` x `height` at `fps` and `bitrate_kbps`; `None` when none does
 /// (then [`LEVEL_UNCONSTRAINED`] is the honest signal).
 pub fn level_for(width: u32, height: u32, fps: f64, bitrate_kbps: u32) -> Option<Level> {
-    let pic_size = u64::from(width) * u64::from(height);
+    let pic_size = u64::from(width).saturating_mul(u64::from(height));
     let samples_per_sec = pic_size as f64 * fps;
     LEVELS.into_iter().find(|l| {
         pic_size <= l.max_pic_size
@@ -1036,6 +1064,14 @@ pub(crate) const RAV1E_SEQUENCE_HEADER_360P: &[u8] = &[
 ];
 
 #[cfg(test)]
+#[allow(
+    clippy::indexing_slicing,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::unreachable,
+    clippy::arithmetic_side_effects
+)]
 mod tests {
     use super::*;
     use proptest::prelude::*;

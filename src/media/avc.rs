@@ -14,6 +14,16 @@
 //! length field is used to allocate, and absurd values are errors rather than
 //! panics or huge numbers handed to the packager.
 
+// Fed from the network: no panic may be reachable (issue 8 §5).
+#![deny(
+    clippy::indexing_slicing,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::unreachable,
+    clippy::arithmetic_side_effects
+)]
+
 use bytes::{BufMut, Bytes, BytesMut};
 use thiserror::Error;
 
@@ -104,13 +114,14 @@ impl<'a> BitReader<'a> {
 
     /// Bits not yet read.
     pub(crate) fn remaining(&self) -> usize {
-        (self.data.len() * 8).saturating_sub(self.pos)
+        self.data.len().saturating_mul(8).saturating_sub(self.pos)
     }
 
     pub(crate) fn bit(&mut self) -> Option<bool> {
         let byte = *self.data.get(self.pos / 8)?;
-        let bit = (byte >> (7 - (self.pos % 8))) & 1;
-        self.pos += 1;
+        // (pos % 8 <= 7: the shift is 0..=7)
+        let bit = byte.wrapping_shr(7u32.saturating_sub((self.pos % 8) as u32)) & 1;
+        self.pos = self.pos.saturating_add(1);
         Some(bit == 1)
     }
 
@@ -130,7 +141,7 @@ impl<'a> BitReader<'a> {
         if self.remaining() < n {
             return None;
         }
-        self.pos += n;
+        self.pos = self.pos.saturating_add(n);
         Some(())
     }
 }
@@ -160,14 +171,17 @@ impl<'a> SpsReader<'a> {
     fn ue(&mut self) -> Result<u32, AvcError> {
         let mut zeros = 0u32;
         while !self.flag()? {
-            zeros += 1;
+            zeros = zeros.saturating_add(1);
             if zeros > MAX_EXP_GOLOMB_LEADING_ZEROS {
                 return Err(AvcError::ExpGolombTooLong);
             }
         }
         let suffix = self.u(zeros)?;
         // zeros <= 31: 2^31 - 1 + (2^31 - 1) = 2^32 - 2 fits in u32.
-        Ok(((1u64 << zeros) - 1 + u64::from(suffix)) as u32)
+        Ok(1u64
+            .wrapping_shl(zeros)
+            .saturating_sub(1)
+            .saturating_add(u64::from(suffix)) as u32)
     }
 
     /// ue(v) that must not exceed `max`.
@@ -185,7 +199,12 @@ impl<'a> SpsReader<'a> {
     /// se(v): signed exp-Golomb (§9.1.1).
     fn se(&mut self) -> Result<i64, AvcError> {
         let k = i64::from(self.ue()?);
-        Ok(if k % 2 == 1 { (k + 1) / 2 } else { -(k / 2) })
+        // (k < 2^32: neither saturates)
+        Ok(if k % 2 == 1 {
+            k.saturating_add(1) / 2
+        } else {
+            0i64.saturating_sub(k / 2)
+        })
     }
 }
 
@@ -199,7 +218,7 @@ pub fn nal_to_rbsp(nal: &[u8]) -> Vec<u8> {
             zeros = 0;
             continue;
         }
-        zeros = if b == 0 { zeros + 1 } else { 0 };
+        zeros = if b == 0 { zeros.saturating_add(1) } else { 0 };
         out.push(b);
     }
     out
@@ -324,8 +343,8 @@ impl Sps {
             if chroma_format_idc == 3 {
                 separate_colour_plane = r.at("separate_colour_plane_flag").flag()?;
             }
-            bit_depth_luma = 8 + r.ue_max("bit_depth_luma_minus8", 6)? as u8;
-            bit_depth_chroma = 8 + r.ue_max("bit_depth_chroma_minus8", 6)? as u8;
+            bit_depth_luma = (r.ue_max("bit_depth_luma_minus8", 6)? as u8).saturating_add(8);
+            bit_depth_chroma = (r.ue_max("bit_depth_chroma_minus8", 6)? as u8).saturating_add(8);
             r.at("qpprime_y_zero_transform_bypass_flag").flag()?;
             if r.at("seq_scaling_matrix_present_flag").flag()? {
                 let lists = if chroma_format_idc == 3 { 12 } else { 8 };
@@ -337,13 +356,15 @@ impl Sps {
             }
         }
 
-        let log2_max_frame_num = 4 + r.ue_max("log2_max_frame_num_minus4", 12)? as u8;
+        let log2_max_frame_num =
+            (r.ue_max("log2_max_frame_num_minus4", 12)? as u8).saturating_add(4);
         let pic_order_cnt_type = r.ue_max("pic_order_cnt_type", 2)? as u8;
         let mut log2_max_pic_order_cnt_lsb = None;
         match pic_order_cnt_type {
             0 => {
-                log2_max_pic_order_cnt_lsb =
-                    Some(4 + r.ue_max("log2_max_pic_order_cnt_lsb_minus4", 12)? as u8);
+                log2_max_pic_order_cnt_lsb = Some(
+                    (r.ue_max("log2_max_pic_order_cnt_lsb_minus4", 12)? as u8).saturating_add(4),
+                );
             }
             1 => {
                 r.at("delta_pic_order_always_zero_flag").flag()?;
@@ -358,12 +379,15 @@ impl Sps {
         }
         let max_num_ref_frames = r.ue_max("max_num_ref_frames", MAX_REF_FRAMES)?;
         r.at("gaps_in_frame_num_value_allowed_flag").flag()?;
-        let pic_width_in_mbs = r.at("pic_width_in_mbs_minus1").ue()? as u64 + 1;
-        let pic_height_in_map_units = r.at("pic_height_in_map_units_minus1").ue()? as u64 + 1;
+        // (ue() < 2^32: none of the u64 arithmetic below saturates)
+        let pic_width_in_mbs = (r.at("pic_width_in_mbs_minus1").ue()? as u64).saturating_add(1);
+        let pic_height_in_map_units =
+            (r.at("pic_height_in_map_units_minus1").ue()? as u64).saturating_add(1);
         let frame_mbs_only = r.at("frame_mbs_only_flag").flag()?;
-        let frame_height_in_mbs = pic_height_in_map_units * if frame_mbs_only { 1 } else { 2 };
-        if pic_width_in_mbs * 16 > u64::from(MAX_DIMENSION)
-            || frame_height_in_mbs * 16 > u64::from(MAX_DIMENSION)
+        let frame_height_in_mbs =
+            pic_height_in_map_units.saturating_mul(if frame_mbs_only { 1 } else { 2 });
+        if pic_width_in_mbs.saturating_mul(16) > u64::from(MAX_DIMENSION)
+            || frame_height_in_mbs.saturating_mul(16) > u64::from(MAX_DIMENSION)
         {
             return Err(AvcError::PictureTooLarge {
                 width_mbs: pic_width_in_mbs,
@@ -398,18 +422,20 @@ impl Sps {
         let (crop_unit_x, crop_unit_y) = if chroma_array_type == 0 {
             (1, field_factor)
         } else {
-            (sub_width_c, sub_height_c * field_factor)
+            (sub_width_c, sub_height_c.saturating_mul(field_factor))
         };
-        let coded_width = pic_width_in_mbs * 16;
-        let coded_height = frame_height_in_mbs * 16;
-        let crop_x = crop_unit_x * (u64::from(crop.left) + u64::from(crop.right));
-        let crop_y = crop_unit_y * (u64::from(crop.top) + u64::from(crop.bottom));
+        let coded_width = pic_width_in_mbs.saturating_mul(16);
+        let coded_height = frame_height_in_mbs.saturating_mul(16);
+        let crop_x =
+            crop_unit_x.saturating_mul(u64::from(crop.left).saturating_add(u64::from(crop.right)));
+        let crop_y =
+            crop_unit_y.saturating_mul(u64::from(crop.top).saturating_add(u64::from(crop.bottom)));
         if crop_x >= coded_width || crop_y >= coded_height {
             return Err(AvcError::CroppingTooLarge);
         }
         // Both fit in u32: coded sizes are at most MAX_DIMENSION.
-        let width = (coded_width - crop_x) as u32;
-        let height = (coded_height - crop_y) as u32;
+        let width = coded_width.saturating_sub(crop_x) as u32;
+        let height = coded_height.saturating_sub(crop_y) as u32;
 
         let mut vui = Vui::default();
         if r.at("vui_parameters_present_flag").flag()? {
@@ -481,7 +507,10 @@ fn skip_scaling_list(r: &mut SpsReader<'_>, size: usize) -> Result<(), AvcError>
                     value: delta,
                 });
             }
-            next_scale = (last_scale + delta + 256).rem_euclid(256);
+            next_scale = last_scale
+                .saturating_add(delta)
+                .saturating_add(256)
+                .rem_euclid(256);
         }
         if next_scale != 0 {
             last_scale = next_scale;
@@ -584,7 +613,7 @@ impl RecordCursor<'_> {
             .data
             .get(self.pos)
             .ok_or(AvcError::RecordTruncated(what))?;
-        self.pos += 1;
+        self.pos = self.pos.saturating_add(1);
         Ok(b)
     }
 
@@ -621,7 +650,7 @@ impl AvcDecoderConfig {
         let profile_indication = c.u8("AVCProfileIndication")?;
         let profile_compatibility = c.u8("profile_compatibility")?;
         let level_indication = c.u8("AVCLevelIndication")?;
-        let nal_length_size = (c.u8("lengthSizeMinusOne")? & 0x03) + 1;
+        let nal_length_size = (c.u8("lengthSizeMinusOne")? & 0x03).saturating_add(1);
         if nal_length_size == 3 {
             return Err(AvcError::InvalidLengthSize(3));
         }
@@ -791,8 +820,8 @@ pub fn build_avcc(sps: &[&[u8]], pps: &[&[u8]]) -> Bytes {
     if let Ok(parsed) = Sps::parse(first) {
         if matches!(parsed.profile_idc, 100 | 110 | 122 | 144) {
             out.put_u8(0xfc | parsed.chroma_format_idc);
-            out.put_u8(0xf8 | (parsed.bit_depth_luma - 8));
-            out.put_u8(0xf8 | (parsed.bit_depth_chroma - 8));
+            out.put_u8(0xf8 | parsed.bit_depth_luma.saturating_sub(8));
+            out.put_u8(0xf8 | parsed.bit_depth_chroma.saturating_sub(8));
             out.put_u8(0); // numOfSequenceParameterSetExt
         }
     }
@@ -839,13 +868,13 @@ impl<'a> Iterator for AnnexBNalUnits<'a> {
 
     fn next(&mut self) -> Option<&'a [u8]> {
         loop {
-            let begin = start_code(self.rest)? + 3;
-            let body = &self.rest[begin..];
+            let begin = start_code(self.rest)?.saturating_add(3);
+            let body = self.rest.get(begin..)?;
             let end = start_code(body).unwrap_or(body.len());
-            self.rest = &body[end..];
+            let (mut nal, rest) = body.split_at_checked(end)?;
+            self.rest = rest;
             // The zero byte of a four-byte start code, and trailing_zero_8bits
             // (§B.1.1), belong to no NAL unit: a NAL unit never ends in 0x00.
-            let mut nal = &body[..end];
             while let [head @ .., 0] = nal {
                 nal = head;
             }
@@ -868,7 +897,7 @@ pub fn annexb_nal_units(data: &[u8]) -> AnnexBNalUnits<'_> {
 /// NAL units whose type `keep` accepts. The input comes from our own encoder,
 /// so a NAL unit of 4 GiB or more (impossible there) is left out.
 pub fn annexb_to_avcc(data: &[u8], keep: impl Fn(u8) -> bool) -> Bytes {
-    let mut out = BytesMut::with_capacity(data.len() + 16);
+    let mut out = BytesMut::with_capacity(data.len().saturating_add(16));
     for nal in annexb_nal_units(data) {
         let Ok(len) = u32::try_from(nal.len()) else {
             continue;
@@ -884,7 +913,7 @@ pub fn annexb_to_avcc(data: &[u8], keep: impl Fn(u8) -> bool) -> Bytes {
 /// Annex B (four-byte start codes) from AVCC data with `length_size`-byte
 /// lengths: for writing an elementary stream a decoder or ffprobe reads.
 pub fn avcc_to_annexb(data: &[u8], length_size: u8) -> Result<Vec<u8>, AvcError> {
-    let mut out = Vec::with_capacity(data.len() + 16);
+    let mut out = Vec::with_capacity(data.len().saturating_add(16));
     for nal in nal_units(data, length_size) {
         out.extend_from_slice(&[0, 0, 0, 1]);
         out.extend_from_slice(nal?);
@@ -893,6 +922,14 @@ pub fn avcc_to_annexb(data: &[u8], length_size: u8) -> Result<Vec<u8>, AvcError>
 }
 
 #[cfg(test)]
+#[allow(
+    clippy::indexing_slicing,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::unreachable,
+    clippy::arithmetic_side_effects
+)]
 mod tests {
     use super::*;
     use proptest::prelude::*;

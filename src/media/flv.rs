@@ -42,6 +42,16 @@
 //!   shown key frame is the keyframe and carries the sequence header;
 //! - waiting for the first keyframe is the packager's job, not this module's.
 
+// Fed from the network: no panic may be reachable (issue 8 §5).
+#![deny(
+    clippy::indexing_slicing,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::unreachable,
+    clippy::arithmetic_side_effects
+)]
+
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -330,23 +340,26 @@ fn parse_ex_video_tag(payload: &Bytes, first: u8) -> Result<VideoTag, MediaError
     // bytes, so the loop ends with the message.
     while packet_type == MOD_EX {
         let mut size = usize::from(*payload.get(pos).ok_or_else(truncated)?) + 1;
-        pos += 1;
+        pos = pos.saturating_add(1);
         if size == 256 {
-            let &[hi, lo] = payload.get(pos..pos + 2).ok_or_else(truncated)? else {
+            let &[hi, lo] = payload
+                .get(pos..pos.saturating_add(2))
+                .ok_or_else(truncated)?
+            else {
                 return Err(truncated());
             };
             size = usize::from(u16::from_be_bytes([hi, lo])) + 1;
-            pos += 2;
+            pos = pos.saturating_add(2);
         }
-        pos += size;
+        pos = pos.saturating_add(size);
         // The modifier (a nanosecond timestamp offset in v2) is not used: RTMP
         // timestamps are in ms and so is the timeline.
         packet_type = *payload.get(pos).ok_or_else(truncated)? & 0x0f;
-        pos += 1;
+        pos = pos.saturating_add(1);
     }
     let (fourcc, body) = if packet_type == MULTITRACK {
         let b = *payload.get(pos).ok_or_else(truncated)?;
-        pos += 1;
+        pos = pos.saturating_add(1);
         packet_type = b & 0x0f;
         if packet_type == MULTITRACK || packet_type == MOD_EX {
             return Err(MediaError::UnsupportedPacket {
@@ -359,8 +372,10 @@ fn parse_ex_video_tag(payload: &Bytes, first: u8) -> Result<VideoTag, MediaError
             None => return ignored,
         }
     } else {
-        let fourcc = payload.get(pos..pos + 4).ok_or_else(truncated)?;
-        (fourcc, payload.slice(pos + 4..))
+        let fourcc = payload
+            .get(pos..pos.saturating_add(4))
+            .ok_or_else(truncated)?;
+        (fourcc, payload.slice(pos.saturating_add(4)..))
     };
     let codec = video_fourcc(fourcc)?;
     let packet = match packet_type {
@@ -425,24 +440,31 @@ fn track_zero(
     }
     let mut fourcc: &[u8] = &[];
     if multitrack != MANY_TRACKS_MANY_CODECS {
-        fourcc = payload.get(pos..pos + 4).ok_or_else(truncated)?;
-        pos += 4;
+        fourcc = payload
+            .get(pos..pos.saturating_add(4))
+            .ok_or_else(truncated)?;
+        pos = pos.saturating_add(4);
     }
     // Each round takes at least five bytes (one for OneTrack, which ends).
     while pos < payload.len() {
         if multitrack == MANY_TRACKS_MANY_CODECS {
-            fourcc = payload.get(pos..pos + 4).ok_or_else(truncated)?;
-            pos += 4;
+            fourcc = payload
+                .get(pos..pos.saturating_add(4))
+                .ok_or_else(truncated)?;
+            pos = pos.saturating_add(4);
         }
         let track_id = *payload.get(pos).ok_or_else(truncated)?;
-        pos += 1;
+        pos = pos.saturating_add(1);
         let end = if multitrack == ONE_TRACK {
             payload.len()
         } else {
-            let &[a, b, c] = payload.get(pos..pos + 3).ok_or_else(truncated)? else {
+            let &[a, b, c] = payload
+                .get(pos..pos.saturating_add(3))
+                .ok_or_else(truncated)?
+            else {
                 return Err(truncated());
             };
-            pos += 3;
+            pos = pos.saturating_add(3);
             let size = usize::from(a) << 16 | usize::from(b) << 8 | usize::from(c);
             pos.checked_add(size)
                 .filter(|&e| e <= payload.len())
@@ -699,7 +721,7 @@ impl Demuxer {
         let tag = parse_video_tag(payload)?;
         match tag.packet {
             VideoPacket::Ignored | VideoPacket::EndOfSequence => {
-                self.stats.video.ignored += 1;
+                self.stats.video.ignored = self.stats.video.ignored.saturating_add(1);
                 Ok(None)
             }
             VideoPacket::SequenceHeader { codec, record } => {
@@ -708,7 +730,7 @@ impl Demuxer {
                     .as_ref()
                     .is_some_and(|c| c.codec == codec && c.record == record)
                 {
-                    self.stats.video.ignored += 1;
+                    self.stats.video.ignored = self.stats.video.ignored.saturating_add(1);
                     return Ok(None);
                 }
                 // A header we cannot use invalidates the old config too: frames
@@ -736,7 +758,7 @@ impl Demuxer {
                 }
                 self.video_config = Some(config.clone());
                 self.reported_video_drop = false;
-                self.stats.video.configs += 1;
+                self.stats.video.configs = self.stats.video.configs.saturating_add(1);
                 Ok(Some(MediaEvent::VideoConfig(config)))
             }
             VideoPacket::Frame {
@@ -745,7 +767,8 @@ impl Demuxer {
                 data,
             } => {
                 let Some(config) = &self.video_config else {
-                    self.stats.video.dropped_before_config += 1;
+                    self.stats.video.dropped_before_config =
+                        self.stats.video.dropped_before_config.saturating_add(1);
                     if !std::mem::replace(&mut self.reported_video_drop, true) {
                         self.notice(DemuxNotice::DroppedBeforeConfig {
                             kind: TrackKind::Video,
@@ -760,7 +783,8 @@ impl Demuxer {
                     });
                 }
                 if data.is_empty() {
-                    self.stats.video.dropped_empty += 1;
+                    self.stats.video.dropped_empty =
+                        self.stats.video.dropped_empty.saturating_add(1);
                     return Ok(None);
                 }
                 let (keyframe, data) = match codec {
@@ -777,13 +801,15 @@ impl Demuxer {
                     VideoCodec::Av1 => {
                         let Some((sequence_header, reduced)) = &self.av1_sequence_header else {
                             // Set with every AV1 config; unreachable, but no panic.
-                            self.stats.video.dropped_before_config += 1;
+                            self.stats.video.dropped_before_config =
+                                self.stats.video.dropped_before_config.saturating_add(1);
                             return Ok(None);
                         };
                         let sample = av1::sample_from_publisher(&data, sequence_header, *reduced)?;
                         if sample.data.is_empty() {
                             // Only temporal delimiters or padding.
-                            self.stats.video.dropped_empty += 1;
+                            self.stats.video.dropped_empty =
+                                self.stats.video.dropped_empty.saturating_add(1);
                             return Ok(None);
                         }
                         (sample.random_access_point, sample.data)
@@ -792,8 +818,8 @@ impl Demuxer {
                 let dts = self.timeline.video(ts);
                 let pts =
                     Timestamp::from_millis(dts.as_millis().saturating_add(composition_time.into()));
-                self.stats.video.frames += 1;
-                self.stats.video.bytes += data.len() as u64;
+                self.stats.video.frames = self.stats.video.frames.saturating_add(1);
+                self.stats.video.bytes = self.stats.video.bytes.saturating_add(data.len() as u64);
                 Ok(Some(MediaEvent::Video(VideoFrame {
                     dts,
                     pts,
@@ -811,12 +837,12 @@ impl Demuxer {
     ) -> Result<Option<MediaEvent>, MediaError> {
         match parse_audio_tag(payload)? {
             AudioPacket::Ignored => {
-                self.stats.audio.ignored += 1;
+                self.stats.audio.ignored = self.stats.audio.ignored.saturating_add(1);
                 Ok(None)
             }
             AudioPacket::SequenceHeader(asc) => {
                 if self.audio_config.as_ref().is_some_and(|c| c.asc == asc) {
-                    self.stats.audio.ignored += 1;
+                    self.stats.audio.ignored = self.stats.audio.ignored.saturating_add(1);
                     return Ok(None);
                 }
                 let had_config = self.audio_config.take().is_some();
@@ -829,12 +855,13 @@ impl Demuxer {
                 }
                 self.audio_config = Some(config.clone());
                 self.reported_audio_drop = false;
-                self.stats.audio.configs += 1;
+                self.stats.audio.configs = self.stats.audio.configs.saturating_add(1);
                 Ok(Some(MediaEvent::AudioConfig(config)))
             }
             AudioPacket::Frame(data) => {
                 if self.audio_config.is_none() {
-                    self.stats.audio.dropped_before_config += 1;
+                    self.stats.audio.dropped_before_config =
+                        self.stats.audio.dropped_before_config.saturating_add(1);
                     if !std::mem::replace(&mut self.reported_audio_drop, true) {
                         self.notice(DemuxNotice::DroppedBeforeConfig {
                             kind: TrackKind::Audio,
@@ -843,12 +870,13 @@ impl Demuxer {
                     return Ok(None);
                 }
                 if data.is_empty() {
-                    self.stats.audio.dropped_empty += 1;
+                    self.stats.audio.dropped_empty =
+                        self.stats.audio.dropped_empty.saturating_add(1);
                     return Ok(None);
                 }
                 let dts = self.timeline.audio(ts);
-                self.stats.audio.frames += 1;
-                self.stats.audio.bytes += data.len() as u64;
+                self.stats.audio.frames = self.stats.audio.frames.saturating_add(1);
+                self.stats.audio.bytes = self.stats.audio.bytes.saturating_add(data.len() as u64);
                 Ok(Some(MediaEvent::Audio(AudioFrame { dts, data })))
             }
         }
@@ -857,13 +885,21 @@ impl Demuxer {
 
 fn count_error(stats: &mut TrackStats, e: &MediaError) {
     if e.is_unsupported() {
-        stats.unsupported += 1;
+        stats.unsupported = stats.unsupported.saturating_add(1);
     } else {
-        stats.malformed += 1;
+        stats.malformed = stats.malformed.saturating_add(1);
     }
 }
 
 #[cfg(test)]
+#[allow(
+    clippy::indexing_slicing,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::unreachable,
+    clippy::arithmetic_side_effects
+)]
 mod tests {
     use super::*;
     use proptest::prelude::*;

@@ -25,6 +25,16 @@
 //! length field is used to allocate, and absurd values are errors rather than
 //! panics or huge numbers handed to the packager and the decoder.
 
+// Fed from the network: no panic may be reachable (issue 8 §5).
+#![deny(
+    clippy::indexing_slicing,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::unreachable,
+    clippy::arithmetic_side_effects
+)]
+
 use bytes::Bytes;
 use thiserror::Error;
 
@@ -204,14 +214,17 @@ impl<'a> Reader<'a> {
     fn ue(&mut self) -> Result<u32, HevcError> {
         let mut zeros = 0u32;
         while !self.flag()? {
-            zeros += 1;
+            zeros = zeros.saturating_add(1);
             if zeros > MAX_EXP_GOLOMB_LEADING_ZEROS {
                 return Err(HevcError::ExpGolombTooLong { set: self.set });
             }
         }
         let suffix = self.u(zeros)?;
         // zeros <= 31: 2^31 - 1 + (2^31 - 1) fits in u32.
-        Ok(((1u64 << zeros) - 1 + u64::from(suffix)) as u32)
+        Ok(1u64
+            .wrapping_shl(zeros)
+            .saturating_sub(1)
+            .saturating_add(u64::from(suffix)) as u32)
     }
 
     /// ue(v) that must not exceed `max`.
@@ -230,7 +243,12 @@ impl<'a> Reader<'a> {
     /// se(v) (§9.2.2).
     fn se(&mut self) -> Result<i64, HevcError> {
         let k = i64::from(self.ue()?);
-        Ok(if k % 2 == 1 { (k + 1) / 2 } else { -(k / 2) })
+        // (k < 2^32: neither saturates)
+        Ok(if k % 2 == 1 {
+            k.saturating_add(1) / 2
+        } else {
+            0i64.saturating_sub(k / 2)
+        })
     }
 }
 
@@ -291,21 +309,23 @@ impl ProfileTierLevel {
             *byte = r.at("general constraint flags").u(8)? as u8;
         }
         let level_idc = r.at("general_level_idc").u(8)? as u8;
-        let mut profile_present = [false; 8];
-        let mut level_present = [false; 8];
-        for i in 0..max_sub_layers_minus1 as usize {
-            profile_present[i] = r.at("sub_layer_profile_present_flag").flag()?;
-            level_present[i] = r.at("sub_layer_level_present_flag").flag()?;
+        // (profile, level) present, per sub-layer; at most 7 (3 bits)
+        let sub_layers = (max_sub_layers_minus1 as usize).min(7);
+        let mut present = [(false, false); 7];
+        for p in present.iter_mut().take(sub_layers) {
+            let profile = r.at("sub_layer_profile_present_flag").flag()?;
+            let level = r.at("sub_layer_level_present_flag").flag()?;
+            *p = (profile, level);
         }
-        if max_sub_layers_minus1 > 0 {
+        if sub_layers > 0 {
             r.at("reserved_zero_2bits")
-                .skip(2 * (8 - max_sub_layers_minus1 as usize))?;
+                .skip(8usize.saturating_sub(sub_layers).saturating_mul(2))?;
         }
-        for i in 0..max_sub_layers_minus1 as usize {
-            if profile_present[i] {
+        for &(profile, level) in present.iter().take(sub_layers) {
+            if profile {
                 r.at("sub_layer profile").skip(88)?;
             }
-            if level_present[i] {
+            if level {
                 r.at("sub_layer_level_idc").skip(8)?;
             }
         }
@@ -339,8 +359,8 @@ impl ProfileTierLevel {
             .constraint_flags
             .iter()
             .rposition(|&b| b != 0)
-            .map_or(0, |i| i + 1);
-        for b in &self.constraint_flags[..used] {
+            .map_or(0, |i| i.saturating_add(1));
+        for b in self.constraint_flags.iter().take(used) {
             s.push_str(&format!(".{b:X}"));
         }
         s
@@ -396,8 +416,9 @@ impl Vps {
         }
         let max_layer_id = r.at("vps_max_layer_id").u(6)?;
         let layer_sets = r.ue_max("vps_num_layer_sets_minus1", MAX_VPS_LAYER_SETS - 1)?;
-        r.at("layer_id_included_flag")
-            .skip(layer_sets as usize * (max_layer_id as usize + 1))?;
+        r.at("layer_id_included_flag").skip(
+            (layer_sets as usize).saturating_mul((max_layer_id as usize).saturating_add(1)),
+        )?;
         let mut timing = None;
         if r.at("vps_timing_info_present_flag").flag()? {
             let num_units_in_tick = r.at("vps_num_units_in_tick").u(32)?;
@@ -410,7 +431,7 @@ impl Vps {
         }
         Ok(Vps {
             vps_id,
-            max_sub_layers: max_sub_layers_minus1 as u8 + 1,
+            max_sub_layers: (max_sub_layers_minus1 as u8).saturating_add(1),
             profile_tier_level,
             timing,
         })
@@ -534,18 +555,22 @@ impl Sps {
             2 => (2, 1),
             _ => (1, 1),
         };
-        let crop_x = sub_width_c * (u64::from(window.left) + u64::from(window.right));
-        let crop_y = sub_height_c * (u64::from(window.top) + u64::from(window.bottom));
+        let crop_x = sub_width_c
+            .saturating_mul(u64::from(window.left).saturating_add(u64::from(window.right)));
+        let crop_y = sub_height_c
+            .saturating_mul(u64::from(window.top).saturating_add(u64::from(window.bottom)));
         if crop_x >= u64::from(coded_width) || crop_y >= u64::from(coded_height) {
             return Err(HevcError::ConformanceWindowTooLarge);
         }
         // Both fit: smaller than coded sizes of at most MAX_DIMENSION.
-        let width = coded_width - crop_x as u32;
-        let height = coded_height - crop_y as u32;
+        let width = coded_width.saturating_sub(crop_x as u32);
+        let height = coded_height.saturating_sub(crop_y as u32);
 
-        let bit_depth_luma = 8 + r.ue_max("bit_depth_luma_minus8", 8)? as u8;
-        let bit_depth_chroma = 8 + r.ue_max("bit_depth_chroma_minus8", 8)? as u8;
-        let log2_max_poc_lsb = 4 + r.ue_max("log2_max_pic_order_cnt_lsb_minus4", 12)?;
+        let bit_depth_luma = (r.ue_max("bit_depth_luma_minus8", 8)? as u8).saturating_add(8);
+        let bit_depth_chroma = (r.ue_max("bit_depth_chroma_minus8", 8)? as u8).saturating_add(8);
+        let log2_max_poc_lsb = r
+            .ue_max("log2_max_pic_order_cnt_lsb_minus4", 12)?
+            .saturating_add(4);
         let ordering_all = r.at("sps_sub_layer_ordering_info_present_flag").flag()?;
         let first = if ordering_all {
             0
@@ -582,7 +607,7 @@ impl Sps {
         if r.at("long_term_ref_pics_present_flag").flag()? {
             let n = r.ue_max("num_long_term_ref_pics_sps", MAX_LONG_TERM_REF_PICS_SPS)?;
             r.at("lt_ref_pic_poc_lsb_sps")
-                .skip(n as usize * (log2_max_poc_lsb as usize + 1))?;
+                .skip((n as usize).saturating_mul((log2_max_poc_lsb as usize).saturating_add(1)))?;
         }
         r.at("sps_temporal_mvp_enabled_flag").flag()?;
         r.at("strong_intra_smoothing_enabled_flag").flag()?;
@@ -599,7 +624,7 @@ impl Sps {
 
         Ok(Sps {
             vps_id,
-            max_sub_layers: max_sub_layers_minus1 as u8 + 1,
+            max_sub_layers: (max_sub_layers_minus1 as u8).saturating_add(1),
             profile_tier_level,
             sps_id,
             chroma_format_idc,
@@ -647,7 +672,8 @@ fn skip_scaling_list_data(r: &mut Reader<'_>) -> Result<(), HevcError> {
             if !r.at("scaling_list_pred_mode_flag").flag()? {
                 r.ue_max("scaling_list_pred_matrix_id_delta", 5)?;
             } else {
-                let coefficients = 64.min(1 << (4 + (size_id << 1)));
+                // size_id < 4: 16 << 0, 2, 4, 6
+                let coefficients = 64.min(16u32.wrapping_shl(size_id.saturating_mul(2)));
                 if size_id > 1 {
                     r.at("scaling_list_dc_coef_minus8").se()?;
                 }
@@ -675,17 +701,17 @@ fn skip_short_term_ref_pic_sets(r: &mut Reader<'_>, count: u32) -> Result<(), He
             for _ in 0..=previous_delta_pocs {
                 let used = r.at("used_by_curr_pic_flag").flag()?;
                 let use_delta = used || r.at("use_delta_flag").flag()?;
-                n += u32::from(use_delta);
+                n = u32::saturating_add(n, u32::from(use_delta));
             }
             n
         } else {
             let negative = r.ue_max("num_negative_pics", MAX_DELTA_POCS)?;
             let positive = r.ue_max("num_positive_pics", MAX_DELTA_POCS)?;
-            for _ in 0..negative + positive {
+            for _ in 0..negative.saturating_add(positive) {
                 r.ue_max("delta_poc_minus1", (1 << 15) - 1)?;
                 r.at("used_by_curr_pic_flag").flag()?;
             }
-            negative + positive
+            negative.saturating_add(positive)
         };
         previous_delta_pocs = delta_pocs.min(2 * MAX_DELTA_POCS);
     }
@@ -808,7 +834,7 @@ impl RecordCursor<'_> {
             .data
             .get(self.pos)
             .ok_or(HevcError::RecordTruncated(what))?;
-        self.pos += 1;
+        self.pos = self.pos.saturating_add(1);
         Ok(b)
     }
 
@@ -859,10 +885,10 @@ impl HevcDecoderConfig {
         c.u16("min_spatial_segmentation_idc")?;
         c.u8("parallelismType")?;
         let chroma_format_idc = c.u8("chromaFormat")? & 0x03;
-        let bit_depth_luma = (c.u8("bitDepthLumaMinus8")? & 0x07) + 8;
-        let bit_depth_chroma = (c.u8("bitDepthChromaMinus8")? & 0x07) + 8;
+        let bit_depth_luma = (c.u8("bitDepthLumaMinus8")? & 0x07).saturating_add(8);
+        let bit_depth_chroma = (c.u8("bitDepthChromaMinus8")? & 0x07).saturating_add(8);
         let avg_frame_rate = c.u16("avgFrameRate")?;
-        let nal_length_size = (c.u8("lengthSizeMinusOne")? & 0x03) + 1;
+        let nal_length_size = (c.u8("lengthSizeMinusOne")? & 0x03).saturating_add(1);
         if nal_length_size == 3 {
             return Err(HevcError::InvalidLengthSize(3));
         }
@@ -874,7 +900,7 @@ impl HevcDecoderConfig {
             let count = c.u16("numNalus")?;
             let mut nal_units = Vec::new();
             for _ in 0..count {
-                total += 1;
+                total = total.saturating_add(1);
                 if total > MAX_RECORD_NAL_UNITS {
                     return Err(HevcError::TooManyNalUnits);
                 }
@@ -992,6 +1018,7 @@ pub fn video_config(record: Bytes) -> Result<VideoConfig, HevcError> {
 /// Test material: records FFmpeg 5.1 wrote for libx265 3.5 output (the
 /// `hvcC` of its MP4), used here and by the packager's and decoder's tests.
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::arithmetic_side_effects)]
 pub(crate) mod fixtures {
     /// 640x360 Main 8-bit, 30 fps, level 2.1; arrays VPS, SPS, PPS (not
     /// marked complete). The x265 version/options SEI is left out.
@@ -1013,6 +1040,14 @@ pub(crate) mod fixtures {
 }
 
 #[cfg(test)]
+#[allow(
+    clippy::indexing_slicing,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::unreachable,
+    clippy::arithmetic_side_effects
+)]
 mod tests {
     use super::fixtures::*;
     use super::*;

@@ -5,6 +5,16 @@
 //! 64-bit tick count with the timescale it is counted in. CMAF tracks use 90 kHz
 //! for video and the sample rate for audio.
 
+// Fed from the network: no panic may be reachable (issue 8 §5).
+#![deny(
+    clippy::indexing_slicing,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::unreachable,
+    clippy::arithmetic_side_effects
+)]
+
 use std::cmp::Ordering;
 
 /// Milliseconds: the timescale of RTMP and FLV.
@@ -50,14 +60,17 @@ impl Timestamp {
                 timescale,
             };
         }
-        let num = self.ticks as i128 * timescale as i128;
+        // i64 x u32 fits in an i128 many times over: these cannot saturate
+        let num = (self.ticks as i128).saturating_mul(timescale as i128);
         let den = self.timescale as i128;
-        // round half away from zero
+        // round half away from zero (den > 0: checked above)
         let q = if num >= 0 {
-            (num + den / 2) / den
+            num.saturating_add(den / 2)
         } else {
-            (num - den / 2) / den
-        };
+            num.saturating_sub(den / 2)
+        }
+        .checked_div(den)
+        .unwrap_or(0);
         Timestamp {
             ticks: q.clamp(i64::MIN as i128, i64::MAX as i128) as i64,
             timescale,
@@ -115,13 +128,22 @@ impl PartialOrd for Timestamp {
 
 impl Ord for Timestamp {
     fn cmp(&self, other: &Self) -> Ordering {
-        let a = self.ticks as i128 * other.timescale as i128;
-        let b = other.ticks as i128 * self.timescale as i128;
+        // (cannot saturate: i64 x u32 fits in an i128)
+        let a = (self.ticks as i128).saturating_mul(other.timescale as i128);
+        let b = (other.ticks as i128).saturating_mul(self.timescale as i128);
         a.cmp(&b)
     }
 }
 
 #[cfg(test)]
+#[allow(
+    clippy::indexing_slicing,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::unreachable,
+    clippy::arithmetic_side_effects
+)]
 mod tests {
     use super::*;
 

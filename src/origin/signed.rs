@@ -33,6 +33,16 @@
 //! cross from a page to a CDN host without extra setup, and native players
 //! do not all keep them.
 
+// Fed from the network: no panic may be reachable (issue 8 §5).
+#![deny(
+    clippy::indexing_slicing,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::unreachable,
+    clippy::arithmetic_side_effects
+)]
+
 use ring::hmac;
 
 /// Longest token value: 20 decimal digits, a dot, 64 hex digits. Attack:
@@ -149,13 +159,16 @@ fn hex(s: &str) -> Option<[u8; 32]> {
         return None;
     }
     let nibble = |c: u8| match c {
-        b'0'..=b'9' => Some(c - b'0'),
-        b'a'..=b'f' => Some(c - b'a' + 10),
+        b'0'..=b'9' => c.checked_sub(b'0'),
+        b'a'..=b'f' => c.checked_sub(b'a' - 10),
         _ => None,
     };
     let mut out = [0u8; 32];
-    for (i, o) in out.iter_mut().enumerate() {
-        *o = nibble(digits[2 * i])? << 4 | nibble(digits[2 * i + 1])?;
+    for (o, pair) in out.iter_mut().zip(digits.chunks_exact(2)) {
+        let &[high, low] = pair else {
+            return None;
+        };
+        *o = nibble(high)? << 4 | nibble(low)?;
     }
     Some(out)
 }
@@ -171,7 +184,7 @@ fn with_pair(uri: &str, pair: &str, sep_amp: &str) -> String {
 /// URI: the URI lines and every `URI="..."` attribute (EXT-X-MAP,
 /// EXT-X-PART, EXT-X-PRELOAD-HINT, EXT-X-RENDITION-REPORT, EXT-X-MEDIA).
 pub fn hls_with_token(playlist: &str, pair: &str) -> String {
-    let mut out = String::with_capacity(playlist.len() + playlist.len() / 4);
+    let mut out = String::with_capacity(playlist.len().saturating_add(playlist.len() / 4));
     for line in playlist.split_inclusive('\n') {
         let (body, end) = match line.strip_suffix('\n') {
             Some(b) => (b, "\n"),
@@ -180,7 +193,7 @@ pub fn hls_with_token(playlist: &str, pair: &str) -> String {
         if body.starts_with('#') {
             let mut rest = body;
             while let Some(at) = rest.find("URI=\"") {
-                let (before, after) = rest.split_at(at + 5);
+                let (before, after) = rest.split_at(at.saturating_add(5));
                 out.push_str(before);
                 match after.find('"') {
                     Some(close) => {
@@ -208,7 +221,7 @@ pub fn hls_with_token(playlist: &str, pair: &str) -> String {
 /// templates (the only URIs it has: no `BaseURL`; `UTCTiming` points at
 /// `/time`, which needs no token).
 pub fn mpd_with_token(mpd: &str, pair: &str) -> String {
-    let mut out = String::with_capacity(mpd.len() + 256);
+    let mut out = String::with_capacity(mpd.len().saturating_add(256));
     let mut rest = mpd;
     loop {
         let next = [" media=\"", " initialization=\""]
@@ -219,7 +232,7 @@ pub fn mpd_with_token(mpd: &str, pair: &str) -> String {
             out.push_str(rest);
             return out;
         };
-        let (before, after) = rest.split_at(at + len);
+        let (before, after) = rest.split_at(at.saturating_add(len));
         out.push_str(before);
         match after.find('"') {
             Some(close) => {
@@ -236,6 +249,14 @@ pub fn mpd_with_token(mpd: &str, pair: &str) -> String {
 }
 
 #[cfg(test)]
+#[allow(
+    clippy::indexing_slicing,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::unreachable,
+    clippy::arithmetic_side_effects
+)]
 mod tests {
     use super::*;
 

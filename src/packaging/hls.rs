@@ -148,6 +148,16 @@ pub enum SegmentAvailability {
 ///
 /// Unknown parameters are ignored (players add cache busters); known ones are
 /// parsed strictly: decimal digits only, at most 20, no sign, each given once.
+// Fed from the network (a playlist request's query): no panic may be
+// reachable (issue 8 §5).
+#[deny(
+    clippy::indexing_slicing,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::unreachable,
+    clippy::arithmetic_side_effects
+)]
 pub fn parse_directives(query: Option<&str>) -> Result<Directives, DirectiveError> {
     let mut d = Directives::default();
     let Some(q) = query else {
@@ -192,6 +202,14 @@ pub fn parse_directives(query: Option<&str>) -> Result<Directives, DirectiveErro
 }
 
 /// RFC 8216bis §4.2 decimal-integer: `[0-9]+`, within u64.
+#[deny(
+    clippy::indexing_slicing,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::unreachable,
+    clippy::arithmetic_side_effects
+)]
 fn decimal(s: &str) -> Option<u64> {
     if s.is_empty() || s.len() > MAX_DECIMAL_DIGITS || !s.bytes().all(|b| b.is_ascii_digit()) {
         return None;

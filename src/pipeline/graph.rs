@@ -142,8 +142,11 @@
 //! cost that access unit or picture only. A rung whose encoder cannot be opened
 //! is reported through `pipeline_error` once and drops its pictures (as
 //! `errors`) until the source size changes. A stage that panics anyway is
-//! caught, logged at error level, reported through `pipeline_error` and
-//! counted ([`PipelineStats::panics`]); the other stages go on.
+//! caught (`app::contain`), counted ([`PipelineStats::panics`]) and reported
+//! once through [`RungSink::pipeline_panicked`] (by default an error line
+//! and `pipeline_error`); the pipeline is then [`ChannelPipeline::failed`]
+//! and its owner restarts it (`ingest::publish` rebuilds it in place behind
+//! a discontinuity). Until then the other stages go on.
 //!
 //! # End of stream and drop
 //!
@@ -155,6 +158,7 @@
 //! Dropping a pipeline without `finish` tells the stages to stop without
 //! flushing and does not wait for them.
 
+use crate::app::contain::{self, TestPanics};
 use crate::media::{Timestamp, VideoConfig, VideoFrame};
 use crate::pipeline::cpu::av1::{Av1Encoder, Av1Error, Av1Settings};
 use crate::pipeline::cpu::decode::{DecodeError, Decoder};
@@ -167,7 +171,6 @@ use crate::pipeline::gpu::device::{
 use crate::pipeline::gpu::hybrid::{self, FrontEnd, FrontError};
 use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender, TrySendError};
 use std::collections::VecDeque;
-use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
@@ -257,6 +260,38 @@ pub trait RungSink: Send + Sync + 'static {
     fn pipeline_error(&self, message: String) {
         let _ = message;
     }
+
+    /// A stage thread panicked (caught; the pipeline is now
+    /// [`ChannelPipeline::failed`]). Called once per panic, from the stage's
+    /// thread. By default: an error line and [`RungSink::pipeline_error`].
+    fn pipeline_panicked(&self, panic: &StagePanic) {
+        tracing::error!(channel = %panic.channel, "{panic}");
+        self.pipeline_error(panic.to_string());
+    }
+}
+
+/// A stage thread's panic, as [`RungSink::pipeline_panicked`] hears of it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StagePanic {
+    /// The channel's name.
+    pub channel: String,
+    /// The stage: `decode`, or `encode <rung>`.
+    pub stage: String,
+    /// The OS thread's name ([`thread_name`]).
+    pub thread: String,
+    /// The panic's message (and where, with `app::contain::install_hook`).
+    pub message: String,
+}
+
+impl std::fmt::Display for StagePanic {
+    /// `channel C: pipeline thread 'encode 720p' (C-720p) panicked: ...`
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "channel {}: pipeline thread '{}' ({}) panicked: {}",
+            self.channel, self.stage, self.thread, self.message
+        )
+    }
 }
 
 /// Queue sizes and the drain bound; [`Default`] is the named constants.
@@ -270,6 +305,11 @@ pub struct PipelineOptions {
     pub finish_timeout: Duration,
     /// What decodes (and scales): libavcodec, or NVDEC and CUDA (hybrid).
     pub decode: DecodeBackend,
+    /// Test only: panics to inject into the stages (`app::contain`'s
+    /// `LADDER_TEST_PANIC`, already narrowed to this channel). Empty by
+    /// default.
+    #[doc(hidden)]
+    pub test_panics: TestPanics,
 }
 
 /// What the decode stage runs on.
@@ -304,6 +344,7 @@ impl Default for PipelineOptions {
             rung_queue: RUNG_QUEUE,
             finish_timeout: FINISH_TIMEOUT,
             decode: DecodeBackend::Cpu,
+            test_panics: TestPanics::default(),
         }
     }
 }
@@ -508,6 +549,9 @@ struct Shared {
     /// (rung name, counters), in plan order.
     rungs: Vec<(String, RungCounters)>,
     panics: AtomicU64,
+    /// A stage panicked: the pipeline needs a restart
+    /// ([`ChannelPipeline::failed`]).
+    failed: AtomicBool,
     /// Set when the handle is dropped or `finish` gives up: stages exit
     /// without flushing at their next item.
     stop: AtomicBool,
@@ -824,6 +868,7 @@ impl ChannelPipeline {
                 .map(|plan| (plan.name.clone(), RungCounters::default()))
                 .collect(),
             panics: AtomicU64::new(0),
+            failed: AtomicBool::new(false),
             stop: AtomicBool::new(false),
             pool: PicturePool::new(pool_capacity(rungs.len(), rung_queue)),
         });
@@ -864,8 +909,11 @@ impl ChannelPipeline {
                 last_encoded: None,
                 scratch: Picture::default(),
                 warned: Warned::default(),
+                test_panics: options.test_panics.clone(),
             };
-            if let Some(handle) = spawn_stage(&name, &shared, &sink, &done_tx, move || stage.run())
+            let label = format!("encode {}", stage.plan.name);
+            if let Some(handle) =
+                spawn_stage(&name, label, &shared, &sink, &done_tx, move || stage.run())
             {
                 threads.push((name, handle));
             }
@@ -887,8 +935,13 @@ impl ChannelPipeline {
             reported_picture_format: false,
             awaiting_keyframe: false,
             warned: Warned::default(),
+            test_panics: options.test_panics.clone(),
+            units: 0,
         };
-        if let Some(handle) = spawn_stage(&name, &shared, &sink, &done_tx, move || decode(stage)) {
+        let label = "decode".to_owned();
+        if let Some(handle) = spawn_stage(&name, label, &shared, &sink, &done_tx, move || {
+            decode(stage)
+        }) {
             threads.push((name, handle));
         }
 
@@ -973,6 +1026,13 @@ impl ChannelPipeline {
         &self.shared.channel
     }
 
+    /// Whether a stage panicked ([`RungSink::pipeline_panicked`]): what it
+    /// fed has stopped (a decode stage's rungs, or that rung), so the owner
+    /// should replace the pipeline.
+    pub fn failed(&self) -> bool {
+        self.shared.failed.load(Ordering::SeqCst)
+    }
+
     /// End of stream (blocking; async callers use `spawn_blocking`): close
     /// the input, flush the decoder and the encoders, deliver everything to
     /// the sink and join the threads, giving up after the options'
@@ -1033,35 +1093,36 @@ impl Drop for ChannelPipeline {
     }
 }
 
-/// Spawn a stage thread that reports a panic instead of vanishing. The
-/// thread holds a clone of `done` until it exits.
+/// Spawn a stage thread that reports a panic instead of vanishing
+/// (`label` names the stage in the report). The thread holds a clone of
+/// `done` until it exits.
 fn spawn_stage(
     name: &str,
+    label: String,
     shared: &Arc<Shared>,
     sink: &Arc<dyn RungSink>,
     done: &Sender<()>,
     body: impl FnOnce() + Send + 'static,
 ) -> Option<JoinHandle<()>> {
     let (shared_in, sink_in, done_in) = (shared.clone(), sink.clone(), done.clone());
-    let stage = name.to_owned();
+    let thread = name.to_owned();
     let spawned = std::thread::Builder::new()
         .name(name.to_owned())
         .spawn(move || {
             let _done = done_in;
-            if let Err(payload) = catch_unwind(AssertUnwindSafe(body)) {
+            if let Err(message) = contain::catch(body) {
                 add(&shared_in.panics, 1);
-                let what = payload
-                    .downcast_ref::<&str>()
-                    .map(|s| (*s).to_owned())
-                    .or_else(|| payload.downcast_ref::<String>().cloned())
-                    .unwrap_or_else(|| "non-string panic payload".to_owned());
-                let message = format!(
-                    "channel {}: pipeline stage {stage} panicked: {what}",
-                    shared_in.channel
-                );
-                tracing::error!(channel = %shared_in.channel, stage = %stage, "pipeline stage panicked: {what}");
+                shared_in.failed.store(true, Ordering::SeqCst);
+                let panic = StagePanic {
+                    channel: shared_in.channel.clone(),
+                    stage: label,
+                    thread,
+                    message,
+                };
                 // The sink may be what panicked; do not let it do so twice.
-                let _ = catch_unwind(AssertUnwindSafe(|| sink_in.pipeline_error(message)));
+                if contain::catch(|| sink_in.pipeline_panicked(&panic)).is_err() {
+                    tracing::error!(channel = %panic.channel, "{panic}");
+                }
             }
         });
     match spawned {
@@ -1102,6 +1163,10 @@ struct DecodeStage {
     /// where the CPU decoder starts.
     awaiting_keyframe: bool,
     warned: Warned,
+    /// Test only: panics to inject (stage `decode`).
+    test_panics: TestPanics,
+    /// Access units taken from the input, for `test_panics`.
+    units: u64,
 }
 
 impl DecodeStage {
@@ -1112,7 +1177,10 @@ impl DecodeStage {
             }
             match message {
                 DecodeInput::Config(config) => self.configure(config),
-                DecodeInput::Frame { frame, force_idr } => self.access_unit(&frame, force_idr),
+                DecodeInput::Frame { frame, force_idr } => {
+                    self.inject_panic();
+                    self.access_unit(&frame, force_idr)
+                }
             }
         }
         if self.shared.stopping() {
@@ -1120,6 +1188,14 @@ impl DecodeStage {
         }
         self.drain();
         // Dropping `self` drops the rung senders: the rungs flush and exit.
+    }
+
+    /// Test only: count an access unit and panic if `test_panics` says so.
+    fn inject_panic(&mut self) {
+        if !self.test_panics.is_empty() {
+            self.units += 1;
+            self.test_panics.check("decode", self.units);
+        }
     }
 
     fn configure(&mut self, config: Arc<VideoConfig>) {
@@ -1291,6 +1367,9 @@ impl DecodeStage {
         while let Ok(message) = self.rx.recv() {
             if self.shared.stopping() {
                 return;
+            }
+            if let DecodeInput::Frame { .. } = message {
+                self.inject_panic();
             }
             let Some(f) = front.as_deref_mut() else {
                 match message {
@@ -1766,6 +1845,8 @@ struct RungStage {
     /// Scaled output, reused for every picture.
     scratch: Picture,
     warned: Warned,
+    /// Test only: panics to inject (stage: the rung's name).
+    test_panics: TestPanics,
 }
 
 impl RungStage {
@@ -1788,6 +1869,10 @@ impl RungStage {
 
     fn picture(&mut self, item: RungItem) {
         add(&self.counters().pictures_in, 1);
+        if !self.test_panics.is_empty() {
+            self.test_panics
+                .check(&self.plan.name, get(&self.counters().pictures_in));
+        }
         let force =
             item.picture.force_idr() || item.carried_force || std::mem::take(&mut self.carry_force);
         let Some(pts) = item.picture.pts() else {
@@ -3519,6 +3604,56 @@ mod tests {
             errors[0]
         );
         assert_eq!(Arc::strong_count(&sink), 1);
+    }
+
+    /// A stage's panic (here injected, as `LADDER_TEST_PANIC` does) marks
+    /// the pipeline failed for its owner to restart, and is reported once,
+    /// naming the stage: a rung's leaves the other rung going, the decode
+    /// stage's ends every rung's input.
+    #[test]
+    fn an_injected_panic_fails_the_pipeline_and_is_reported_once() {
+        if !have_ffmpeg() {
+            return;
+        }
+        let dir = TempDir::new("graph-inject");
+        let source = stream(&dir, "src", (320, 180), 30, 10, "bframes=0");
+        for (stage, label) in [("b", "encode b"), ("decode", "decode")] {
+            let sink = Arc::new(Collect::default());
+            let options = PipelineOptions {
+                test_panics: TestPanics::parse(&format!("inject:{stage}@3"))
+                    .unwrap()
+                    .for_channel("inject"),
+                ..PipelineOptions::default()
+            };
+            let pipeline = ChannelPipeline::start_with(
+                "inject",
+                vec![plan("a", None), plan("b", Some(90))],
+                sink.clone(),
+                options,
+            );
+            pipeline.video_config(source.config.clone());
+            assert!(!pipeline.failed());
+            for frame in &source.frames {
+                pipeline.video_frame(frame.clone(), false);
+            }
+            wait_until("the injected panic", || pipeline.failed());
+            let stats = pipeline.finish();
+            assert_eq!(stats.panics, 1, "{stage}");
+            let errors = sink.errors();
+            assert_eq!(errors.len(), 1, "{errors:?}");
+            let injected = format!("panic injected by LADDER_TEST_PANIC (inject:{stage}@3)");
+            assert!(
+                errors[0].contains(&format!("pipeline thread '{label}'"))
+                    && errors[0].contains(&injected),
+                "{}",
+                errors[0]
+            );
+            let a = sink.frames("a").len();
+            match stage {
+                "b" => assert_eq!(a, 10, "the other rung stopped"),
+                _ => assert!(a < 10, "{a} pictures encoded without a decoder"),
+            }
+        }
     }
 
     #[test]

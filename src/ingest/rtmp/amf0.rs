@@ -12,6 +12,16 @@
 //! ECMA arrays: the count is only a hint (encoders get it wrong), so properties
 //! are read up to the object-end marker, as FFmpeg does.
 
+// Fed from the network: no panic may be reachable (issue 8 §5).
+#![deny(
+    clippy::indexing_slicing,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::unreachable,
+    clippy::arithmetic_side_effects
+)]
+
 use bytes::{BufMut, BytesMut};
 use thiserror::Error;
 
@@ -262,9 +272,9 @@ struct Reader<'a> {
 impl<'a> Reader<'a> {
     fn take(&mut self, n: usize) -> Result<&'a [u8], Amf0Error> {
         let end = self.pos.checked_add(n);
-        match end.and_then(|e| self.data.get(self.pos..e)) {
-            Some(s) => {
-                self.pos += n;
+        match end.and_then(|e| Some((e, self.data.get(self.pos..e)?))) {
+            Some((end, s)) => {
+                self.pos = end;
                 Ok(s)
             }
             None => Err(Amf0Error::Truncated {
@@ -315,10 +325,10 @@ impl<'a> Reader<'a> {
         loop {
             let key = self.short_string()?;
             if key.is_empty() && self.data.get(self.pos) == Some(&marker::OBJECT_END) {
-                self.pos += 1;
+                self.pos = self.pos.saturating_add(1);
                 return Ok(props);
             }
-            let v = self.value(depth + 1)?;
+            let v = self.value(depth.saturating_add(1))?;
             props.push((key, v));
         }
     }
@@ -327,7 +337,7 @@ impl<'a> Reader<'a> {
         if depth > MAX_DEPTH {
             return Err(Amf0Error::TooDeep);
         }
-        self.values += 1;
+        self.values = self.values.saturating_add(1);
         if self.values > MAX_VALUES {
             return Err(Amf0Error::TooManyValues);
         }
@@ -353,7 +363,7 @@ impl<'a> Reader<'a> {
                 }
                 let mut items = Vec::new();
                 for _ in 0..count {
-                    items.push(self.value(depth + 1)?);
+                    items.push(self.value(depth.saturating_add(1))?);
                 }
                 Amf0Value::StrictArray(items)
             }
@@ -381,6 +391,14 @@ impl<'a> Reader<'a> {
 }
 
 #[cfg(test)]
+#[allow(
+    clippy::indexing_slicing,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::unreachable,
+    clippy::arithmetic_side_effects
+)]
 mod tests {
     use super::*;
     use proptest::prelude::*;

@@ -28,6 +28,16 @@
 //!   [`ChunkDecoder::discarded_messages`].
 //! - Set Chunk Size is honoured whatever chunk stream or message stream it comes on.
 
+// Fed from the network: no panic may be reachable (issue 8 §5).
+#![deny(
+    clippy::indexing_slicing,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::unreachable,
+    clippy::arithmetic_side_effects
+)]
+
 use crate::media::RtmpTimestamp;
 use bytes::{BufMut, Bytes, BytesMut};
 use std::collections::{HashMap, VecDeque};
@@ -123,21 +133,21 @@ pub enum ChunkError {
 }
 
 fn u24(b: &[u8], at: usize) -> u32 {
-    match b.get(at..at + 3) {
+    match at.checked_add(3).and_then(|end| b.get(at..end)) {
         Some(&[x, y, z]) => u32::from_be_bytes([0, x, y, z]),
         _ => 0,
     }
 }
 
 fn u32_be(b: &[u8], at: usize) -> u32 {
-    match b.get(at..at + 4) {
+    match at.checked_add(4).and_then(|end| b.get(at..end)) {
         Some(&[w, x, y, z]) => u32::from_be_bytes([w, x, y, z]),
         _ => 0,
     }
 }
 
 fn u32_le(b: &[u8], at: usize) -> u32 {
-    match b.get(at..at + 4) {
+    match at.checked_add(4).and_then(|end| b.get(at..end)) {
         Some(&[w, x, y, z]) => u32::from_le_bytes([w, x, y, z]),
         _ => 0,
     }
@@ -167,8 +177,8 @@ fn parse_csid(h: &[u8]) -> u32 {
     let b1 = h.get(1).copied().unwrap_or(0) as u32;
     let b2 = h.get(2).copied().unwrap_or(0) as u32;
     match b0 & 0x3f {
-        0 => 64 + b1,
-        1 => 64 + b1 + b2 * 256,
+        0 => b1.saturating_add(64),
+        1 => (b2 << 8 | b1).saturating_add(64),
         n => n as u32,
     }
 }
@@ -295,12 +305,12 @@ impl ChunkDecoder {
                 }
                 let n = left.min(rest.len());
                 self.append(csid, rest.get(..n).unwrap_or(&[]))?;
-                pos += n;
+                pos = pos.saturating_add(n);
                 if n == left {
                     self.in_chunk = None;
                     self.end_of_chunk(csid)?;
                 } else {
-                    self.in_chunk = Some((csid, left - n));
+                    self.in_chunk = Some((csid, left.saturating_sub(n)));
                 }
                 continue;
             }
@@ -309,17 +319,18 @@ impl ChunkDecoder {
                 if rest.is_empty() {
                     return Ok(());
                 }
-                let n = (need - self.header_len).min(rest.len());
+                let n = need.saturating_sub(self.header_len).min(rest.len());
                 let (Some(dst), Some(src)) = (
-                    self.header.get_mut(self.header_len..self.header_len + n),
+                    self.header
+                        .get_mut(self.header_len..self.header_len.saturating_add(n)),
                     rest.get(..n),
                 ) else {
                     // need <= MAX_HEADER_LEN by construction
                     return Err(ChunkError::Poisoned);
                 };
                 dst.copy_from_slice(src);
-                self.header_len += n;
-                pos += n;
+                self.header_len = self.header_len.saturating_add(n);
+                pos = pos.saturating_add(n);
                 continue;
             }
             self.apply_header()?;
@@ -338,7 +349,7 @@ impl ChunkDecoder {
         if h.len() < basic {
             return Ok(basic);
         }
-        let base = basic + message_header_len(fmt);
+        let base = basic.saturating_add(message_header_len(fmt));
         if h.len() < base {
             return Ok(base);
         }
@@ -351,7 +362,7 @@ impl ChunkDecoder {
         } else {
             u24(h, basic) == EXTENDED_TIMESTAMP
         };
-        Ok(base + if extended { 4 } else { 0 })
+        Ok(base.saturating_add(if extended { 4 } else { 0 }))
     }
 
     /// A whole header is in `self.header`: update the chunk stream and start
@@ -363,11 +374,11 @@ impl ChunkDecoder {
         let basic = basic_header_len(b0);
         let csid = parse_csid(h);
         let ts_field = u24(h, basic);
-        let ext_at = basic + message_header_len(fmt);
+        let ext_at = basic.saturating_add(message_header_len(fmt));
         let ext = u32_be(h, ext_at);
-        let length = u24(h, basic + 3);
-        let type_id = h.get(basic + 6).copied().unwrap_or(0);
-        let stream_id = u32_le(h, basic + 7);
+        let length = u24(h, basic.saturating_add(3));
+        let type_id = h.get(basic.saturating_add(6)).copied().unwrap_or(0);
+        let stream_id = u32_le(h, basic.saturating_add(7));
 
         if fmt <= 1 && length as usize > MAX_MESSAGE_SIZE {
             return Err(ChunkError::MessageTooLarge(length));
@@ -389,7 +400,7 @@ impl ChunkDecoder {
             self.buffered = self.buffered.saturating_sub(st.buf.len());
             st.buf = Vec::new();
             st.in_progress = false;
-            self.discarded += 1;
+            self.discarded = self.discarded.saturating_add(1);
         }
         match fmt {
             0 => {
@@ -433,22 +444,22 @@ impl ChunkDecoder {
     /// Appends chunk data to a stream's message, growing its buffer only as the
     /// bytes arrive (doubling, but never past the declared length).
     fn append(&mut self, csid: u32, bytes: &[u8]) -> Result<(), ChunkError> {
-        if self.buffered + bytes.len() > MAX_BUFFERED_BYTES {
+        if self.buffered.saturating_add(bytes.len()) > MAX_BUFFERED_BYTES {
             return Err(ChunkError::TooMuchBuffered);
         }
         let Some(st) = self.streams.get_mut(&csid) else {
             return Err(ChunkError::NoPreviousHeader { csid, fmt: 3 });
         };
-        let needed = st.buf.len() + bytes.len();
+        let needed = st.buf.len().saturating_add(bytes.len());
         if needed > st.buf.capacity() {
-            let target = (st.buf.capacity() * 2)
+            let target = (st.buf.capacity().saturating_mul(2))
                 .max(256)
                 .min(st.length as usize)
                 .max(needed);
-            st.buf.reserve_exact(target - st.buf.len());
+            st.buf.reserve_exact(target.saturating_sub(st.buf.len()));
         }
         st.buf.extend_from_slice(bytes);
-        self.buffered += bytes.len();
+        self.buffered = self.buffered.saturating_add(bytes.len());
         Ok(())
     }
 
@@ -485,7 +496,7 @@ impl ChunkDecoder {
                         self.buffered = self.buffered.saturating_sub(t.buf.len());
                         t.buf = Vec::new();
                         t.in_progress = false;
-                        self.discarded += 1;
+                        self.discarded = self.discarded.saturating_add(1);
                     }
                 }
             }
@@ -555,9 +566,9 @@ impl ChunkEncoder {
         let (fmt, field) = match self.streams.get(&msg.csid) {
             Some(p) if p.stream_id == msg.stream_id && ts >= p.timestamp => {
                 if p.length == len && p.type_id == msg.type_id {
-                    (2u8, ts - p.timestamp)
+                    (2u8, ts.saturating_sub(p.timestamp))
                 } else {
-                    (1, ts - p.timestamp)
+                    (1, ts.saturating_sub(p.timestamp))
                 }
             }
             _ => (0, ts),
@@ -575,7 +586,11 @@ impl ChunkEncoder {
 
         let chunk = self.chunk_size as usize;
         let chunks = msg.payload.len().div_ceil(chunk).max(1);
-        out.reserve(msg.payload.len() + 18 + (chunks - 1) * 8);
+        let headers = chunks
+            .saturating_sub(1)
+            .saturating_mul(8)
+            .saturating_add(18);
+        out.reserve(msg.payload.len().saturating_add(headers));
         write_basic_header(out, fmt, msg.csid);
         let ts_out = if extended { EXTENDED_TIMESTAMP } else { field };
         match fmt {
@@ -619,9 +634,9 @@ fn write_basic_header(out: &mut BytesMut, fmt: u8, csid: u32) {
         out.put_u8(f | csid as u8);
     } else if csid < 320 {
         out.put_u8(f);
-        out.put_u8((csid - 64) as u8);
+        out.put_u8(csid.saturating_sub(64) as u8);
     } else {
-        let v = csid - 64;
+        let v = csid.saturating_sub(64);
         out.put_u8(f | 1);
         out.put_u8((v & 0xff) as u8);
         out.put_u8((v >> 8) as u8);
@@ -629,6 +644,14 @@ fn write_basic_header(out: &mut BytesMut, fmt: u8, csid: u32) {
 }
 
 #[cfg(test)]
+#[allow(
+    clippy::indexing_slicing,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::unreachable,
+    clippy::arithmetic_side_effects
+)]
 mod tests {
     use super::*;
     use proptest::prelude::*;

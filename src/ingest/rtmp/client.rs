@@ -45,6 +45,16 @@
 //! [`super::url::REDACTED`] (some servers quote the name), and
 //! [`ClientConfig`]'s `Debug` leaves it out.
 
+// Fed from the network: no panic may be reachable (issue 8 §5).
+#![deny(
+    clippy::indexing_slicing,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::unreachable,
+    clippy::arithmetic_side_effects
+)]
+
 use super::amf0::{object, Amf0Value};
 use super::chunk::{msg_type, ChunkDecoder, ChunkEncoder, RtmpMessage, MAX_CHUNK_SIZE};
 use super::control::{self, UserControlEvent};
@@ -488,11 +498,11 @@ impl ClientSession {
     /// Bytes from the server (after the handshake). `Err` = protocol
     /// violation: close the connection.
     pub fn feed(&mut self, data: &[u8]) -> Result<(), RtmpError> {
-        self.stats.bytes_received += data.len() as u64;
+        self.stats.bytes_received = self.stats.bytes_received.saturating_add(data.len() as u64);
         let fed = self.decoder.feed(data);
         // Messages completed before a framing error are still handled.
         while let Some(msg) = self.decoder.next_message() {
-            self.stats.messages_received += 1;
+            self.stats.messages_received = self.stats.messages_received.saturating_add(1);
             self.handle(msg)?;
         }
         self.stats.messages_aborted = self.decoder.discarded_messages();
@@ -506,7 +516,10 @@ impl ClientSession {
         if self.output.is_empty() {
             None
         } else {
-            self.stats.bytes_sent += self.output.len() as u64;
+            self.stats.bytes_sent = self
+                .stats
+                .bytes_sent
+                .saturating_add(self.output.len() as u64);
             Some(self.output.split().freeze())
         }
     }
@@ -569,7 +582,7 @@ impl ClientSession {
             stream_id,
             payload: payload.freeze(),
         })?;
-        self.stats.metadata_sent += 1;
+        self.stats.metadata_sent = self.stats.metadata_sent.saturating_add(1);
         Ok(())
     }
 
@@ -582,7 +595,7 @@ impl ClientSession {
         payload: Bytes,
     ) -> Result<(), SendError> {
         self.send_media(msg_type::VIDEO, VIDEO_CSID, timestamp, payload)?;
-        self.stats.video_sent += 1;
+        self.stats.video_sent = self.stats.video_sent.saturating_add(1);
         Ok(())
     }
 
@@ -593,7 +606,7 @@ impl ClientSession {
         payload: Bytes,
     ) -> Result<(), SendError> {
         self.send_media(msg_type::AUDIO, AUDIO_CSID, timestamp, payload)?;
-        self.stats.audio_sent += 1;
+        self.stats.audio_sent = self.stats.audio_sent.saturating_add(1);
         Ok(())
     }
 
@@ -781,16 +794,18 @@ impl ClientSession {
             msg_type::DATA_AMF0 => self.on_data(msg.stream_id, msg.timestamp, &msg.payload),
             msg_type::DATA_AMF3 => match msg.payload.split_first() {
                 Some((0, rest)) => self.on_data(msg.stream_id, msg.timestamp, rest),
-                _ => self.stats.data_ignored += 1,
+                _ => self.stats.data_ignored = self.stats.data_ignored.saturating_add(1),
             },
             msg_type::COMMAND_AMF0 => self.on_command(&msg.payload)?,
             // AMF3 command: a 0 format byte, then AMF0 values.
             msg_type::COMMAND_AMF3 => match msg.payload.split_first() {
                 Some((0, rest)) => self.on_command(rest)?,
-                _ => self.stats.malformed_commands += 1,
+                _ => {
+                    self.stats.malformed_commands = self.stats.malformed_commands.saturating_add(1)
+                }
             },
             msg_type::AGGREGATE => self.on_aggregate(msg),
-            _ => self.stats.unknown_messages += 1,
+            _ => self.stats.unknown_messages = self.stats.unknown_messages.saturating_add(1),
         }
         Ok(())
     }
@@ -798,7 +813,7 @@ impl ClientSession {
     fn on_user_control(&mut self, ev: UserControlEvent) {
         let event = match ev {
             UserControlEvent::PingRequest(t) => {
-                self.stats.pings_answered += 1;
+                self.stats.pings_answered = self.stats.pings_answered.saturating_add(1);
                 self.send(UserControlEvent::PingResponse(t).to_message());
                 return;
             }
@@ -827,10 +842,10 @@ impl ClientSession {
 
     fn on_media(&mut self, type_id: u8, stream_id: u32, timestamp: RtmpTimestamp, payload: Bytes) {
         if self.playing_stream() != Some(stream_id) || payload.is_empty() {
-            self.stats.media_ignored += 1;
+            self.stats.media_ignored = self.stats.media_ignored.saturating_add(1);
             return;
         }
-        self.stats.media_received += 1;
+        self.stats.media_received = self.stats.media_received.saturating_add(1);
         self.events.push_back(if type_id == msg_type::VIDEO {
             ClientEvent::Video { timestamp, payload }
         } else {
@@ -840,7 +855,7 @@ impl ClientSession {
 
     fn on_data(&mut self, stream_id: u32, timestamp: RtmpTimestamp, payload: &[u8]) {
         let Ok(mut values) = Amf0Value::decode_all(payload) else {
-            self.stats.data_ignored += 1;
+            self.stats.data_ignored = self.stats.data_ignored.saturating_add(1);
             return;
         };
         if values.first().and_then(Amf0Value::as_str) == Some("@setDataFrame") {
@@ -850,10 +865,10 @@ impl ClientSession {
         if values.first().and_then(Amf0Value::as_str) != Some("onMetaData")
             || self.playing_stream() != Some(stream_id)
         {
-            self.stats.data_ignored += 1;
+            self.stats.data_ignored = self.stats.data_ignored.saturating_add(1);
             return;
         }
-        self.stats.media_received += 1;
+        self.stats.media_received = self.stats.media_received.saturating_add(1);
         self.events
             .push_back(ClientEvent::Metadata { timestamp, values });
     }
@@ -863,7 +878,7 @@ impl ClientSession {
     /// first one, rebased on the aggregate's own timestamp.
     fn on_aggregate(&mut self, msg: RtmpMessage) {
         if self.playing_stream() != Some(msg.stream_id) {
-            self.stats.media_ignored += 1;
+            self.stats.media_ignored = self.stats.media_ignored.saturating_add(1);
             return;
         }
         let p = &msg.payload;
@@ -872,42 +887,47 @@ impl ClientSession {
         let mut taken = 0usize;
         while pos < p.len() {
             // type, size (24), timestamp (24 + 8 high bits), stream id (24)
-            let Some(&[type_id, s0, s1, s2, t0, t1, t2, t3, ..]) = p.get(pos..pos + 11) else {
-                self.stats.aggregate_tags_dropped += 1;
+            let header = pos.checked_add(11).and_then(|end| p.get(pos..end));
+            let Some(&[type_id, s0, s1, s2, t0, t1, t2, t3, ..]) = header else {
+                self.stats.aggregate_tags_dropped =
+                    self.stats.aggregate_tags_dropped.saturating_add(1);
                 return;
             };
             let size = u32::from_be_bytes([0, s0, s1, s2]) as usize;
             let ts = u32::from_be_bytes([t3, t0, t1, t2]);
-            let body_at = pos + 11;
-            if body_at + size > p.len() {
-                self.stats.aggregate_tags_dropped += 1;
+            let body_at = pos.saturating_add(11);
+            let Some(body_end) = body_at.checked_add(size).filter(|end| *end <= p.len()) else {
+                self.stats.aggregate_tags_dropped =
+                    self.stats.aggregate_tags_dropped.saturating_add(1);
                 return;
-            }
+            };
+            // Skip the back pointer (absent after the last tag on some servers).
+            let next = body_end.saturating_add(4);
             if taken >= MAX_AGGREGATE_TAGS {
-                self.stats.aggregate_tags_dropped += 1;
-                pos = body_at + size + 4;
+                self.stats.aggregate_tags_dropped =
+                    self.stats.aggregate_tags_dropped.saturating_add(1);
+                pos = next;
                 continue;
             }
-            taken += 1;
+            taken = taken.saturating_add(1);
             let base = *first_ts.get_or_insert(ts);
             let timestamp = RtmpTimestamp(msg.timestamp.0.wrapping_add(ts.wrapping_sub(base)));
-            let body = p.slice(body_at..body_at + size);
+            let body = p.slice(body_at..body_end);
             match type_id {
                 msg_type::AUDIO | msg_type::VIDEO => {
                     self.on_media(type_id, msg.stream_id, timestamp, body)
                 }
                 msg_type::DATA_AMF0 => self.on_data(msg.stream_id, timestamp, &body),
-                _ => self.stats.unknown_messages += 1,
+                _ => self.stats.unknown_messages = self.stats.unknown_messages.saturating_add(1),
             }
-            // Skip the back pointer (absent after the last tag on some servers).
-            pos = body_at + size + 4;
+            pos = next;
         }
     }
 
     fn on_command(&mut self, payload: &[u8]) -> Result<(), RtmpError> {
         let values = decode_lenient(payload);
         let Some(name) = values.first().and_then(Amf0Value::as_str) else {
-            self.stats.malformed_commands += 1;
+            self.stats.malformed_commands = self.stats.malformed_commands.saturating_add(1);
             return Ok(());
         };
         let txn = values.get(1).and_then(Amf0Value::as_number).unwrap_or(0.0);
@@ -919,7 +939,7 @@ impl ClientSession {
                 let st = self.status_of(info);
                 self.on_status(st);
             }
-            _ => self.stats.unknown_commands += 1,
+            _ => self.stats.unknown_commands = self.stats.unknown_commands.saturating_add(1),
         }
         Ok(())
     }
@@ -953,7 +973,7 @@ impl ClientSession {
                 self.start(stream_id);
             }
             Some(_) => {}
-            None => self.stats.unknown_commands += 1,
+            None => self.stats.unknown_commands = self.stats.unknown_commands.saturating_add(1),
         }
         Ok(())
     }
@@ -999,11 +1019,11 @@ impl ClientSession {
             (Some(Txn::CreateStream), State::CreatingStream) => Stage::CreateStream,
             (Some(Txn::Start), State::Starting { .. }) => self.stage(),
             (Some(_), _) => {
-                self.stats.errors_ignored += 1;
+                self.stats.errors_ignored = self.stats.errors_ignored.saturating_add(1);
                 return;
             }
             (None, _) => {
-                self.stats.unknown_commands += 1;
+                self.stats.unknown_commands = self.stats.unknown_commands.saturating_add(1);
                 return;
             }
         };
@@ -1086,7 +1106,7 @@ impl ClientSession {
         }
         let mut end = out.len().min(MAX_STATUS_TEXT);
         while !out.is_char_boundary(end) {
-            end -= 1;
+            end = end.saturating_sub(1);
         }
         out.truncate(end);
         out.chars()
@@ -1098,9 +1118,9 @@ impl ClientSession {
         let Some(window) = self.peer_window else {
             return;
         };
-        if self.stats.bytes_received - self.last_ack >= u64::from(window) {
+        if self.stats.bytes_received.saturating_sub(self.last_ack) >= u64::from(window) {
             self.last_ack = self.stats.bytes_received;
-            self.stats.acks_sent += 1;
+            self.stats.acks_sent = self.stats.acks_sent.saturating_add(1);
             // The sequence number wraps at 2^32 (§5.4.3).
             self.send(control::acknowledgement(self.stats.bytes_received as u32));
         }
@@ -1133,6 +1153,14 @@ fn stream_id_from(n: f64) -> Option<u32> {
 }
 
 #[cfg(test)]
+#[allow(
+    clippy::indexing_slicing,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::unreachable,
+    clippy::arithmetic_side_effects
+)]
 mod tests {
     use super::*;
     use crate::ingest::rtmp::chunk::ChunkError;

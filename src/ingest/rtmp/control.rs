@@ -5,6 +5,16 @@
 //! Set Chunk Size and Abort are also acted on by [`super::chunk::ChunkDecoder`];
 //! their payload rules live in [`super::chunk::parse_chunk_size`].
 
+// Fed from the network: no panic may be reachable (issue 8 §5).
+#![deny(
+    clippy::indexing_slicing,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::unreachable,
+    clippy::arithmetic_side_effects
+)]
+
 use super::chunk::{msg_type, RtmpMessage};
 use crate::media::RtmpTimestamp;
 use bytes::{BufMut, Bytes, BytesMut};
@@ -84,7 +94,7 @@ impl UserControlEvent {
     pub fn parse(payload: &[u8]) -> Option<UserControlEvent> {
         let kind = u16::from_be_bytes([*payload.first()?, *payload.get(1)?]);
         let arg = |at: usize| -> Option<u32> {
-            let b = payload.get(at..at + 4)?;
+            let b = payload.get(at..at.checked_add(4)?)?;
             Some(u32::from_be_bytes([
                 *b.first()?,
                 *b.get(1)?,
@@ -139,6 +149,14 @@ pub fn parse_u32(payload: &[u8]) -> Option<u32> {
 }
 
 #[cfg(test)]
+#[allow(
+    clippy::indexing_slicing,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::unreachable,
+    clippy::arithmetic_side_effects
+)]
 mod tests {
     use super::*;
 

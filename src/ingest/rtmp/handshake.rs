@@ -26,6 +26,16 @@
 //! not verified, as in FFmpeg and nginx-rtmp: some encoders send garbage there,
 //! and the check buys no security on a plain handshake.
 
+// Fed from the network: no panic may be reachable (issue 8 §5).
+#![deny(
+    clippy::indexing_slicing,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::unreachable,
+    clippy::arithmetic_side_effects
+)]
+
 use bytes::{BufMut, Bytes, BytesMut};
 use std::time::Duration;
 use thiserror::Error;
@@ -95,7 +105,7 @@ fn fill_packet(out: &mut BytesMut, time_ms: u32, seed: u64) {
         let word = state.wrapping_mul(0x2545_F491_4F6C_DD1D).to_be_bytes();
         let n = left.min(word.len());
         out.put_slice(word.get(..n).unwrap_or(&[]));
-        left -= n;
+        left = left.saturating_sub(n);
     }
 }
 
@@ -105,7 +115,7 @@ fn fill(buf: &mut BytesMut, want: usize, data: &[u8], pos: &mut usize) -> bool {
     let rest = data.get(*pos..).unwrap_or(&[]);
     let n = want.saturating_sub(buf.len()).min(rest.len());
     buf.extend_from_slice(rest.get(..n).unwrap_or(&[]));
-    *pos += n;
+    *pos = pos.saturating_add(n);
     buf.len() >= want
 }
 
@@ -156,7 +166,7 @@ impl ServerHandshake {
                     let Some(&version) = data.get(pos) else {
                         return Ok(HandshakeProgress::InProgress);
                     };
-                    pos += 1;
+                    pos = pos.saturating_add(1);
                     if let Err(e) = check_version(version) {
                         self.state = ServerState::Failed;
                         return Err(e);
@@ -248,7 +258,7 @@ impl ClientHandshake {
                     let Some(&version) = data.get(pos) else {
                         return Ok(HandshakeProgress::InProgress);
                     };
-                    pos += 1;
+                    pos = pos.saturating_add(1);
                     if let Err(e) = check_version(version) {
                         self.state = ClientState::Failed;
                         return Err(e);
@@ -294,6 +304,14 @@ impl ClientHandshake {
 }
 
 #[cfg(test)]
+#[allow(
+    clippy::indexing_slicing,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::unreachable,
+    clippy::arithmetic_side_effects
+)]
 mod tests {
     use super::*;
     use proptest::prelude::*;

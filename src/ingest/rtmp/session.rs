@@ -30,6 +30,16 @@
 //! Only broken framing is fatal (`feed` returns `Err`): chunk-layer errors and
 //! malformed protocol control messages.
 
+// Fed from the network: no panic may be reachable (issue 8 §5).
+#![deny(
+    clippy::indexing_slicing,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::unreachable,
+    clippy::arithmetic_side_effects
+)]
+
 use super::amf0::{object, Amf0Value};
 use super::chunk::{msg_type, ChunkDecoder, ChunkEncoder, RtmpMessage, MAX_CHUNK_SIZE};
 use super::control::{self, LimitType, UserControlEvent};
@@ -253,11 +263,11 @@ impl ServerSession {
     /// Bytes from the socket (after the handshake). Err = protocol violation:
     /// the caller closes the connection.
     pub fn feed(&mut self, data: &[u8]) -> Result<(), RtmpError> {
-        self.stats.bytes_received += data.len() as u64;
+        self.stats.bytes_received = self.stats.bytes_received.saturating_add(data.len() as u64);
         let fed = self.decoder.feed(data);
         // Messages completed before a framing error are still handled.
         while let Some(msg) = self.decoder.next_message() {
-            self.stats.messages_received += 1;
+            self.stats.messages_received = self.stats.messages_received.saturating_add(1);
             self.handle(msg)?;
         }
         self.stats.messages_aborted = self.decoder.discarded_messages();
@@ -320,7 +330,7 @@ impl ServerSession {
                 if s == stream_id =>
             {
                 self.publish = Publish::Idle;
-                self.stats.publishes_rejected += 1;
+                self.stats.publishes_rejected = self.stats.publishes_rejected.saturating_add(1);
                 self.send_status(stream_id, "error", code, description);
             }
             _ => tracing::debug!(stream_id, "reject_publish without a matching publish"),
@@ -367,16 +377,18 @@ impl ServerSession {
             msg_type::DATA_AMF0 => self.on_data(msg.stream_id, &msg.payload),
             msg_type::DATA_AMF3 => match msg.payload.split_first() {
                 Some((0, rest)) => self.on_data(msg.stream_id, rest),
-                _ => self.stats.data_ignored += 1,
+                _ => self.stats.data_ignored = self.stats.data_ignored.saturating_add(1),
             },
             msg_type::COMMAND_AMF0 => self.on_command(msg.stream_id, &msg.payload),
             // AMF3 command: a 0 format byte, then AMF0 values.
             msg_type::COMMAND_AMF3 => match msg.payload.split_first() {
                 Some((0, rest)) => self.on_command(msg.stream_id, rest),
-                _ => self.stats.malformed_commands += 1,
+                _ => {
+                    self.stats.malformed_commands = self.stats.malformed_commands.saturating_add(1)
+                }
             },
             // Aggregate (22), shared objects and anything else: not for a publisher.
-            _ => self.stats.unknown_messages += 1,
+            _ => self.stats.unknown_messages = self.stats.unknown_messages.saturating_add(1),
         }
         Ok(())
     }
@@ -387,11 +399,13 @@ impl ServerSession {
         match self.publish {
             Publish::Active { stream_id: s } if s == stream_id => true,
             Publish::Active { .. } => {
-                self.stats.media_ignored_wrong_stream += 1;
+                self.stats.media_ignored_wrong_stream =
+                    self.stats.media_ignored_wrong_stream.saturating_add(1);
                 false
             }
             _ => {
-                self.stats.media_ignored_not_publishing += 1;
+                self.stats.media_ignored_not_publishing =
+                    self.stats.media_ignored_not_publishing.saturating_add(1);
                 false
             }
         }
@@ -401,7 +415,7 @@ impl ServerSession {
         if !self.accepts_media(msg.stream_id) {
             return;
         }
-        self.stats.media_forwarded += 1;
+        self.stats.media_forwarded = self.stats.media_forwarded.saturating_add(1);
         let RtmpMessage {
             stream_id,
             timestamp,
@@ -425,14 +439,14 @@ impl ServerSession {
 
     fn on_data(&mut self, stream_id: u32, payload: &[u8]) {
         let Ok(mut values) = Amf0Value::decode_all(payload) else {
-            self.stats.data_ignored += 1;
+            self.stats.data_ignored = self.stats.data_ignored.saturating_add(1);
             return;
         };
         if values.first().and_then(Amf0Value::as_str) == Some("@setDataFrame") {
             values.remove(0);
         }
         if values.first().and_then(Amf0Value::as_str) != Some("onMetaData") {
-            self.stats.data_ignored += 1;
+            self.stats.data_ignored = self.stats.data_ignored.saturating_add(1);
             return;
         }
         if self.accepts_media(stream_id) {
@@ -444,7 +458,7 @@ impl ServerSession {
     fn on_command(&mut self, stream_id: u32, payload: &[u8]) {
         let cmd = Command::decode(payload);
         let Some(name) = cmd.name().map(str::to_owned) else {
-            self.stats.malformed_commands += 1;
+            self.stats.malformed_commands = self.stats.malformed_commands.saturating_add(1);
             return;
         };
         let txn = cmd.transaction();
@@ -452,11 +466,12 @@ impl ServerSession {
             return self.on_connect(txn, &cmd);
         }
         if self.app.is_none() {
-            self.stats.commands_before_connect += 1;
+            self.stats.commands_before_connect =
+                self.stats.commands_before_connect.saturating_add(1);
             return;
         }
         if !cmd.complete && name != "publish" {
-            self.stats.malformed_commands += 1;
+            self.stats.malformed_commands = self.stats.malformed_commands.saturating_add(1);
             return;
         }
         match name.as_str() {
@@ -492,7 +507,7 @@ impl ServerSession {
                     self.unpublish(Some(id));
                     self.streams.retain(|&s| s != id);
                 } else {
-                    self.stats.malformed_commands += 1;
+                    self.stats.malformed_commands = self.stats.malformed_commands.saturating_add(1);
                 }
             }
             "getStreamLength" => self.send_result(txn, Amf0Value::Number(0.0)),
@@ -512,7 +527,7 @@ impl ServerSession {
                     "Playback is offered over HLS and DASH only.",
                 );
             }
-            _ => self.stats.unknown_commands += 1,
+            _ => self.stats.unknown_commands = self.stats.unknown_commands.saturating_add(1),
         }
     }
 
@@ -592,7 +607,7 @@ impl ServerSession {
             );
             return;
         }
-        self.next_stream_id += 1;
+        self.next_stream_id = self.next_stream_id.saturating_add(1);
         self.streams.push(id);
         self.send_result(txn, Amf0Value::Number(f64::from(id)));
     }
@@ -613,7 +628,7 @@ impl ServerSession {
             Err("publish without a stream name")
         };
         if let Err(why) = refusal {
-            self.stats.publishes_rejected += 1;
+            self.stats.publishes_rejected = self.stats.publishes_rejected.saturating_add(1);
             self.send_status(stream_id, "error", status::PUBLISH_BAD_NAME, why);
             return;
         }
@@ -662,9 +677,9 @@ impl ServerSession {
         let Some(window) = self.peer_window else {
             return;
         };
-        if self.stats.bytes_received - self.last_ack >= u64::from(window) {
+        if self.stats.bytes_received.saturating_sub(self.last_ack) >= u64::from(window) {
             self.last_ack = self.stats.bytes_received;
-            self.stats.acks_sent += 1;
+            self.stats.acks_sent = self.stats.acks_sent.saturating_add(1);
             // The sequence number wraps at 2^32 (§5.4.3).
             self.send(control::acknowledgement(self.stats.bytes_received as u32));
         }
@@ -736,6 +751,14 @@ fn stream_id_from(n: f64) -> Option<u32> {
 }
 
 #[cfg(test)]
+#[allow(
+    clippy::indexing_slicing,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::unreachable,
+    clippy::arithmetic_side_effects
+)]
 mod tests {
     use super::*;
     use crate::ingest::rtmp::chunk::{ChunkError, MAX_CHUNK_STREAMS};
