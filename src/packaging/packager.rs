@@ -982,6 +982,11 @@ impl Packager {
             let full = t.part_duration() + d + est > part_target + part_slack;
             if full {
                 if let Some(p) = t.pending.take() {
+                    // the estimate is this sample's duration: recorded, so
+                    // that a gap's interval (far above the part target)
+                    // leaves `recent` and parts go back to the target
+                    // instead of one part per frame from then on
+                    t.recent = [t.recent[1], t.recent[2], d];
                     push_sample(t, p, d);
                     self.write_part(TrackKind::Video, false);
                     if let Some(t) = self.video.as_mut() {

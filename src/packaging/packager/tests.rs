@@ -899,3 +899,32 @@ fn trun_samples(data: &[u8]) -> Vec<(usize, i32)> {
     }
     out
 }
+
+/// A gap in the publisher's timestamps longer than the part target (a
+/// stalled encoder, a scene switch) does not leave the track cutting a part
+/// per frame afterwards: parts go back to the part target.
+#[test]
+fn parts_return_to_the_target_after_a_timestamp_gap() {
+    let (store, mut p) = setup();
+    let frame = |ms: i64, keyframe: bool| {
+        MediaEvent::Video(VideoFrame {
+            dts: Timestamp::from_millis(ms),
+            pts: Timestamp::from_millis(ms),
+            keyframe,
+            data: Bytes::from(vec![0u8; 100]),
+        })
+    };
+    // 3 s at 30 fps, a 1.5 s gap, then 6 s more, an IDR every 2 s
+    let mut times: Vec<i64> = (0..90).map(|i| i * 1000 / 30).collect();
+    times.extend((0..180).map(|i| 4500 + i * 1000 / 30));
+    for (n, ms) in times.iter().enumerate() {
+        p.push(frame(*ms, n % 60 == 0), wall(*ms)).unwrap();
+    }
+    let s = store.read();
+    let v = s.track("source").unwrap();
+    // the parts of the last complete segment (well after the gap)
+    let last = v.segments.iter().rev().find(|s| s.complete).unwrap();
+    assert!(last.start >= 4500 * 90 + 180_000, "{}", last.start);
+    let parts: Vec<u64> = last.parts.iter().map(|p| p.duration).collect();
+    assert!(parts.len() <= 5, "{} parts: {parts:?}", parts.len());
+}
