@@ -675,6 +675,7 @@ pub(crate) mod tests {
                 segment_target: 2.0,
                 part_target: 0.5,
                 window_segments: window,
+                ..StoreConfig::default()
             })
         }
 
@@ -886,6 +887,7 @@ seg-1.m4s
                 segment_target: seg,
                 part_target: part,
                 window_segments: 8,
+                ..StoreConfig::default()
             });
             fx.segment(4);
             let p = media_playlist(&fx.st, 0, Skip::No);
@@ -906,6 +908,7 @@ seg-1.m4s
             segment_target: 4.0,
             part_target: 0.333,
             window_segments: 8,
+            ..StoreConfig::default()
         });
         let p = media_playlist(&fx.st, 0, Skip::No);
         assert!(p.contains(
@@ -1289,6 +1292,7 @@ seg-1.m4s
             segment_target: 4.0,
             part_target: 1.0,
             window_segments: 8,
+            ..StoreConfig::default()
         });
         fx.segment(4);
         fx.open(false);
@@ -1406,6 +1410,7 @@ seg-1.m4s
                 segment_target: seg,
                 part_target: part,
                 window_segments: 0,
+                ..StoreConfig::default()
             });
             fx.segment(4);
             fx.open(false);

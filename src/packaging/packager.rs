@@ -46,6 +46,14 @@ const AUDIO_RESYNC_MS: i64 = 100;
 /// (publishers send audio before the first keyframe): about 5 s of AAC. Over
 /// it, the oldest is dropped and counted.
 pub const MAX_AUDIO_PREROLL: usize = 256;
+/// Bytes of samples one part may hold; a sample that would take it past this
+/// starts the next part (PART-TARGET is a maximum, parts have no minimum).
+/// Attack: huge frames a millisecond apart (8 MiB video messages with
+/// repeated timestamps, which the timeline spaces 1 ms apart), so that a
+/// 0.5 s part would hold 500 of them (4 GB) before reaching the store and its
+/// byte cap (`store::DEFAULT_MAX_CHANNEL_BYTES`). 16 MiB is a 1.3 s part at
+/// 100 Mbit/s: no sane stream's part reaches it.
+pub const MAX_PART_BYTES: usize = 16 * 1024 * 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum PackagerError {
@@ -239,6 +247,12 @@ impl TrackState {
 
     fn part_duration(&self) -> i64 {
         self.part.iter().map(|s| s.duration as i64).sum()
+    }
+
+    /// Would a sample of `bytes` take the part past [`MAX_PART_BYTES`]?
+    fn part_full(&self, bytes: usize) -> bool {
+        let held: usize = self.part.iter().map(|s| s.data.len()).sum();
+        held.saturating_add(bytes) > MAX_PART_BYTES
     }
 }
 
@@ -927,7 +941,8 @@ impl Packager {
             f.keyframe
         };
         let part_len = t.part_duration();
-        let cut_part = !t.part.is_empty() && part_len + est > part_target + part_slack;
+        let cut_part = !t.part.is_empty()
+            && (part_len + est > part_target + part_slack || t.part_full(f.data.len()));
 
         if cut_segment {
             if open && elapsed > seg_target + seg_target / 2 && !self.long_gop_logged {
@@ -1057,7 +1072,10 @@ impl Packager {
             self.open_segment(TrackKind::Audio, dts, wall);
         } else {
             let a = self.audio.as_ref().expect("audio track");
-            if !a.part.is_empty() && a.part_duration() + frame > part_target + part_slack {
+            if !a.part.is_empty()
+                && (a.part_duration() + frame > part_target + part_slack
+                    || a.part_full(f.data.len()))
+            {
                 self.write_part(TrackKind::Audio, false);
             }
         }

@@ -307,7 +307,7 @@ mod properties {
             part_ms in prop::sample::select(vec![200u32, 333, 500, 1000]),
             seconds in 3u32..9,
         ) {
-            let config = StoreConfig { segment_target: 2.0, part_target: part_ms as f64 / 1000.0, window_segments: 6 };
+            let config = StoreConfig { segment_target: 2.0, part_target: part_ms as f64 / 1000.0, window_segments: 6, ..StoreConfig::default() };
             let store = ChannelStore::new("p", config);
             let mut p = Packager::new(store.clone(), "source", wall(0));
             p.start_session(wall(0));
@@ -375,6 +375,7 @@ fn numbers_never_repeat_across_a_restart() {
         segment_target: 0.5,
         part_target: 0.1,
         window_segments: 100,
+        ..StoreConfig::default()
     };
     let a = ChannelStore::new("r", config.clone());
     let mut p = Packager::new(a.clone(), "source", wall(0));
@@ -898,6 +899,87 @@ fn trun_samples(data: &[u8]) -> Vec<(usize, i32)> {
         }
     }
     out
+}
+
+/// Huge frames a millisecond apart in a GOP that never ends: the part being
+/// built never holds more than `MAX_PART_BYTES` (plus one frame), and the
+/// store never more than its cap plus one part; the next IDR starts a
+/// segment that is stored again.
+#[test]
+fn huge_frames_in_an_endless_gop_stay_under_the_part_and_channel_caps() {
+    const FRAME: usize = 1024 * 1024;
+    const CAP: usize = 40 * 1024 * 1024;
+    let config = StoreConfig {
+        max_bytes: CAP,
+        ..StoreConfig::default()
+    };
+    let store = ChannelStore::new("huge", config);
+    let mut p = Packager::new(store.clone(), "source", wall(0));
+    p.start_session(wall(0));
+    p.push(MediaEvent::VideoConfig(video_config(1280)), wall(0))
+        .unwrap();
+    let frame = |i: i64, keyframe: bool| {
+        MediaEvent::Video(VideoFrame {
+            dts: Timestamp::from_millis(i),
+            pts: Timestamp::from_millis(i),
+            keyframe,
+            data: Bytes::from(vec![0u8; FRAME]),
+        })
+    };
+    let mut largest_part = 0;
+    let mut largest_held = 0;
+    for i in 0..200 {
+        p.push(frame(i, i == 0), wall(i)).unwrap();
+        let building: usize = p
+            .video
+            .as_ref()
+            .unwrap()
+            .part
+            .iter()
+            .map(|s| s.data.len())
+            .sum();
+        largest_part = largest_part.max(building);
+        largest_held = largest_held.max(store.read().bytes());
+    }
+    assert!(
+        largest_part <= MAX_PART_BYTES,
+        "{largest_part} bytes in one part"
+    );
+    assert!(
+        largest_held <= CAP + MAX_PART_BYTES,
+        "{largest_held} bytes held"
+    );
+    {
+        let s = store.read();
+        assert_eq!(s.cap.segments_cut, 1, "{:?}", s.cap);
+        assert!(s.cap.parts_dropped > 0, "{:?}", s.cap);
+        let v = s.track("source").unwrap();
+        assert!(v.segments.iter().all(|s| s.complete));
+        for seg in &v.segments {
+            for part in &seg.parts {
+                assert!(
+                    part.data.len() <= MAX_PART_BYTES + 4096,
+                    "{} bytes",
+                    part.data.len()
+                );
+            }
+        }
+    }
+    // the next IDR opens a segment that is stored; the cut one makes room
+    // (past the segment target: 2.5 s)
+    for i in 2500..2540 {
+        p.push(frame(i, i == 2500), wall(i)).unwrap();
+        largest_held = largest_held.max(store.read().bytes());
+    }
+    let s = store.read();
+    assert!(
+        largest_held <= CAP + MAX_PART_BYTES,
+        "{largest_held} bytes held"
+    );
+    let v = s.track("source").unwrap();
+    let last = v.segments.back().unwrap();
+    assert!(!last.complete && !last.parts.is_empty());
+    assert!(s.cap.segments_dropped >= 1, "{:?}", s.cap);
 }
 
 /// A gap in the publisher's timestamps longer than the part target (a
