@@ -46,6 +46,12 @@ const AUDIO_RESYNC_MS: i64 = 100;
 /// (publishers send audio before the first keyframe): about 5 s of AAC. Over
 /// it, the oldest is dropped and counted.
 pub const MAX_AUDIO_PREROLL: usize = 256;
+/// Bytes of audio held waiting for the first video segment, at most; over
+/// it, the oldest frames are dropped and counted, as over
+/// [`MAX_AUDIO_PREROLL`]. Attack: audio messages of up to 8 MiB (the chunk
+/// layer's limit) before any keyframe: 256 of them are 2 GiB. 256 AAC frames
+/// at 320 kbit/s are about 220 KB.
+pub const MAX_AUDIO_PREROLL_BYTES: usize = 1024 * 1024;
 /// Bytes of samples one part may hold; a sample that would take it past this
 /// starts the next part (PART-TARGET is a maximum, parts have no minimum).
 /// Attack: huge frames a millisecond apart (8 MiB video messages with
@@ -1046,11 +1052,16 @@ impl Packager {
         let new_segment = if has_video {
             let Some(v) = video_msn else {
                 // no video segment yet: hold the frame until one opens
-                if self.audio_preroll.len() >= MAX_AUDIO_PREROLL {
+                self.audio_preroll.push_back((f, wall));
+                let bytes = |q: &VecDeque<(AudioFrame, SystemTime)>| {
+                    q.iter().map(|(f, _)| f.data.len()).sum::<usize>()
+                };
+                while self.audio_preroll.len() > MAX_AUDIO_PREROLL
+                    || bytes(&self.audio_preroll) > MAX_AUDIO_PREROLL_BYTES
+                {
                     self.audio_preroll.pop_front();
                     self.stats.dropped_audio_before_video += 1;
                 }
-                self.audio_preroll.push_back((f, wall));
                 return;
             };
             let vs = Timestamp::new(video_seg_start.unwrap_or(0), VIDEO_TIMESCALE)

@@ -1010,3 +1010,36 @@ fn parts_return_to_the_target_after_a_timestamp_gap() {
     let parts: Vec<u64> = last.parts.iter().map(|p| p.duration).collect();
     assert!(parts.len() <= 5, "{} parts: {parts:?}", parts.len());
 }
+
+/// Huge audio frames before the first keyframe: the audio held for the
+/// first video segment stays under `MAX_AUDIO_PREROLL_BYTES`, the oldest
+/// dropped and counted.
+#[test]
+fn audio_held_before_the_first_keyframe_is_capped_in_bytes() {
+    let (_store, mut p) = setup();
+    for i in 0..100 {
+        let f = MediaEvent::Audio(AudioFrame {
+            dts: Timestamp::from_millis(i * 21),
+            data: Bytes::from(vec![1u8; 256 * 1024]),
+        });
+        p.push(f, wall(i * 21)).unwrap();
+        let held: usize = p.audio_preroll.iter().map(|(f, _)| f.data.len()).sum();
+        assert!(held <= MAX_AUDIO_PREROLL_BYTES, "{held} bytes held");
+    }
+    assert_eq!(p.audio_preroll.len(), 4);
+    assert_eq!(p.stats().dropped_audio_before_video, 96);
+    // normal frames: the count cap, as before
+    let (_store, mut p) = setup();
+    for i in 0..300 {
+        let f = MediaEvent::Audio(AudioFrame {
+            dts: Timestamp::from_millis(i * 21),
+            data: Bytes::from(vec![1u8; 300]),
+        });
+        p.push(f, wall(i * 21)).unwrap();
+    }
+    assert_eq!(p.audio_preroll.len(), MAX_AUDIO_PREROLL);
+    assert_eq!(
+        p.stats().dropped_audio_before_video,
+        300 - MAX_AUDIO_PREROLL as u64
+    );
+}
