@@ -37,6 +37,7 @@ use common::*;
 use ladder::ingest::rtmp::amf0::Amf0Value;
 use ladder::ingest::rtmp::chunk::{msg_type, MAX_BUFFERED_BYTES, MAX_CHUNK_STREAMS};
 use ladder::ingest::server::{MAX_BYTES_BEFORE_PUBLISH, MAX_CONNECTIONS};
+use ladder::origin::HEADER_READ_TIMEOUT;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::process::Child;
@@ -1068,6 +1069,39 @@ fn origin_abuse_gets_4xx_or_503_and_the_caps_hold() {
     let pl = parse_media_playlist(&text);
     let last = pl.segments.last().unwrap().0;
 
+    // slow-loris: request heads a byte a second, closed by the header
+    // timeout (HEADER_READ_TIMEOUT), whatever else goes on meanwhile
+    let header_deadline = HEADER_READ_TIMEOUT + CLOSE_WAIT;
+    let loris: Vec<_> = (0..8)
+        .map(|_| {
+            std::thread::spawn(move || {
+                let mut s = TcpStream::connect(http).unwrap();
+                s.set_read_timeout(Some(Duration::from_millis(10))).unwrap();
+                let started = Instant::now();
+                let mut buf = [0u8; 256];
+                for b in b"GET /time HTTP/1.1\r\nX-Slow: "
+                    .iter()
+                    .chain([b'a'; 64].iter())
+                    .cycle()
+                {
+                    if s.write_all(&[*b]).is_err() {
+                        return true;
+                    }
+                    std::thread::sleep(Duration::from_secs(1));
+                    match s.read(&mut buf) {
+                        Ok(_) => return true,
+                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                        Err(_) => return true,
+                    }
+                    if started.elapsed() > header_deadline {
+                        return false;
+                    }
+                }
+                false
+            })
+        })
+        .collect();
+
     // directives that can never be satisfied: 400 at once
     for q in [
         "_HLS_msn=9223372036854775808".to_string(),
@@ -1224,6 +1258,13 @@ fn origin_abuse_gets_4xx_or_503_and_the_caps_hold() {
     drop(viewers);
     let text = admitted(&bed.ladder.url(&playlist));
     assert!(parse_media_playlist(&text).segments.last().unwrap().0 > last);
+    for l in loris {
+        // (answered with an error, or closed)
+        assert!(
+            l.join().unwrap(),
+            "a request head trickled for {header_deadline:?}"
+        );
+    }
     bed.check_recovered("after the attack", RSS_GROWTH_KIB, Duration::from_secs(20));
 }
 
