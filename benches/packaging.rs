@@ -205,6 +205,7 @@ fn playlists(c: &mut Criterion) {
         segment_target: 2.0,
         part_target: 0.5,
         window_segments: 8,
+        ..StoreConfig::default()
     };
     let (store, mut p) = channel(config);
     for (wall, e) in stream(37).events {

@@ -423,6 +423,7 @@ impl App {
                 "ingest.max_publishers",
                 old.ingest.max_publishers != new.ingest.max_publishers,
             ),
+            ("origin", old.origin != new.origin),
         ] {
             if changed {
                 notes.push(format!(
@@ -645,6 +646,7 @@ impl App {
             segment_target: self.config().packaging.segment_seconds,
             part_target: self.config().packaging.part_seconds,
             window_segments: self.config().packaging.window_segments,
+            max_bytes: self.config().packaging.max_channel_bytes,
         }
     }
 
@@ -1044,7 +1046,10 @@ async fn serve(config: Config, source: ConfigSource) -> Result<(), AppError> {
     let origin_task = tokio::spawn(origin::serve_with(
         http,
         app.registry.clone(),
-        OriginConfig::default(),
+        OriginConfig {
+            max_connections: app.config().origin.max_connections,
+            max_parked: app.config().origin.max_parked,
+        },
         origin_services,
         async move {
             let _ = origin_shutdown.wait_for(|v| *v).await;

@@ -442,6 +442,7 @@ async fn parked_requests_get_503_after_three_target_durations() {
         segment_target: 0.5,
         part_target: 0.25,
         window_segments: 8,
+        ..StoreConfig::default()
     };
     let server = Server::start(config, OriginConfig::default()).await;
     let started = Instant::now();
@@ -575,6 +576,7 @@ async fn stalled_growing_segment_is_cut_not_ended() {
         segment_target: 0.5,
         part_target: 0.25,
         window_segments: 8,
+        ..StoreConfig::default()
     };
     let server = Server::start(config, OriginConfig::default()).await;
     let s = TcpStream::connect(server.addr).await.unwrap();
@@ -736,6 +738,7 @@ async fn ten_thousand_parked_requests() {
         segment_target: 4.0,
         part_target: 1.0,
         window_segments: 8,
+        ..StoreConfig::default()
     };
     let server = Server::start(
         config,

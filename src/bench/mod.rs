@@ -1210,6 +1210,7 @@ pub fn main(args: BenchArgs) -> u8 {
             segment_target: config.packaging.segment_seconds,
             part_target: config.packaging.part_seconds,
             window_segments: config.packaging.window_segments,
+            max_bytes: config.packaging.max_channel_bytes,
         },
         source: args.source.clone(),
         max_channels: args.max_channels,

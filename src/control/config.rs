@@ -88,6 +88,31 @@ pub const DEFAULT_PLAYBACK_TOKEN_PARAM: &str = "token";
 /// Longest `playback_token_param`.
 pub const MAX_TOKEN_PARAM_LEN: usize = 32;
 
+/// Default `[ingest] max_publishers`: concurrent publishers, pushed and
+/// pulled. Attack: publishers on many keys (open mode) or many connections
+/// each taking a channel, its packager, store and ladder. 64 channels of the
+/// default ladder are more than a 2-socket CPU box transcodes; a GPU box
+/// sized for more raises it.
+pub const DEFAULT_MAX_PUBLISHERS: usize = 64;
+
+/// Default `[packaging] max_channel_mib`: [`crate::packaging::store::DEFAULT_MAX_CHANNEL_BYTES`]
+/// in MiB (the reasoning is there).
+pub const DEFAULT_MAX_CHANNEL_MIB: usize =
+    crate::packaging::store::DEFAULT_MAX_CHANNEL_BYTES / crate::packaging::store::MIB;
+
+/// Smallest `max_channel_mib`: room for two of the largest RTMP messages
+/// (8 MiB, `ingest::rtmp::chunk::MAX_MESSAGE_SIZE`), so that one segment of
+/// one huge frame does not leave every later one over the cap.
+pub const MIN_CHANNEL_MIB: usize = 16;
+
+/// Largest `max_channel_mib` (64 GiB): past it the cap would not bound a
+/// machine's memory at all.
+pub const MAX_CHANNEL_MIB: usize = 64 * 1024;
+
+/// Largest `[origin] max_connections` and `max_parked`: the package's
+/// `LimitNOFILE` (systemd/ladder.service); every viewer holds a socket.
+pub const MAX_ORIGIN_LIMIT: usize = 1_048_576;
+
 /// x264 preset names (the encoder's own list); on the GPU they map to NVENC P-presets.
 pub use crate::pipeline::cpu::x264::PRESETS;
 /// H.264 profiles a rendition may ask for.
@@ -110,6 +135,8 @@ pub struct Config {
     pub ingest: IngestConfig,
     /// CMAF segmenting and the live window.
     pub packaging: PackagingConfig,
+    /// Limits of the HTTP origin.
+    pub origin: OriginLimits,
     /// Channels known by key; in closed mode the only ones that may publish.
     pub channels: Vec<ChannelConfig>,
     /// Transcoding ladders by name; channels refer to them.
@@ -158,7 +185,8 @@ pub struct AuthConfig {
 pub struct IngestConfig {
     /// What a second publisher on a live channel gets.
     pub duplicate_publisher: DuplicatePolicy,
-    /// Concurrent publishers, pushed and pulled; more are refused. Default 64.
+    /// Concurrent publishers, pushed and pulled; more are refused. Default
+    /// [`DEFAULT_MAX_PUBLISHERS`].
     pub max_publishers: usize,
     /// Seconds without media before a publisher is dropped. Default 10.
     pub idle_timeout: f64,
@@ -185,6 +213,21 @@ pub struct PackagingConfig {
     pub part_seconds: f64,
     /// Segments kept in the live window. Default 8.
     pub window_segments: usize,
+    /// Bytes one channel's segment store may hold, every rendition together
+    /// (`max_channel_mib` x 1 MiB); over it the oldest segments go first
+    /// (`packaging::store`). Default [`DEFAULT_MAX_CHANNEL_MIB`] MiB.
+    pub max_channel_bytes: usize,
+}
+
+/// `[origin]`: limits of the HTTP origin (`origin::OriginConfig`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OriginLimits {
+    /// Open viewer connections at once; more are accepted and closed at once.
+    /// Default [`crate::origin::DEFAULT_MAX_CONNECTIONS`].
+    pub max_connections: usize,
+    /// Blocking requests parked at once; more get 503 at once. Default
+    /// [`crate::origin::DEFAULT_MAX_PARKED`].
+    pub max_parked: usize,
 }
 
 /// `[[channels]]`: one channel. `Debug` redacts the key and the URLs.
@@ -743,6 +786,7 @@ struct RawConfig {
     auth: Option<S<RawAuth>>,
     ingest: Option<S<RawIngest>>,
     packaging: Option<S<RawPackaging>>,
+    origin: Option<S<RawOrigin>>,
     #[serde(default)]
     channels: Vec<S<RawChannel>>,
     #[serde(default)]
@@ -785,6 +829,14 @@ struct RawPackaging {
     segment_seconds: Option<S<f64>>,
     part_seconds: Option<S<f64>>,
     window_segments: Option<S<usize>>,
+    max_channel_mib: Option<S<usize>>,
+}
+
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "an [origin] table")]
+struct RawOrigin {
+    max_connections: Option<S<usize>>,
+    max_parked: Option<S<usize>>,
 }
 
 #[derive(Deserialize)]
@@ -879,6 +931,7 @@ impl Validator<'_> {
         let (auth, open_at) = self.auth(raw.auth);
         let ingest = self.ingest(raw.ingest);
         let packaging = self.packaging(raw.packaging);
+        let origin = self.origin(raw.origin);
 
         let mut ladders = BTreeMap::new();
         for (name, ladder) in raw.ladders {
@@ -905,6 +958,7 @@ impl Validator<'_> {
             auth,
             ingest,
             packaging,
+            origin,
             channels,
             ladders,
         }
@@ -1117,7 +1171,7 @@ impl Validator<'_> {
                 }
                 m.into_inner()
             }
-            None => 64,
+            None => DEFAULT_MAX_PUBLISHERS,
         };
         let idle_timeout = match raw.idle_timeout {
             Some(t) => {
@@ -1144,6 +1198,8 @@ impl Validator<'_> {
         let (segment_seconds, seg_at) = spanned_or(raw.segment_seconds, 2.0, at);
         let (part_seconds, part_at) = spanned_or(raw.part_seconds, 0.5, at);
         let (window_segments, window_at) = spanned_or(raw.window_segments, 8, at);
+        let (max_channel_mib, mib_at) =
+            spanned_or(raw.max_channel_mib, DEFAULT_MAX_CHANNEL_MIB, at);
 
         let segment_ok = (MIN_SEGMENT_SECONDS..=MAX_SEGMENT_SECONDS).contains(&segment_seconds);
         if !segment_ok {
@@ -1172,10 +1228,45 @@ impl Validator<'_> {
                 format!("packaging.window_segments: {window_segments} is out of range; must be {MIN_WINDOW_SEGMENTS} to {MAX_WINDOW_SEGMENTS} (a playlist holds at least 3 target durations)"),
             );
         }
+        if !(MIN_CHANNEL_MIB..=MAX_CHANNEL_MIB).contains(&max_channel_mib) {
+            self.error(
+                mib_at,
+                format!("packaging.max_channel_mib: {max_channel_mib} is out of range; must be {MIN_CHANNEL_MIB} to {MAX_CHANNEL_MIB}"),
+            );
+        }
         PackagingConfig {
             segment_seconds,
             part_seconds,
             window_segments,
+            max_channel_bytes: max_channel_mib.saturating_mul(crate::packaging::store::MIB),
+        }
+    }
+
+    fn origin(&mut self, raw: Option<S<RawOrigin>>) -> OriginLimits {
+        let (raw, at) = section(raw);
+        let limit = |v: &mut Self, key: &str, value: Option<S<usize>>, default: usize| {
+            let (n, n_at) = spanned_or(value, default, at);
+            if !(1..=MAX_ORIGIN_LIMIT).contains(&n) {
+                v.error(
+                    n_at,
+                    format!("origin.{key}: {n} is out of range; must be 1 to {MAX_ORIGIN_LIMIT}"),
+                );
+            }
+            n
+        };
+        OriginLimits {
+            max_connections: limit(
+                self,
+                "max_connections",
+                raw.max_connections,
+                crate::origin::DEFAULT_MAX_CONNECTIONS,
+            ),
+            max_parked: limit(
+                self,
+                "max_parked",
+                raw.max_parked,
+                crate::origin::DEFAULT_MAX_PARKED,
+            ),
         }
     }
 
@@ -1597,6 +1688,17 @@ mod tests {
         assert_eq!(c.packaging.segment_seconds, 2.0);
         assert_eq!(c.packaging.part_seconds, 0.5);
         assert_eq!(c.packaging.window_segments, 8);
+        assert_eq!(
+            c.packaging.max_channel_bytes,
+            crate::packaging::store::DEFAULT_MAX_CHANNEL_BYTES
+        );
+        assert_eq!(
+            c.origin,
+            OriginLimits {
+                max_connections: crate::origin::DEFAULT_MAX_CONNECTIONS,
+                max_parked: crate::origin::DEFAULT_MAX_PARKED,
+            }
+        );
         assert!(c.channels.is_empty());
         assert_eq!(c.ladders.len(), 1);
         let l = &c.ladders["default"];
@@ -1788,6 +1890,42 @@ renditions = [
             "{e:?}"
         );
         assert!(e[1].starts_with("t.toml:3:19: "), "{e:?}");
+    }
+
+    #[test]
+    fn caps_and_their_ranges() {
+        let c = Config::parse(
+            &format!("[packaging]\nmax_channel_mib = 24\n[origin]\nmax_connections = 10\nmax_parked = 3\n{LADDER}"),
+            "t.toml",
+        )
+        .unwrap();
+        assert_eq!(c.packaging.max_channel_bytes, 24 * 1024 * 1024);
+        assert_eq!(
+            c.origin,
+            OriginLimits {
+                max_connections: 10,
+                max_parked: 3
+            }
+        );
+        // the defaults are the named constants
+        let c = Config::parse(LADDER, "t.toml").unwrap();
+        assert_eq!(c.ingest.max_publishers, DEFAULT_MAX_PUBLISHERS);
+        assert_eq!(
+            c.packaging.max_channel_bytes,
+            DEFAULT_MAX_CHANNEL_MIB * 1024 * 1024
+        );
+        let e = errors("[packaging]\nmax_channel_mib = 15\n[origin]\nmax_connections = 0\nmax_parked = 2000000\n");
+        assert_eq!(
+            e,
+            [
+                "t.toml:2:19: packaging.max_channel_mib: 15 is out of range; must be 16 to 65536",
+                "t.toml:4:19: origin.max_connections: 0 is out of range; must be 1 to 1048576",
+                "t.toml:5:14: origin.max_parked: 2000000 is out of range; must be 1 to 1048576",
+            ]
+        );
+        let e = errors("[origin]\nmax_viewers = 3\n");
+        assert_eq!(e.len(), 1, "{e:?}");
+        assert!(e[0].contains("max_viewers"), "{e:?}");
     }
 
     #[test]

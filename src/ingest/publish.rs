@@ -74,6 +74,12 @@ pub const MAX_AUDIO_BEFORE_VIDEO: usize = 64;
 /// for as long as it publishes.
 pub const MAX_PIPELINE_RESTARTS: u32 = 3;
 
+/// Bytes of audio held at a session's start (see [`MAX_AUDIO_BEFORE_VIDEO`]),
+/// at most: the hold ends at whichever cap comes first. Attack: audio
+/// messages of up to 8 MiB (the chunk layer's limit) held 64 at a time,
+/// 512 MiB. 64 AAC frames are some 50 KB.
+pub const MAX_AUDIO_BEFORE_VIDEO_BYTES: usize = 1024 * 1024;
+
 /// Who is publishing, for logs and for the channel's publisher slot.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Peer {
@@ -697,7 +703,9 @@ impl Publish {
                 match (&mut self.early_audio, &event) {
                     (None, _) => self.deliver(event, now),
                     (Some(held), MediaEvent::AudioConfig(_) | MediaEvent::Audio(_))
-                        if held.len() < MAX_AUDIO_BEFORE_VIDEO =>
+                        if held.len() < MAX_AUDIO_BEFORE_VIDEO
+                            && held_bytes(held) + event_bytes(&event)
+                                <= MAX_AUDIO_BEFORE_VIDEO_BYTES =>
                     {
                         held.push((event, now));
                     }
@@ -811,6 +819,20 @@ impl Publish {
             }
         }
     }
+}
+
+/// The media bytes of an event (a frame's data; configurations count 0).
+fn event_bytes(event: &MediaEvent) -> usize {
+    match event {
+        MediaEvent::Audio(f) => f.data.len(),
+        MediaEvent::Video(f) => f.data.len(),
+        _ => 0,
+    }
+}
+
+/// The media bytes held at a session's start.
+fn held_bytes(held: &[(MediaEvent, SystemTime)]) -> usize {
+    held.iter().map(|(e, _)| event_bytes(e)).sum()
 }
 
 impl Drop for Publish {

@@ -23,6 +23,9 @@
 //!   long is closed, whatever else it sends.
 //! - [`CLOSE_DEADLINE`]-bounded close: a peer that stops reading cannot hold
 //!   a closing connection.
+//! - [`MAX_BYTES_BEFORE_PUBLISH`]: what a connection may send while it is not
+//!   publishing, so that unauthenticated connections cannot each fill the
+//!   chunk decoder's buffer.
 //! - bytes buffered per connection, chunk streams, message size, chunk size:
 //!   enforced by the chunk decoder (`rtmp::chunk`).
 //! - publishers: the app's admission semaphore (`[ingest] max_publishers`).
@@ -49,6 +52,16 @@ pub const PUBLISH_DEADLINE: Duration = Duration::from_secs(30);
 pub const MAX_CONNECTIONS: usize = 1024;
 /// Socket read buffer per connection.
 const READ_BUFFER: usize = 64 * 1024;
+/// Bytes a connection may send while it is not publishing (before its
+/// publish is accepted, or after it ended); past it, it is closed. Attack:
+/// connections that never publish, each filling the chunk decoder's
+/// per-connection buffer (`rtmp::chunk::MAX_BUFFERED_BYTES`, 16 MiB) with
+/// half-sent messages: x [`MAX_CONNECTIONS`] that is 16 GiB before anyone is
+/// authenticated; with this cap at most 128 MiB (the cap and one read
+/// buffer each). A publisher sends connect, releaseStream, FCPublish,
+/// createStream and publish before its media: a few KiB, even with every
+/// name at `rtmp::session::MAX_NAME_LEN`.
+pub const MAX_BYTES_BEFORE_PUBLISH: u64 = 64 * 1024;
 /// The only application name publishers use: `rtmp://HOST/live/<key>`.
 pub const APP_NAME: &str = "live";
 /// Longest wait after an accept error (file descriptors exhausted, say).
@@ -234,6 +247,8 @@ enum End {
     Idle,
     NoPublish,
     HandshakeTimeout,
+    /// More than [`MAX_BYTES_BEFORE_PUBLISH`] sent while not publishing.
+    TooMuchBeforePublish,
     Protocol(String),
     Io(std::io::Error),
     Shutdown,
@@ -260,6 +275,11 @@ impl std::fmt::Display for End {
                 PUBLISH_DEADLINE.as_secs()
             ),
             End::HandshakeTimeout => write!(f, "handshake not completed in time"),
+            End::TooMuchBeforePublish => write!(
+                f,
+                "more than {} KiB sent without publishing",
+                MAX_BYTES_BEFORE_PUBLISH / 1024
+            ),
             End::Protocol(e) => write!(f, "protocol error: {e}"),
             End::Io(e) => write!(f, "connection error: {e}"),
             End::Shutdown => write!(f, "server shutting down"),
@@ -350,6 +370,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Connection<S> {
         let connected = Instant::now();
         let mut last_media = connected;
         let mut media_seen = session.stats().media_forwarded;
+        // bytes received since the connection last published (or began)
+        let mut not_publishing = leftover.len() as u64;
         loop {
             let replaced = self.live.as_ref().map(|(_, p)| p.replaced());
             // Progress, not bytes, keeps a connection open: media while
@@ -380,6 +402,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Connection<S> {
             }
             if let Err(end) = self.pump(session).await {
                 return end;
+            }
+            // counted after the read is handled: the read that carries the
+            // publish (and media an encoder sends right behind it) is the
+            // publisher's
+            if self.live.is_some() {
+                not_publishing = 0;
+            } else {
+                not_publishing += n as u64;
+                if not_publishing > MAX_BYTES_BEFORE_PUBLISH {
+                    return End::TooMuchBeforePublish;
+                }
             }
             let media = session.stats().media_forwarded;
             if media != media_seen || was_live != self.live.is_some() {

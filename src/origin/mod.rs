@@ -95,6 +95,22 @@ pub const ACCEPT_GIVE_UP: Duration = Duration::from_secs(64);
 /// before they are dropped.
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// Default [`OriginConfig::max_connections`] (`[origin] max_connections`):
+/// viewer connections open at once. Attack: a flood of connections (idle,
+/// or slow-loris under [`HEADER_READ_TIMEOUT`]) exhausting descriptors and
+/// memory. Each costs a descriptor and its buffers (a few tens of KiB): 16,384
+/// is a few hundred MiB at worst, far under the package's `LimitNOFILE`
+/// (1,048,576); behind a CDN the edges need a handful each.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 16_384;
+
+/// Default [`OriginConfig::max_parked`] (`[origin] max_parked`): blocking
+/// requests (playlist reloads, hinted parts, the next segment) parked at
+/// once. Attack: thousands of requests for the future, each holding a task
+/// and a waiter. One player parks about one request per rendition it plays;
+/// at this many, memory stays in the tens of MiB (tests/origin.rs parks
+/// 10,000).
+pub const DEFAULT_MAX_PARKED: usize = 16_384;
+
 /// Origin limits.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct OriginConfig {
@@ -110,8 +126,8 @@ pub struct OriginConfig {
 impl Default for OriginConfig {
     fn default() -> Self {
         OriginConfig {
-            max_connections: 16_384,
-            max_parked: 16_384,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            max_parked: DEFAULT_MAX_PARKED,
         }
     }
 }

@@ -830,6 +830,7 @@ mod tests {
                 segment_target: seg,
                 part_target: part,
                 window_segments: window,
+                ..crate::packaging::store::StoreConfig::default()
             });
             fx.segment(4);
             fx.open(false);

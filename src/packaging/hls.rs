@@ -693,6 +693,7 @@ pub(crate) mod tests {
                 segment_target: 2.0,
                 part_target: 0.5,
                 window_segments: window,
+                ..StoreConfig::default()
             })
         }
 
@@ -904,6 +905,7 @@ seg-1.m4s
                 segment_target: seg,
                 part_target: part,
                 window_segments: 8,
+                ..StoreConfig::default()
             });
             fx.segment(4);
             let p = media_playlist(&fx.st, 0, Skip::No);
@@ -924,6 +926,7 @@ seg-1.m4s
             segment_target: 4.0,
             part_target: 0.333,
             window_segments: 8,
+            ..StoreConfig::default()
         });
         let p = media_playlist(&fx.st, 0, Skip::No);
         assert!(p.contains(
@@ -1307,6 +1310,7 @@ seg-1.m4s
             segment_target: 4.0,
             part_target: 1.0,
             window_segments: 8,
+            ..StoreConfig::default()
         });
         fx.segment(4);
         fx.open(false);
@@ -1424,6 +1428,7 @@ seg-1.m4s
                 segment_target: seg,
                 part_target: part,
                 window_segments: 0,
+                ..StoreConfig::default()
             });
             fx.segment(4);
             fx.open(false);

@@ -46,6 +46,20 @@ const AUDIO_RESYNC_MS: i64 = 100;
 /// (publishers send audio before the first keyframe): about 5 s of AAC. Over
 /// it, the oldest is dropped and counted.
 pub const MAX_AUDIO_PREROLL: usize = 256;
+/// Bytes of audio held waiting for the first video segment, at most; over
+/// it, the oldest frames are dropped and counted, as over
+/// [`MAX_AUDIO_PREROLL`]. Attack: audio messages of up to 8 MiB (the chunk
+/// layer's limit) before any keyframe: 256 of them are 2 GiB. 256 AAC frames
+/// at 320 kbit/s are about 220 KB.
+pub const MAX_AUDIO_PREROLL_BYTES: usize = 1024 * 1024;
+/// Bytes of samples one part may hold; a sample that would take it past this
+/// starts the next part (PART-TARGET is a maximum, parts have no minimum).
+/// Attack: huge frames a millisecond apart (8 MiB video messages with
+/// repeated timestamps, which the timeline spaces 1 ms apart), so that a
+/// 0.5 s part would hold 500 of them (4 GB) before reaching the store and its
+/// byte cap (`store::DEFAULT_MAX_CHANNEL_BYTES`). 16 MiB is a 1.3 s part at
+/// 100 Mbit/s: no sane stream's part reaches it.
+pub const MAX_PART_BYTES: usize = 16 * 1024 * 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum PackagerError {
@@ -239,6 +253,12 @@ impl TrackState {
 
     fn part_duration(&self) -> i64 {
         self.part.iter().map(|s| s.duration as i64).sum()
+    }
+
+    /// Would a sample of `bytes` take the part past [`MAX_PART_BYTES`]?
+    fn part_full(&self, bytes: usize) -> bool {
+        let held: usize = self.part.iter().map(|s| s.data.len()).sum();
+        held.saturating_add(bytes) > MAX_PART_BYTES
     }
 }
 
@@ -927,7 +947,8 @@ impl Packager {
             f.keyframe
         };
         let part_len = t.part_duration();
-        let cut_part = !t.part.is_empty() && part_len + est > part_target + part_slack;
+        let cut_part = !t.part.is_empty()
+            && (part_len + est > part_target + part_slack || t.part_full(f.data.len()));
 
         if cut_segment {
             if open && elapsed > seg_target + seg_target / 2 && !self.long_gop_logged {
@@ -982,6 +1003,11 @@ impl Packager {
             let full = t.part_duration() + d + est > part_target + part_slack;
             if full {
                 if let Some(p) = t.pending.take() {
+                    // the estimate is this sample's duration: recorded, so
+                    // that a gap's interval (far above the part target)
+                    // leaves `recent` and parts go back to the target
+                    // instead of one part per frame from then on
+                    t.recent = [t.recent[1], t.recent[2], d];
                     push_sample(t, p, d);
                     self.write_part(TrackKind::Video, false);
                     if let Some(t) = self.video.as_mut() {
@@ -1026,11 +1052,16 @@ impl Packager {
         let new_segment = if has_video {
             let Some(v) = video_msn else {
                 // no video segment yet: hold the frame until one opens
-                if self.audio_preroll.len() >= MAX_AUDIO_PREROLL {
+                self.audio_preroll.push_back((f, wall));
+                let bytes = |q: &VecDeque<(AudioFrame, SystemTime)>| {
+                    q.iter().map(|(f, _)| f.data.len()).sum::<usize>()
+                };
+                while self.audio_preroll.len() > MAX_AUDIO_PREROLL
+                    || bytes(&self.audio_preroll) > MAX_AUDIO_PREROLL_BYTES
+                {
                     self.audio_preroll.pop_front();
                     self.stats.dropped_audio_before_video += 1;
                 }
-                self.audio_preroll.push_back((f, wall));
                 return;
             };
             let vs = Timestamp::new(video_seg_start.unwrap_or(0), VIDEO_TIMESCALE)
@@ -1052,7 +1083,10 @@ impl Packager {
             self.open_segment(TrackKind::Audio, dts, wall);
         } else {
             let a = self.audio.as_ref().expect("audio track");
-            if !a.part.is_empty() && a.part_duration() + frame > part_target + part_slack {
+            if !a.part.is_empty()
+                && (a.part_duration() + frame > part_target + part_slack
+                    || a.part_full(f.data.len()))
+            {
                 self.write_part(TrackKind::Audio, false);
             }
         }

@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 pub mod nginx;
+pub mod raw_rtmp;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_ladder");
 
@@ -564,4 +565,40 @@ pub fn download_track(ladder: &Ladder, channel: &str, track: &str, out: &Path) -
 
 pub fn tmpfile(dir: &tempdir::Dir, name: &str) -> PathBuf {
     dir.join(name)
+}
+
+/// What the `ladder` process holds, read from /proc/<pid>.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Resources {
+    /// Resident memory (VmRSS), KiB.
+    pub rss_kib: u64,
+    /// Open file descriptors.
+    pub fds: usize,
+}
+
+impl Ladder {
+    /// The process id of `ladder serve`.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Its resident memory and open descriptors now.
+    pub fn resources(&self) -> Resources {
+        let pid = self.pid();
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("ladder alive");
+        let rss_kib = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("VmRSS in /proc/<pid>/status");
+        let fds = std::fs::read_dir(format!("/proc/{pid}/fd"))
+            .expect("ladder alive")
+            .count();
+        Resources { rss_kib, fds }
+    }
+
+    /// Whether the process is still running.
+    pub fn alive(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
 }

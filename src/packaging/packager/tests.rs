@@ -307,7 +307,7 @@ mod properties {
             part_ms in prop::sample::select(vec![200u32, 333, 500, 1000]),
             seconds in 3u32..9,
         ) {
-            let config = StoreConfig { segment_target: 2.0, part_target: part_ms as f64 / 1000.0, window_segments: 6 };
+            let config = StoreConfig { segment_target: 2.0, part_target: part_ms as f64 / 1000.0, window_segments: 6, ..StoreConfig::default() };
             let store = ChannelStore::new("p", config);
             let mut p = Packager::new(store.clone(), "source", wall(0));
             p.start_session(wall(0));
@@ -375,6 +375,7 @@ fn numbers_never_repeat_across_a_restart() {
         segment_target: 0.5,
         part_target: 0.1,
         window_segments: 100,
+        ..StoreConfig::default()
     };
     let a = ChannelStore::new("r", config.clone());
     let mut p = Packager::new(a.clone(), "source", wall(0));
@@ -898,4 +899,147 @@ fn trun_samples(data: &[u8]) -> Vec<(usize, i32)> {
         }
     }
     out
+}
+
+/// Huge frames a millisecond apart in a GOP that never ends: the part being
+/// built never holds more than `MAX_PART_BYTES` (plus one frame), and the
+/// store never more than its cap plus one part; the next IDR starts a
+/// segment that is stored again.
+#[test]
+fn huge_frames_in_an_endless_gop_stay_under_the_part_and_channel_caps() {
+    const FRAME: usize = 1024 * 1024;
+    const CAP: usize = 40 * 1024 * 1024;
+    let config = StoreConfig {
+        max_bytes: CAP,
+        ..StoreConfig::default()
+    };
+    let store = ChannelStore::new("huge", config);
+    let mut p = Packager::new(store.clone(), "source", wall(0));
+    p.start_session(wall(0));
+    p.push(MediaEvent::VideoConfig(video_config(1280)), wall(0))
+        .unwrap();
+    let frame = |i: i64, keyframe: bool| {
+        MediaEvent::Video(VideoFrame {
+            dts: Timestamp::from_millis(i),
+            pts: Timestamp::from_millis(i),
+            keyframe,
+            data: Bytes::from(vec![0u8; FRAME]),
+        })
+    };
+    let mut largest_part = 0;
+    let mut largest_held = 0;
+    for i in 0..200 {
+        p.push(frame(i, i == 0), wall(i)).unwrap();
+        let building: usize = p
+            .video
+            .as_ref()
+            .unwrap()
+            .part
+            .iter()
+            .map(|s| s.data.len())
+            .sum();
+        largest_part = largest_part.max(building);
+        largest_held = largest_held.max(store.read().bytes());
+    }
+    assert!(
+        largest_part <= MAX_PART_BYTES,
+        "{largest_part} bytes in one part"
+    );
+    assert!(
+        largest_held <= CAP + MAX_PART_BYTES,
+        "{largest_held} bytes held"
+    );
+    {
+        let s = store.read();
+        assert_eq!(s.cap.segments_cut, 1, "{:?}", s.cap);
+        assert!(s.cap.parts_dropped > 0, "{:?}", s.cap);
+        let v = s.track("source").unwrap();
+        assert!(v.segments.iter().all(|s| s.complete));
+        for seg in &v.segments {
+            for part in &seg.parts {
+                assert!(
+                    part.data.len() <= MAX_PART_BYTES + 4096,
+                    "{} bytes",
+                    part.data.len()
+                );
+            }
+        }
+    }
+    // the next IDR opens a segment that is stored; the cut one makes room
+    // (past the segment target: 2.5 s)
+    for i in 2500..2540 {
+        p.push(frame(i, i == 2500), wall(i)).unwrap();
+        largest_held = largest_held.max(store.read().bytes());
+    }
+    let s = store.read();
+    assert!(
+        largest_held <= CAP + MAX_PART_BYTES,
+        "{largest_held} bytes held"
+    );
+    let v = s.track("source").unwrap();
+    let last = v.segments.back().unwrap();
+    assert!(!last.complete && !last.parts.is_empty());
+    assert!(s.cap.segments_dropped >= 1, "{:?}", s.cap);
+}
+
+/// A gap in the publisher's timestamps longer than the part target (a
+/// stalled encoder, a scene switch) does not leave the track cutting a part
+/// per frame afterwards: parts go back to the part target.
+#[test]
+fn parts_return_to_the_target_after_a_timestamp_gap() {
+    let (store, mut p) = setup();
+    let frame = |ms: i64, keyframe: bool| {
+        MediaEvent::Video(VideoFrame {
+            dts: Timestamp::from_millis(ms),
+            pts: Timestamp::from_millis(ms),
+            keyframe,
+            data: Bytes::from(vec![0u8; 100]),
+        })
+    };
+    // 3 s at 30 fps, a 1.5 s gap, then 6 s more, an IDR every 2 s
+    let mut times: Vec<i64> = (0..90).map(|i| i * 1000 / 30).collect();
+    times.extend((0..180).map(|i| 4500 + i * 1000 / 30));
+    for (n, ms) in times.iter().enumerate() {
+        p.push(frame(*ms, n % 60 == 0), wall(*ms)).unwrap();
+    }
+    let s = store.read();
+    let v = s.track("source").unwrap();
+    // the parts of the last complete segment (well after the gap)
+    let last = v.segments.iter().rev().find(|s| s.complete).unwrap();
+    assert!(last.start >= 4500 * 90 + 180_000, "{}", last.start);
+    let parts: Vec<u64> = last.parts.iter().map(|p| p.duration).collect();
+    assert!(parts.len() <= 5, "{} parts: {parts:?}", parts.len());
+}
+
+/// Huge audio frames before the first keyframe: the audio held for the
+/// first video segment stays under `MAX_AUDIO_PREROLL_BYTES`, the oldest
+/// dropped and counted.
+#[test]
+fn audio_held_before_the_first_keyframe_is_capped_in_bytes() {
+    let (_store, mut p) = setup();
+    for i in 0..100 {
+        let f = MediaEvent::Audio(AudioFrame {
+            dts: Timestamp::from_millis(i * 21),
+            data: Bytes::from(vec![1u8; 256 * 1024]),
+        });
+        p.push(f, wall(i * 21)).unwrap();
+        let held: usize = p.audio_preroll.iter().map(|(f, _)| f.data.len()).sum();
+        assert!(held <= MAX_AUDIO_PREROLL_BYTES, "{held} bytes held");
+    }
+    assert_eq!(p.audio_preroll.len(), 4);
+    assert_eq!(p.stats().dropped_audio_before_video, 96);
+    // normal frames: the count cap, as before
+    let (_store, mut p) = setup();
+    for i in 0..300 {
+        let f = MediaEvent::Audio(AudioFrame {
+            dts: Timestamp::from_millis(i * 21),
+            data: Bytes::from(vec![1u8; 300]),
+        });
+        p.push(f, wall(i * 21)).unwrap();
+    }
+    assert_eq!(p.audio_preroll.len(), MAX_AUDIO_PREROLL);
+    assert_eq!(
+        p.stats().dropped_audio_before_video,
+        300 - MAX_AUDIO_PREROLL as u64
+    );
 }
