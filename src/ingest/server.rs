@@ -43,7 +43,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Semaphore};
 use tokio::time::Instant;
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
 /// Time from the end of the handshake to an accepted publish.
 pub const PUBLISH_DEADLINE: Duration = Duration::from_secs(30);
@@ -177,20 +177,29 @@ impl Ingest {
             tasks.spawn(async move {
                 let _permit = permit;
                 let deadline = Instant::now() + limits.handshake_timeout;
-                match transport {
-                    Transport::Plain => {
-                        Connection::new(socket, app, peer, limits)
-                            .run(deadline, shutdown)
-                            .await
-                    }
-                    Transport::Tls(acceptor) => {
-                        let acceptor = acceptor.read().unwrap_or_else(|e| e.into_inner()).clone();
-                        if let Some(tls) = tls_accept(&acceptor, socket, peer, deadline).await {
-                            Connection::new(tls, app, peer, limits)
+                // A panic outside the publish session's own boundary (which
+                // names the channel) ends this connection alone, logged once.
+                let served = crate::app::contain::catch_async(async move {
+                    match transport {
+                        Transport::Plain => {
+                            Connection::new(socket, app, peer, limits)
                                 .run(deadline, shutdown)
                                 .await
                         }
+                        Transport::Tls(acceptor) => {
+                            let acceptor =
+                                acceptor.read().unwrap_or_else(|e| e.into_inner()).clone();
+                            if let Some(tls) = tls_accept(&acceptor, socket, peer, deadline).await {
+                                Connection::new(tls, app, peer, limits)
+                                    .run(deadline, shutdown)
+                                    .await
+                            }
+                        }
                     }
+                })
+                .await;
+                if let Err(panic) = served {
+                    error!(%peer, "{what} connection task panicked: {panic}; connection closed");
                 }
             });
         }
