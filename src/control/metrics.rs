@@ -19,6 +19,8 @@
 //! | `ladder_channel_input_frames_per_second` | gauge | `channel` |
 //! | `ladder_channel_input_bytes_total` | counter | `channel`, `media` |
 //! | `ladder_channel_placement` | gauge (1) | `channel`, `backend`, `gpu` |
+//! | `ladder_channel_memory_bytes`, `ladder_channel_memory_max_bytes` | gauge | `channel` |
+//! | `ladder_channel_cap_segments_dropped_total`, `ladder_channel_cap_segments_cut_total`, `ladder_channel_cap_parts_dropped_total` | counter | `channel` |
 //! | `ladder_decode_access_units_total`, `ladder_decode_errors_total` | counter | `channel` |
 //! | `ladder_decode_dropped_total` | counter | `channel`, `reason` (`queue_full`/`no_decoder`) |
 //! | `ladder_decode_gpu_fallbacks_total` | counter | `channel` |
@@ -296,6 +298,46 @@ pub fn render(s: &Snapshot) -> String {
             }
         },
     );
+    type MemoryField = fn(&super::snapshot::MemoryView) -> u64;
+    let memory: [(&str, MetricType, &str, MemoryField); 5] = [
+        (
+            "ladder_channel_memory_bytes",
+            Gauge,
+            "Media the channel's store holds, every rendition together.",
+            |m| m.bytes,
+        ),
+        (
+            "ladder_channel_memory_max_bytes",
+            Gauge,
+            "The channel's store cap ([packaging] max_channel_mib).",
+            |m| m.max_bytes,
+        ),
+        (
+            "ladder_channel_cap_segments_dropped_total",
+            Counter,
+            "Complete segments the memory cap dropped before their time.",
+            |m| m.segments_dropped,
+        ),
+        (
+            "ladder_channel_cap_segments_cut_total",
+            Counter,
+            "Open segments the memory cap closed before their next keyframe.",
+            |m| m.segments_cut,
+        ),
+        (
+            "ladder_channel_cap_parts_dropped_total",
+            Counter,
+            "Parts the memory cap refused.",
+            |m| m.parts_dropped,
+        ),
+    ];
+    for (name, kind, help, field) in memory {
+        per_channel(&mut e, ch, name, kind, help, |c, out| {
+            if let Some(m) = &c.memory {
+                out(&[("channel", c.name.as_str())], field(m) as f64);
+            }
+        });
+    }
     per_channel(
         &mut e,
         ch,
@@ -686,6 +728,12 @@ mod tests {
                         media_seconds: 0.3,
                         speed: Some(3.0),
                     }],
+                    memory: Some(MemoryView {
+                        bytes: 3 << 20,
+                        max_bytes: 512 << 20,
+                        segments_dropped: 2,
+                        ..MemoryView::default()
+                    }),
                     destinations: vec![DestinationView {
                         index: 0,
                         target: "rtmp://a.example/live2/<key>".into(),
@@ -710,6 +758,7 @@ mod tests {
                     transcode: None,
                     rungs: vec![],
                     destinations: vec![],
+                    memory: None,
                 },
             ],
             gpus: vec![GpuView {
@@ -757,6 +806,9 @@ mod tests {
             "ladder_gpu_nvenc_sessions{gpu=\"0\"} 3",
             "ladder_http_requests_total{server=\"origin\",class=\"2xx\"} 42",
             "process_resident_memory_bytes 52428800",
+            "ladder_channel_memory_bytes{channel=\"news\"} 3145728",
+            "ladder_channel_memory_max_bytes{channel=\"news\"} 536870912",
+            "ladder_channel_cap_segments_dropped_total{channel=\"news\"} 2",
             "process_open_fds 40",
             "process_threads 12",
         ] {

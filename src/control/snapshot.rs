@@ -106,6 +106,25 @@ pub struct ChannelView {
     /// The restream destinations: the current (or last) session's; the
     /// configured ones, stopped, before any.
     pub destinations: Vec<DestinationView>,
+    /// What the channel's store holds against its cap (`None` before the
+    /// channel was first published).
+    pub memory: Option<MemoryView>,
+}
+
+/// A channel's store: media held, its cap (`[packaging] max_channel_mib`),
+/// and what the cap did since the channel was made.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct MemoryView {
+    /// Bytes of segments and parts held, every rendition together.
+    pub bytes: u64,
+    /// The cap.
+    pub max_bytes: u64,
+    /// Complete segments dropped before their time by the cap.
+    pub segments_dropped: u64,
+    /// Open segments the cap closed before their next keyframe.
+    pub segments_cut: u64,
+    /// Parts the cap refused.
+    pub parts_dropped: u64,
 }
 
 /// Who publishes.
@@ -349,8 +368,19 @@ mod collect {
             transcode: None,
             rungs: Vec::new(),
             destinations: Vec::new(),
+            memory: None,
         };
         if let Some(rt) = runtime {
+            {
+                let state = rt.store.read();
+                v.memory = Some(MemoryView {
+                    bytes: state.bytes() as u64,
+                    max_bytes: state.config.max_bytes as u64,
+                    segments_dropped: state.cap.segments_dropped,
+                    segments_cut: state.cap.segments_cut,
+                    parts_dropped: state.cap.parts_dropped,
+                });
+            }
             let slot = rt.publisher.lock().unwrap_or_else(|e| e.into_inner());
             if let Some(p) = slot.as_ref() {
                 v.live = true;
