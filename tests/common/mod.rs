@@ -165,6 +165,11 @@ impl Ladder {
         format!("http://{}{}", self.http, path)
     }
 
+    /// The process id, for [`proc_figures`].
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     pub fn rtmp_url(&self, key: &str) -> String {
         format!("rtmp://{}/live/{}", self.rtmp, key)
     }
@@ -564,4 +569,37 @@ pub fn download_track(ladder: &Ladder, channel: &str, track: &str, out: &Path) -
 
 pub fn tmpfile(dir: &tempdir::Dir, name: &str) -> PathBuf {
     dir.join(name)
+}
+
+/// A process's resources as /proc shows them.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ProcFigures {
+    /// Resident memory (`VmRSS`), KiB.
+    pub rss_kib: u64,
+    /// Open descriptors (entries of `/proc/<pid>/fd`).
+    pub fds: usize,
+    /// Threads (`Threads`).
+    pub threads: u64,
+}
+
+/// [`ProcFigures`] of `pid`; panics if /proc cannot be read (the process died).
+pub fn proc_figures(pid: u32) -> ProcFigures {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_else(|e| panic!("/proc/{pid}/status: {e}"));
+    let field = |name: &str| -> u64 {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in /proc/{pid}/status"))
+    };
+    let fds = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap_or_else(|e| panic!("/proc/{pid}/fd: {e}"))
+        .count();
+    ProcFigures {
+        rss_kib: field("VmRSS:"),
+        fds,
+        threads: field("Threads:"),
+    }
 }
