@@ -12,11 +12,12 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # x86 assembly, for the AV1 rungs). To run the tests
 # and the demo: ffmpeg (publishes test streams; ffprobe checks what the origin
 # serves) and curl; nginx with its RTMP module (the RTMP peer of the restream,
-# pull and client tests); chromium (the status page test loads it headless).
-# python3 and pip: scripts/ptx.py (CUDA kernels, below).
+# pull and client tests); chromium (the status page test loads it headless);
+# iproute2 (tc: tests/faults.rs impairs loopback with netem where the kernel
+# has it). python3 and pip: scripts/ptx.py (CUDA kernels, below).
 DEB_PACKAGES := pkg-config clang libclang-dev libavcodec-dev libavformat-dev libavutil-dev libswscale-dev \
 	libx264-dev nasm ffmpeg curl ca-certificates python3 python3-pip nginx libnginx-mod-rtmp \
-	chromium
+	chromium iproute2
 RUST_MIN := 1.85
 PYTHON ?= python3
 

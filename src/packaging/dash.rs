@@ -54,6 +54,11 @@
 //!   needs the store to remember Period starts.
 //! - Period ids are `<discontinuity sequence number>-<init id>`: stable for as
 //!   long as the Period is listed.
+//! - A Period has every kind of track: a new one is announced once each
+//!   track of the Period before it has begun in it (or once its first
+//!   segment is complete, whatever came), since a client builds a Period's
+//!   AdaptationSets when it first sees it; a first Period reduced to one
+//!   segment of some tracks by the window's edge is left out.
 //!
 //! `UTCTiming` is `urn:mpeg:dash:utc:http-iso:2014` at `/time`; dash.js (since
 //! v4) resolves a relative value against the MPD's URL.
@@ -348,6 +353,40 @@ fn periods(state: &ChannelState) -> Vec<Period<'_>> {
             reps,
         });
     }
+    // The tracks' windows may differ by a segment: the first Period can be
+    // the last segment of an old session in the tracks whose window reaches
+    // further back, a Period without sound (or without pictures). It is
+    // leaving the window anyway: it goes now.
+    while let [first, second, ..] = out.as_slice() {
+        let kinds =
+            |p: &Period| -> Vec<TrackKind> { p.reps.iter().map(|r| r.track.info.kind).collect() };
+        let lacks_a_kind = kinds(second).iter().any(|k| !kinds(first).contains(k));
+        let one_segment = first
+            .reps
+            .iter()
+            .all(|r| r.entries.iter().map(|e| e.r + 1).sum::<u64>() <= 1);
+        if !(lacks_a_kind && one_segment) {
+            break;
+        }
+        out.remove(0);
+    }
+    // A new Period is announced once it holds every track of the Period
+    // before it, or once its first reference segment is complete. A DASH
+    // client builds a Period's AdaptationSets when it first sees it: one
+    // announced before its audio (a reconnected publisher's video comes
+    // first) would play to its end without sound. A track that does not
+    // come back (the publisher now sends no audio) holds it back one
+    // segment at most.
+    if let ([.., prev, last], Some(&(first_msn, ..))) = (out.as_slice(), runs.last()) {
+        let missing = prev
+            .reps
+            .iter()
+            .any(|p| !last.reps.iter().any(|r| r.track.info.id == p.track.info.id));
+        let begun = ref_segs.iter().any(|s| s.msn >= first_msn && s.complete);
+        if missing && !begun {
+            out.pop();
+        }
+    }
     out
 }
 
@@ -481,6 +520,7 @@ fn esc(s: &str) -> String {
 mod tests {
     use super::*;
     use crate::packaging::hls::tests::{epoch, Fx, AUDIO_TS, VIDEO_TS};
+    use bytes::Bytes;
     use quick_xml::events::Event;
     use std::time::Duration;
 
@@ -805,6 +845,88 @@ mod tests {
             v.one("SegmentTemplate").attr("initialization"),
             "$RepresentationID$/init-1.mp4"
         );
+    }
+
+    /// A new Period is announced with every track the one before it had,
+    /// or once its first segment is complete whatever came.
+    #[test]
+    fn a_new_period_waits_for_every_track_of_the_one_before() {
+        let part = || Bytes::from(vec![0u8; 1000]);
+        for audio_returns in [true, false] {
+            let mut fx = Fx::new(8);
+            fx.segment(4);
+            fx.segment(4);
+            fx.new_init();
+            // the reconnected publisher's video comes first
+            let pdt = epoch() + Duration::from_secs(4);
+            fx.st.open_segment(0, 2, 1, true, 4 * VIDEO_TS, pdt);
+            fx.st.add_part(0, VIDEO_TS / 2, true, part());
+            let m = parse(&mpd(&fx.st, now()));
+            assert_eq!(m.all("Period").len(), 1, "announced without its audio");
+            if audio_returns {
+                fx.st.open_segment(1, 2, 1, true, 4 * AUDIO_TS, pdt);
+                fx.st.add_part(1, AUDIO_TS / 2, true, part());
+                let m = parse(&mpd(&fx.st, now()));
+                let periods = m.all("Period");
+                assert_eq!(periods.len(), 2);
+                assert_eq!(periods[1].attr("id"), "1-1");
+                assert_eq!(reps(periods[1], "video").len(), 1);
+                assert_eq!(reps(periods[1], "audio").len(), 1);
+            } else {
+                // no audio came: the Period is announced once its first
+                // segment is complete
+                for _ in 0..3 {
+                    fx.st.add_part(0, VIDEO_TS / 2, false, part());
+                }
+                fx.st.close_segment(0);
+                fx.st.open_segment(0, 3, 1, false, 6 * VIDEO_TS, pdt);
+                fx.st.add_part(0, VIDEO_TS / 2, true, part());
+                let m = parse(&mpd(&fx.st, now()));
+                let periods = m.all("Period");
+                assert_eq!(periods.len(), 2);
+                assert_eq!(reps(periods[1], "video").len(), 1);
+                assert!(reps(periods[1], "audio").is_empty());
+            }
+        }
+    }
+
+    /// When the tracks' windows differ by a segment at their start (audio
+    /// completed its segment first), a first Period of one video segment
+    /// without its audio is not listed.
+    #[test]
+    fn a_first_period_without_its_audio_is_not_listed() {
+        let mut fx = Fx::new(4);
+        fx.segment(4);
+        fx.segment(4);
+        fx.new_init();
+        fx.open(true);
+        for _ in 0..4 {
+            fx.part();
+        }
+        fx.close();
+        fx.segment(4);
+        fx.segment(4);
+        let listed = |fx: &Fx| {
+            let m = parse(&mpd(&fx.st, now()));
+            m.all("Period")
+                .iter()
+                .map(|p| {
+                    (
+                        p.attr("id").to_owned(),
+                        reps(p, "video").len(),
+                        reps(p, "audio").len(),
+                    )
+                })
+                .collect::<Vec<_>>()
+        };
+        // video and audio list msn 1 (the old session's) to 4
+        assert_eq!(listed(&fx), [("0-0".into(), 1, 1), ("1-1".into(), 1, 1)]);
+        // audio completes msn 5 first: its window is 2..5, video's still
+        // 1..4 and the open 5
+        fx.open(false);
+        fx.part();
+        fx.st.close_segment(1);
+        assert_eq!(listed(&fx), [("1-1".into(), 1, 1)]);
     }
 
     #[test]

@@ -11,7 +11,10 @@
 //! - Parts never exceed the part target (EXT-X-PART-INF:PART-TARGET is a maximum):
 //!   a part closes before the sample that would take it past the target.
 //! - The audio track cuts its segments at the first audio frame at or after the
-//!   video segment's start, so every track has the same sequence numbers.
+//!   video segment's start, so every track has the same sequence numbers. A
+//!   session that ends a frame or two after a keyframe, before any audio
+//!   reached the segment it began, loses those frames rather than leave a
+//!   number to the video alone.
 //! - A sample's duration is known when the next one arrives, so a part is written
 //!   when the first sample of the next part arrives (one frame interval).
 //! - A different decoder configuration, or a new publisher session, gives every
@@ -79,6 +82,10 @@ pub struct PackagerStats {
     pub dropped_before_keyframe: u64,
     /// Audio frames dropped before the first video segment began.
     pub dropped_audio_before_video: u64,
+    /// Video frames dropped at the end of a session: the last keyframe's
+    /// segment, shorter than a part, that no audio reached (see
+    /// `Packager::end_session`).
+    pub dropped_video_without_audio: u64,
     /// Encoded rung frames packaged.
     pub rung_frames: u64,
     /// Rung frames dropped: before the rung's first IDR at a segment cut, or
@@ -690,6 +697,7 @@ impl Packager {
 
     /// The publisher session ended: write what is pending and close segments.
     pub fn end_session(&mut self) {
+        self.drop_video_tail_without_audio();
         for kind in [TrackKind::Video, TrackKind::Audio] {
             self.flush_track(kind);
         }
@@ -791,6 +799,42 @@ impl Packager {
                 }
             });
         }
+    }
+
+    /// A publisher that stops just after a keyframe leaves a video segment of
+    /// a frame or two, not yet published (less than a part), that no audio
+    /// frame reached: the audio track can never have a segment with its
+    /// number, and every rendition must list the same numbers (RFC 8216bis
+    /// §6.2.4; a player switching or syncing by sequence number would be
+    /// off by one for the rest of the window). Those frames are dropped
+    /// (counted) and the number given back. Not when a rung already cut
+    /// there.
+    fn drop_video_tail_without_audio(&mut self) {
+        if self.audio_next.is_none() {
+            return; // no audio in this session: nothing to agree with
+        }
+        let audio_last = self.audio.as_ref().and_then(|a| a.last_msn);
+        let Some(msn) = self.video.as_ref().and_then(|v| v.unpublished).map(|u| u.0) else {
+            return;
+        };
+        let reached = |last: Option<u64>| last.is_some_and(|l| l >= msn);
+        if reached(audio_last) || self.rungs.iter().any(|r| reached(r.track.last_msn)) {
+            return;
+        }
+        let Some(v) = self.video.as_mut() else {
+            return;
+        };
+        let frames = v.part.len() + usize::from(v.pending.is_some());
+        v.part.clear();
+        v.pending = None;
+        v.unpublished = None;
+        v.open_msn = None;
+        v.early = false;
+        self.stats.dropped_video_without_audio += frames as u64;
+        if self.plan.back().is_some_and(|m| m.msn == msn) {
+            self.plan.pop_back();
+        }
+        self.reclaim_msn(vec![msn]);
     }
 
     /// Segments opened but never published (no part was written) give back

@@ -13,6 +13,15 @@
 //! unpublishes and closes within [`CLOSE_GRACE`], a connection attempt or
 //! a backoff wait is abandoned; then the task waits for the resume (or the
 //! end of the session) and connects at once, without backoff.
+//!
+//! Stopping and pausing are bounded whatever the destination does: what is
+//! queued gets [`CLOSE_GRACE`] to go out, the unpublish another. A
+//! destination that reads slower than the stream (a congested uplink, a
+//! stalled server) keeps the queue from emptying and each write within its
+//! deadline: after the grace its connection is dropped without a word (it
+//! may be cut mid-message), logged once, so a slow destination cannot keep
+//! a finished session's task, queue and socket alive, nor overlap the next
+//! session's connection on the same stream key.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -39,6 +48,26 @@ enum Pumped {
     Stopped,
     /// Paused: unpublish and wait for the resume.
     Paused,
+    /// The session ended (`stopping`) or the destination was paused, and
+    /// [`CLOSE_GRACE`] later the pump was still writing to a destination
+    /// that does not take what is queued: the connection is dropped.
+    Abandoned { stopping: bool },
+}
+
+/// Resolves [`CLOSE_GRACE`] after the session stops or the destination is
+/// paused: a pump still running then is held by a destination that reads
+/// too slowly (see the module docs).
+async fn grace_expired(
+    mut stop: watch::Receiver<bool>,
+    mut paused: watch::Receiver<bool>,
+) -> Pumped {
+    // a stop sender gone is a stop (the session is over), as in `pump`
+    let stopping = tokio::select! {
+        _ = stop.wait_for(|v| *v) => true,
+        _ = paused.wait_for(|p| *p) => false,
+    };
+    tokio::time::sleep(CLOSE_GRACE).await;
+    Pumped::Abandoned { stopping }
 }
 
 /// Run `dest` for `channel` until `stop` turns true.
@@ -104,6 +133,7 @@ pub async fn run(
             Ok(mut conn) => {
                 info!(%channel, destination = %target, rendition = dest.target.rendition.as_deref().unwrap_or("source"), peer = %conn.peer_addr(), "restream live");
                 logged = None;
+                dest.went_live();
                 dest.set(|s| {
                     s.state = DestinationState::Live;
                     s.live_since = Some(SystemTime::now());
@@ -120,7 +150,11 @@ pub async fn run(
                 }
                 consumed = true;
                 let up = Instant::now();
-                let result = pump(&mut conn, &dest, &mut stop, &mut paused, sent_before).await;
+                let grace = grace_expired(stop.clone(), dest.paused.subscribe());
+                let result = tokio::select! {
+                    r = pump(&mut conn, &dest, &mut stop, &mut paused, sent_before) => r,
+                    abandoned = grace => Ok(abandoned),
+                };
                 sent_before += conn.stats().bytes_sent;
                 backoff.connection_ended(up.elapsed());
                 dest.set(|s| s.live_since = None);
@@ -133,6 +167,16 @@ pub async fn run(
                     Ok(Pumped::Paused) => {
                         let _ = tokio::time::timeout(CLOSE_GRACE, conn.close()).await;
                         dest.set(|s| s.bytes = sent_before);
+                        continue;
+                    }
+                    Ok(Pumped::Abandoned { stopping }) => {
+                        let left = dest.queue.lock().unwrap_or_else(|e| e.into_inner()).len();
+                        warn!(%channel, destination = %target, left, grace = ?CLOSE_GRACE, "restream destination did not take what was queued in time; connection dropped without unpublishing");
+                        dest.set(|s| s.bytes = sent_before);
+                        drop(conn);
+                        if stopping {
+                            break;
+                        }
                         continue;
                     }
                     Err(e) => {
@@ -298,6 +342,8 @@ mod tests {
         Accept,
         /// onStatus error NetStream.Publish.BadName, quoting the key.
         Refuse,
+        /// Accepts, then never reads again (holding the connection).
+        AcceptThenStopReading,
     }
 
     /// An RTMP server (Ladder's own handshake and session) on a loopback
@@ -324,6 +370,7 @@ mod tests {
                     let mut hs = ServerHandshake::new(0, 3);
                     let mut session = ServerSession::new(SessionConfig::default());
                     let mut handshaking = true;
+                    let mut published = false;
                     loop {
                         let n = match sock.read(&mut buf).await {
                             Ok(0) | Err(_) => return,
@@ -344,8 +391,11 @@ mod tests {
                         }
                         while let Some(ev) = session.poll_event() {
                             if let ServerEvent::PublishRequested { stream_id, .. } = &ev {
+                                published = true;
                                 match answer {
-                                    Answer::Accept => session.accept_publish(*stream_id),
+                                    Answer::Accept | Answer::AcceptThenStopReading => {
+                                        session.accept_publish(*stream_id)
+                                    }
                                     Answer::Refuse => session.reject_publish(
                                         *stream_id,
                                         "NetStream.Publish.BadName",
@@ -359,6 +409,9 @@ mod tests {
                             if sock.write_all(&out).await.is_err() {
                                 return;
                             }
+                        }
+                        if answer == Answer::AcceptThenStopReading && published {
+                            std::future::pending::<()>().await;
                         }
                     }
                 });
@@ -516,5 +569,61 @@ mod tests {
             .unwrap();
         assert_eq!(dest.status().state, DestinationState::Stopped);
         assert!(dest.status().target.ends_with("/live/<key>"));
+    }
+
+    /// A destination that accepts the publish and then stops reading, with
+    /// a write deadline far longer than the test: when the session stops,
+    /// the task still ends within the close grace (dropping the connection),
+    /// not when the write deadline or the queue would allow.
+    #[tokio::test]
+    async fn a_destination_that_stops_reading_does_not_hold_the_stop() {
+        let (url, _events, _) = server(Answer::AcceptThenStopReading).await;
+        let dest = Destination::new(target(&url));
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let options = ConnectOptions {
+            timeouts: client::Timeouts {
+                write: Duration::from_secs(600),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let task = tokio::spawn(run("news".into(), dest.clone(), stop_rx, options));
+        dest.push(Outgoing::VideoConfig(video_config()));
+        // 25 MiB of frames: more than loopback's socket buffers take
+        for i in 0..100 {
+            let mut data = vec![0u8; 256 * 1024];
+            data[..4].copy_from_slice(&(256 * 1024 - 4u32).to_be_bytes());
+            data[4] = if i % 30 == 0 { 0x65 } else { 0x41 };
+            dest.push(Outgoing::Video(VideoFrame {
+                dts: Timestamp::from_millis(i * 33),
+                pts: Timestamp::from_millis(i * 33),
+                keyframe: i % 30 == 0,
+                data: Bytes::from(data),
+            }));
+        }
+        until("live", || dest.status().state == DestinationState::Live).await;
+        // the pump is stuck once the bytes written stop moving
+        let t = Instant::now();
+        let mut last = (dest.status().bytes, Instant::now());
+        loop {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            let bytes = dest.status().bytes;
+            if bytes != last.0 {
+                last = (bytes, Instant::now());
+            } else if bytes > 0 && last.1.elapsed() > Duration::from_millis(300) {
+                break;
+            }
+            assert!(t.elapsed() < Duration::from_secs(10), "never stalled");
+        }
+        stop_tx.send(true).unwrap();
+        tokio::time::timeout(Duration::from_secs(10), task)
+            .await
+            .expect("the task outlived the stop by far more than the close grace")
+            .unwrap();
+        assert_eq!(dest.status().state, DestinationState::Stopped);
+        assert!(
+            !dest.queue.lock().unwrap().is_empty(),
+            "the server read everything: nothing was stalled"
+        );
     }
 }

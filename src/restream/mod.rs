@@ -32,8 +32,8 @@ pub mod destination;
 pub mod queue;
 pub mod tags;
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::SystemTime;
 
 use crate::control::config::RestreamTarget;
@@ -114,6 +114,11 @@ pub struct Destination {
     pub paused: tokio::sync::watch::Sender<bool>,
     /// Media messages dropped because the destination was paused.
     paused_drops: AtomicU64,
+    /// The channel's name, for log lines (set when the task starts).
+    channel: OnceLock<String>,
+    /// An overflow was logged at warning level since the destination last
+    /// went live: the next ones of that connection go to debug level.
+    overflow_warned: AtomicBool,
 }
 
 impl Destination {
@@ -136,6 +141,8 @@ impl Destination {
             ready: tokio::sync::Notify::new(),
             paused: tokio::sync::watch::Sender::new(false),
             paused_drops: AtomicU64::new(0),
+            channel: OnceLock::new(),
+            overflow_warned: AtomicBool::new(false),
         })
     }
 
@@ -149,13 +156,41 @@ impl Destination {
             self.note_queue(stats);
             return;
         }
-        let stats = {
+        let (before, stats) = {
             let mut q = self.queue.lock().unwrap_or_else(|e| e.into_inner());
+            let before = q.stats();
             q.push(item);
-            q.stats()
+            (before, q.stats())
         };
         self.note_queue(stats);
+        if stats.overflows > before.overflows {
+            self.log_overflow(stats);
+        }
         self.ready.notify_one();
+    }
+
+    /// One line per overflow: the first of a live connection at warning
+    /// level (the destination takes less than the stream), the next ones of
+    /// that connection, and those while it is not connected (its queue
+    /// fills by design; "restream cannot connect" said why), at debug level.
+    /// A destination that stays slow for hours costs a line, not one every
+    /// few seconds; `/metrics` counts them all.
+    fn log_overflow(&self, stats: QueueStats) {
+        let channel = self.channel.get().map(String::as_str).unwrap_or("");
+        let status = self.status();
+        let target = &status.target;
+        if status.state != DestinationState::Live
+            || self.overflow_warned.swap(true, Ordering::Relaxed)
+        {
+            tracing::debug!(%channel, destination = %target, overflows = stats.overflows, dropped = stats.dropped, "restream queue overflowed");
+        } else {
+            tracing::warn!(%channel, destination = %target, overflows = stats.overflows, dropped = stats.dropped, "restream queue overflowed: the destination takes less than the stream; dropping to the next keyframe");
+        }
+    }
+
+    /// The destination went live: its next overflow is news again.
+    pub(crate) fn went_live(&self) {
+        self.overflow_warned.store(false, Ordering::Relaxed);
     }
 
     fn note_queue(&self, stats: QueueStats) {
@@ -255,6 +290,7 @@ impl Restream {
         };
         let (tx, rx) = tokio::sync::watch::channel(false);
         for d in &self.destinations {
+            let _ = d.channel.set(channel.to_owned());
             if let Some(rung) = d.rung() {
                 if !encoded.iter().any(|e| e == rung) {
                     let why = format!(

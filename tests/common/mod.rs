@@ -166,6 +166,11 @@ impl Ladder {
         format!("http://{}{}", self.http, path)
     }
 
+    /// The process id, for [`proc_figures`].
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     pub fn rtmp_url(&self, key: &str) -> String {
         format!("rtmp://{}/live/{}", self.rtmp, key)
     }
@@ -577,28 +582,50 @@ pub struct Resources {
 }
 
 impl Ladder {
-    /// The process id of `ladder serve`.
-    pub fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
     /// Its resident memory and open descriptors now.
     pub fn resources(&self) -> Resources {
-        let pid = self.pid();
-        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("ladder alive");
-        let rss_kib = status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-            .expect("VmRSS in /proc/<pid>/status");
-        let fds = std::fs::read_dir(format!("/proc/{pid}/fd"))
-            .expect("ladder alive")
-            .count();
-        Resources { rss_kib, fds }
+        let f = proc_figures(self.pid());
+        Resources {
+            rss_kib: f.rss_kib,
+            fds: f.fds,
+        }
     }
 
     /// Whether the process is still running.
     pub fn alive(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))
+    }
+}
+
+/// A process's resources as /proc shows them.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ProcFigures {
+    /// Resident memory (`VmRSS`), KiB.
+    pub rss_kib: u64,
+    /// Open descriptors (entries of `/proc/<pid>/fd`).
+    pub fds: usize,
+    /// Threads (`Threads`).
+    pub threads: u64,
+}
+
+/// [`ProcFigures`] of `pid`; panics if /proc cannot be read (the process died).
+pub fn proc_figures(pid: u32) -> ProcFigures {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_else(|e| panic!("/proc/{pid}/status: {e}"));
+    let field = |name: &str| -> u64 {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in /proc/{pid}/status"))
+    };
+    let fds = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap_or_else(|e| panic!("/proc/{pid}/fd: {e}"))
+        .count();
+    ProcFigures {
+        rss_kib: field("VmRSS:"),
+        fds,
+        threads: field("Threads:"),
     }
 }

@@ -238,6 +238,67 @@ fn reconnect_continues_with_a_discontinuity() {
     }
 }
 
+/// A publisher killed just after a keyframe, before any audio frame of the
+/// segment it began: that segment is dropped, and the next session's first
+/// segment takes its number on every track, so video and audio list the
+/// same sequence numbers.
+#[test]
+fn a_session_ending_just_after_a_keyframe_leaves_no_number_to_audio_alone() {
+    let (store, mut p) = setup();
+    // 2 s of both (one segment), then the IDR at 2000 ms and nothing after
+    // it: the last audio frame is at 1984 ms
+    let mut events: Vec<(i64, MediaEvent)> = (0..=60i64)
+        .map(|i| {
+            let dts = i * 1000 / 30;
+            let frame = VideoFrame {
+                dts: Timestamp::from_millis(dts),
+                pts: Timestamp::from_millis(dts),
+                keyframe: i % 30 == 0,
+                data: Bytes::from(vec![0u8; 1000]),
+            };
+            (dts, MediaEvent::Video(frame))
+        })
+        .collect();
+    events.extend((0..94i64).map(|i| {
+        let dts = i * 1024 * 1000 / 48_000;
+        let frame = AudioFrame {
+            dts: Timestamp::from_millis(dts),
+            data: Bytes::from(vec![1u8; 300]),
+        };
+        (dts, MediaEvent::Audio(frame))
+    }));
+    events.sort_by_key(|(t, _)| *t);
+    for (t, e) in events {
+        p.push(e, wall(t)).unwrap();
+    }
+    p.end_session();
+    assert_eq!(p.stats().dropped_video_without_audio, 1);
+    let start = p.start_session(wall(3000));
+    p.push(MediaEvent::VideoConfig(video_config(1280)), wall(3000))
+        .unwrap();
+    p.push(MediaEvent::AudioConfig(audio_config()), wall(3000))
+        .unwrap();
+    feed(&mut p, start.as_millis(), 4.5, 60, false);
+    p.end_session();
+    let s = store.read();
+    let msns = |id: &str| -> Vec<u64> {
+        s.track(id)
+            .unwrap()
+            .segments
+            .iter()
+            .map(|x| x.msn)
+            .collect()
+    };
+    let (video, audio) = (msns("source"), msns("audio"));
+    assert!(video.windows(2).all(|w| w[1] == w[0] + 1), "{video:?}");
+    assert_eq!(video, audio);
+    let v = s.track("source").unwrap();
+    assert!(
+        v.segments[1].discontinuity,
+        "the next session follows at once"
+    );
+}
+
 #[test]
 fn a_new_resolution_starts_a_new_init_and_a_discontinuity() {
     let (store, mut p) = setup();
