@@ -56,7 +56,12 @@ fn the_corpus_replays_without_a_panic() {
             for file in inputs(&root().join(kind).join(t.name())) {
                 let data = std::fs::read(&file).expect("read corpus file");
                 let result = std::panic::catch_unwind(|| run(t, &data));
-                assert!(result.is_ok(), "{} panicked on {}", t.name(), file.display());
+                assert!(
+                    result.is_ok(),
+                    "{} panicked on {}",
+                    t.name(),
+                    file.display()
+                );
                 total += 1;
             }
         }

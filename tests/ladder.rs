@@ -268,7 +268,11 @@ fn every_rendition_is_as_configured_and_aligned_with_the_source() {
     }
     if parts.iter().all(|p| !p.is_empty()) {
         let uris = |p: &[(String, String)]| p.iter().map(|x| x.1.clone()).collect::<Vec<_>>();
-        assert_eq!(uris(&parts[0]), uris(&parts[1]), "the rungs' parts are the same");
+        assert_eq!(
+            uris(&parts[0]),
+            uris(&parts[1]),
+            "the rungs' parts are the same"
+        );
         if !any_dropped {
             assert_eq!(parts[0], parts[1], "the rungs' parts last as long");
         }

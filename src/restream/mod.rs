@@ -304,11 +304,23 @@ impl Restream {
                     continue;
                 }
             }
-            runtime.spawn(destination::run(
-                channel.to_owned(),
-                d.clone(),
+            let (channel, d, rx, options) =
+                (channel.to_owned(), d.clone(), rx.clone(), options.clone());
+            let target = d.status().target;
+            let dest = d.clone();
+            runtime.spawn(supervise(
+                channel.clone(),
+                target,
                 rx.clone(),
-                options.clone(),
+                move |panic| {
+                    if let Some(message) = panic {
+                        dest.set(|s| {
+                            s.state = DestinationState::Waiting;
+                            s.last_error = Some(format!("task panicked: {message}"));
+                        });
+                    }
+                    destination::run(channel.clone(), d.clone(), rx.clone(), options.clone())
+                },
             ));
         }
         self.stop = Some(tx);
@@ -378,6 +390,50 @@ impl Restream {
 impl Drop for Restream {
     fn drop(&mut self) {
         self.stop();
+    }
+}
+
+/// How long a destination whose task panicked waits before a new task.
+pub const RESTART_DELAY: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Runs the task `make` returns on its own tokio task; when that panics, one
+/// error line names the channel and the destination (redacted), and after
+/// [`RESTART_DELAY`] `make` is called again with the panic's message, until a
+/// task returns or `stop` turns true. A panicking destination restarts alone:
+/// ingest, packaging and the other destinations never see it.
+async fn supervise<F, Fut>(
+    channel: String,
+    target: String,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+    mut make: F,
+) where
+    F: FnMut(Option<String>) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let mut panic = None;
+    loop {
+        match tokio::spawn(make(panic.take())).await {
+            Ok(()) => return,
+            Err(e) if e.is_panic() => {
+                let payload = e.into_panic();
+                let message = payload
+                    .downcast_ref::<&str>()
+                    .map(|s| (*s).to_owned())
+                    .or_else(|| payload.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "non-string panic payload".to_owned());
+                tracing::error!(%channel, destination = %target, "restream task panicked: {message}; restarting the destination in {} s", RESTART_DELAY.as_secs());
+                panic = Some(message);
+            }
+            // cancelled: the runtime is shutting down
+            Err(_) => return,
+        }
+        if *stop.borrow() {
+            return;
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(RESTART_DELAY) => {}
+            _ = stop.changed() => return,
+        }
     }
 }
 
@@ -503,5 +559,43 @@ mod tests {
         assert!(q.pop().is_none());
         drop(q);
         assert_eq!(d.status().dropped, 6, "the audio before the keyframe");
+    }
+
+    #[tokio::test]
+    async fn a_panicking_destination_task_is_restarted_until_it_returns() {
+        let (_tx, rx) = tokio::sync::watch::channel(false);
+        let runs = Arc::new(AtomicU64::new(0));
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let (r, s) = (runs.clone(), seen.clone());
+        supervise("ch".into(), "rtmp://x/app/<key>".into(), rx, move |panic| {
+            s.lock().unwrap().push(panic);
+            let n = r.fetch_add(1, Ordering::SeqCst);
+            async move {
+                if n < 2 {
+                    panic!("boom {n}");
+                }
+            }
+        })
+        .await;
+        assert_eq!(runs.load(Ordering::SeqCst), 3);
+        assert_eq!(
+            *seen.lock().unwrap(),
+            vec![None, Some("boom 0".to_owned()), Some("boom 1".to_owned())]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_stopped_destination_is_not_restarted() {
+        let (tx, rx) = tokio::sync::watch::channel(false);
+        let runs = Arc::new(AtomicU64::new(0));
+        let r = runs.clone();
+        let task = tokio::spawn(supervise("ch".into(), "t".into(), rx, move |_| {
+            r.fetch_add(1, Ordering::SeqCst);
+            async { panic!("always") }
+        }));
+        tokio::time::sleep(RESTART_DELAY / 2).await;
+        tx.send(true).unwrap();
+        task.await.unwrap();
+        assert_eq!(runs.load(Ordering::SeqCst), 1);
     }
 }
