@@ -307,11 +307,7 @@ fn broken_reloads_renditions_and_blocking_answers_are_caught() {
     // under 3 target durations
     let back = GOOD_MEDIA
         .replace("#EXT-X-MEDIA-SEQUENCE:100", "#EXT-X-MEDIA-SEQUENCE:99")
-        .replace("seg-101.m4s", "seg-101b.m4s")
-        .replace(
-            "#EXT-X-DISCONTINUITY-SEQUENCE:0",
-            "#EXT-X-DISCONTINUITY-SEQUENCE:0",
-        );
+        .replace("seg-101.m4s", "seg-101b.m4s");
     assert_caught(
         &check_reload(GOOD_MEDIA, &back),
         &["sequence-monotonic", "segment-stable"],
@@ -423,7 +419,7 @@ fn live_playlists_follow_the_apple_rules_across_a_reconnect() {
     report.assert_clean();
     // it looked at something: the master, two media playlists, a delta and
     // 4 reloads each, every URI of the last answers
-    assert!(report.playlists_checked >= 1 + 2 * 6, "{}", show(&report));
+    assert!(report.playlists_checked > 2 * 6, "{}", show(&report));
     assert!(report.uris_checked >= 20, "{}", show(&report));
     let _ = first.kill();
     let _ = first.wait();
