@@ -675,6 +675,52 @@ fn players_play_through_the_edge_and_growing_segments_flow() {
     assert!(report.uris_checked >= 20);
 }
 
+/// Anyone can ask the edge for a part that does not exist yet. The origin's
+/// 404 must not stay in the edge's cache: a moment later that part exists,
+/// and every player of the edge asks for it.
+#[test]
+fn a_request_for_a_future_part_does_not_poison_the_edge() {
+    let s = Setup::start();
+    let f = Fetch::new();
+    let origin_playlist = s.ladder.url("/live/edge/source/index.m3u8");
+    let playlist = f.get(&origin_playlist).unwrap().text();
+    let hint = parse_media(&playlist)
+        .preload_hints
+        .iter()
+        .find_map(|h| h.get("URI").cloned())
+        .expect("a preload hint");
+    // part-<n>.m4s: two after the hinted one, neither present nor hinted
+    let n: u64 = hint
+        .trim_start_matches("part-")
+        .trim_end_matches(".m4s")
+        .parse()
+        .expect("part-<n>.m4s");
+    let future = format!("part-{}.m4s", n + 2);
+    let edge_url = s.edge.url(&format!("/live/edge/source/{future}"));
+    let first = f.get(&edge_url).unwrap();
+    assert_eq!(
+        first.status,
+        404,
+        "{future} before it exists: {}",
+        first.text()
+    );
+    // once the origin lists it, the edge serves it
+    let t = Instant::now();
+    while !f.get(&origin_playlist).unwrap().text().contains(&future) {
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "{future} never listed"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let later = f.get(&edge_url).unwrap();
+    assert_eq!(
+        later.status, 200,
+        "{future} is listed by the origin, the edge still answers {} (its cached 404)",
+        later.status
+    );
+}
+
 /// The example goes into Debian's nginx.conf as its comments say (in
 /// conf.d, inside `http`, beside the stock settings such as `gzip on`).
 #[test]
