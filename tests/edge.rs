@@ -21,7 +21,7 @@
 
 mod common;
 
-use common::hls_rules::{parse_media, resolve, validate_live, Fetch, LiveOptions};
+use common::hls_rules::{number_plus, parse_media, resolve, validate_live, Fetch, LiveOptions};
 use common::nginx::{edge_config, Access, Edge, NGINX};
 use common::{config, publish, wait_200, Ladder, Source};
 use std::collections::{BTreeMap, BTreeSet};
@@ -689,13 +689,8 @@ fn a_request_for_a_future_part_does_not_poison_the_edge() {
         .iter()
         .find_map(|h| h.get("URI").cloned())
         .expect("a preload hint");
-    // part-<n>.m4s: two after the hinted one, neither present nor hinted
-    let n: u64 = hint
-        .trim_start_matches("part-")
-        .trim_end_matches(".m4s")
-        .parse()
-        .expect("part-<n>.m4s");
-    let future = format!("part-{}.m4s", n + 2);
+    // two after the hinted part: neither present nor hinted
+    let future = number_plus(&hint, 2).expect("part-<n>.m4s");
     let edge_url = s.edge.url(&format!("/live/edge/source/{future}"));
     let first = f.get(&edge_url).unwrap();
     assert_eq!(

@@ -374,6 +374,40 @@ fn broken_reloads_renditions_and_blocking_answers_are_caught() {
     );
 }
 
+#[test]
+fn url_helpers() {
+    use common::hls_rules::{number_plus, relative_to, resolve};
+    let master = "http://127.0.0.1:8080/live/cam/master.m3u8";
+    assert_eq!(
+        resolve(master, "source/index.m3u8"),
+        "http://127.0.0.1:8080/live/cam/source/index.m3u8"
+    );
+    let media = "http://127.0.0.1:8080/live/cam/source/index.m3u8?_HLS_msn=4";
+    assert_eq!(
+        resolve(media, "../audio/index.m3u8"),
+        "http://127.0.0.1:8080/live/cam/audio/index.m3u8"
+    );
+    assert_eq!(
+        resolve(media, "part-7.m4s?token=1.ab"),
+        "http://127.0.0.1:8080/live/cam/source/part-7.m4s?token=1.ab"
+    );
+    assert_eq!(resolve(media, "/time"), "http://127.0.0.1:8080/time");
+    assert_eq!(
+        relative_to("source/index.m3u8", "audio/index.m3u8"),
+        "../audio/index.m3u8"
+    );
+    assert_eq!(relative_to("a.m3u8", "b/c.m3u8"), "b/c.m3u8");
+    assert_eq!(
+        number_plus("part-35913641510.m4s", 5).as_deref(),
+        Some("part-35913641515.m4s")
+    );
+    assert_eq!(
+        number_plus("part-9.m4s?token=1.ab", 2).as_deref(),
+        Some("part-11.m4s?token=1.ab")
+    );
+    assert_eq!(number_plus("part.m4s", 1), None);
+}
+
 // ---------------------------------------------------------------- live
 
 /// Segments of 1 s, parts of 0.2 s, 12 segments in the window (so delta

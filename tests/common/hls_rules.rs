@@ -60,7 +60,8 @@
 //! | `segment-stable` | a segment number keeps its URI and discontinuity number | RFC 6.2.1 |
 //! | `window-3td` | segments leave only while >= 3 target durations stay | RFC 6.2.2, PR |
 //! | `blocking-reload` | an answer holds the segment / part asked for | RFC 6.2.5.2, PR |
-//! | `bad-directive-400` | `_HLS_part` alone, `_HLS_msn` too far: 400 | RFC 6.2.5.2, PR |
+//! | `bad-directive-400` | `_HLS_part` alone, `_HLS_msn` or `_HLS_part` too far ahead: 400 | RFC 6.2.5.2, PR |
+//! | `not-hinted-404` | a part neither listed nor hinted is 404 | RFC 6.2.6, PR |
 //! | `content-type` | playlists are `application/vnd.apple.mpegurl` | RFC 4 |
 //! | `uri-resolves` | every URI listed or hinted answers 200 | RFC 6.2.1, 6.2.6 |
 //! | `delta-available` | `_HLS_skip=YES` skips when something is skippable | RFC 6.2.5.1 |
@@ -1463,15 +1464,36 @@ pub fn validate_live(master_url: &str, opts: &LiveOptions) -> Report {
         // `_HLS_part` without `_HLS_msn`; `_HLS_msn` too far ahead (of a
         // playlist fetched just now: two segments would have to complete
         // before the request for it to become valid)
-        let last = match f.get(&url) {
-            Ok(a) if a.status == 200 => parse_media(&a.text()).last_position().map_or(0, |p| p.0),
-            _ => m.last_position().map_or(0, |p| p.0),
+        let fresh = match f.get(&url) {
+            Ok(a) if a.status == 200 => parse_media(&a.text()),
+            _ => m.clone(),
         };
+        // a part neither present nor hinted: 404 (five after the hinted one,
+        // for hints named <prefix><number><suffix>)
+        if let Some(hint) = fresh.preload_hints.iter().find_map(|h| h.get("URI")) {
+            if let Some(later) = number_plus(hint, 5) {
+                let target = resolve(&url, &later);
+                match f.request(true, &target) {
+                    Ok(a) if a.status == 404 => {}
+                    Ok(a) => report.push(
+                        "not-hinted-404",
+                        format!("{target} (neither listed nor hinted): status {}", a.status),
+                    ),
+                    Err(e) => report.push("http", e),
+                }
+            }
+        }
+
+        let last = fresh.last_position().map_or(0, |p| p.0);
         for (q, why) in [
             ("_HLS_part=0".to_string(), "_HLS_part without _HLS_msn"),
             (
                 format!("_HLS_msn={}", last + 3),
                 "_HLS_msn more than 2 past the last segment",
+            ),
+            (
+                format!("_HLS_msn={}&_HLS_part=1000", last + 1),
+                "a part beyond the Advance Part Limit",
             ),
         ] {
             let bad = with_query(&url, &q);
@@ -1579,6 +1601,30 @@ pub fn validate_live(master_url: &str, opts: &LiveOptions) -> Report {
         }
     }
     report
+}
+
+/// `part-41.m4s` plus 5 is `part-46.m4s`: the last run of digits in a URI's
+/// file name before its extension, plus `n`.
+pub fn number_plus(uri: &str, n: u64) -> Option<String> {
+    let path_end = uri.find('?').unwrap_or(uri.len());
+    let name_start = uri[..path_end].rfind('/').map_or(0, |i| i + 1);
+    let stem_end = uri[name_start..path_end]
+        .rfind('.')
+        .map_or(path_end, |i| name_start + i);
+    let end = uri[..stem_end].rfind(|c: char| c.is_ascii_digit())? + 1;
+    if end <= name_start {
+        return None;
+    }
+    let start = uri[..end]
+        .rfind(|c: char| !c.is_ascii_digit())
+        .map_or(0, |i| i + 1);
+    let value: u64 = uri[start..end].parse().ok()?;
+    Some(format!(
+        "{}{}{}",
+        &uri[..start],
+        value.checked_add(n)?,
+        &uri[end..]
+    ))
 }
 
 /// `to` relative to the directory of `from` (both relative to the
