@@ -455,6 +455,14 @@ fn live_playlists_follow_the_apple_rules_across_a_reconnect() {
     // 4 reloads each, every URI of the last answers
     assert!(report.playlists_checked > 2 * 6, "{}", show(&report));
     assert!(report.uris_checked >= 20, "{}", show(&report));
+    // the last playlists before the publisher goes
+    let before: Vec<(String, String)> = ["source", "audio"]
+        .iter()
+        .map(|r| {
+            let url = ladder.url(&format!("/live/rules/{r}/index.m3u8"));
+            (url.clone(), common::get_text(&url).1)
+        })
+        .collect();
     let _ = first.kill();
     let _ = first.wait();
 
@@ -478,6 +486,11 @@ fn live_playlists_follow_the_apple_rules_across_a_reconnect() {
     let report = validate_live(&master, &LiveOptions::default());
     eprintln!("after the reconnect: {}", show(&report));
     report.assert_clean();
+    // across the reconnect: nothing went backwards, nothing was renamed
+    for (url, old) in &before {
+        let (_, new) = common::get_text(url);
+        assert_none(&check_reload(old, &new), url);
+    }
     let (_, text) = common::get_text(&media);
     assert!(
         text.matches("#EXT-X-MAP:").count() >= 2,

@@ -1,7 +1,9 @@
 //! nginx with the RTMP module (Debian's libnginx-mod-rtmp) as a real RTMP
 //! peer: the server the client tests publish to and play from, the restream
 //! destination that records what Ladder sends, the remote source a pull
-//! channel plays.
+//! channel plays. And nginx as an HTTP CDN edge in front of Ladder's origin
+//! ([`Edge`]: packaging/nginx-edge.conf as shipped), for tests that play
+//! through a cache.
 #![allow(dead_code)]
 
 use super::tempdir::Dir;
