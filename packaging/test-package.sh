@@ -36,6 +36,7 @@ FILES=(
 	/usr/share/bash-completion/completions/ladder
 	/usr/share/fish/vendor_completions.d/ladder.fish
 	/usr/share/doc/ladder/README.md
+	/usr/share/doc/ladder/examples/nginx-edge.conf
 )
 DEB_ZSH=/usr/share/zsh/vendor-completions/_ladder
 RPM_ZSH=/usr/share/zsh/site-functions/_ladder

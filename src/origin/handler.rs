@@ -46,9 +46,13 @@ pub const BLOCKING_CACHE_TARGET_DURATIONS: u64 = 6;
 /// Init segments, parts and segments: URLs never repeat (the packager numbers
 /// msn, parts and inits from the wall clock), so their bytes never change.
 const CACHE_IMMUTABLE: &str = "public, max-age=31536000, immutable";
-/// Not found now, maybe soon (a part just past the hint): a CDN may absorb a
-/// burst of identical misses for a second, not longer.
-const CACHE_NOT_FOUND: &str = "public, max-age=1";
+/// Not found: never cached. Almost everything not found now exists soon (a
+/// part past the hint, the next segment, a channel about to go live), and a
+/// cached 404 outlives that: one request for a future part through a CDN
+/// edge (nginx keeps `max-age=1` for 1 to 2 s) made the edge answer 404 to
+/// every player once the part existed (tests/edge.rs). Misses are answered
+/// from memory; the origin can take them.
+const CACHE_NOT_FOUND: &str = "no-store";
 /// Errors (400, 405, 503) and the clock: never cached.
 const CACHE_NO_STORE: &str = "no-store";
 

@@ -8,7 +8,8 @@
 //! whether to answer, wait or refuse.
 //!
 //! # Playlists
-//! - Multivariant playlist (§4.4.6): one `EXT-X-STREAM-INF` per video track,
+//! - Multivariant playlist (§4.4.6): `EXT-X-VERSION` as the media playlists',
+//!   one `EXT-X-STREAM-INF` per video track,
 //!   audio tracks as an `EXT-X-MEDIA` group `"audio"`; `CODECS` lists every
 //!   codec of the variant (§6.2.4); `BANDWIDTH` is the measured peak segment
 //!   bitrate (the nominal rate until a segment is complete) plus the audio's.
@@ -59,6 +60,12 @@ use std::time::SystemTime;
 
 /// EXT-X-VERSION of media playlists: 9 for EXT-X-SKIP (RFC 8216bis §8).
 pub const MEDIA_PLAYLIST_VERSION: u32 = 9;
+/// EXT-X-VERSION of the multivariant playlist. Its own tags need no more than
+/// version 1, but the version covers "the Playlist file, its associated
+/// media, and its server" (RFC 8216bis §4.3.1.2), and Apple's validator
+/// wants the tag: the same as the media playlists, one protocol version for
+/// the whole presentation.
+pub const MULTIVARIANT_PLAYLIST_VERSION: u32 = MEDIA_PLAYLIST_VERSION;
 /// HOLD-BACK in target durations (§4.4.3.8: at least 3).
 pub const HOLD_BACK_TARGET_DURATIONS: u64 = 3;
 /// PART-HOLD-BACK in part targets (§4.4.3.8: at least 2, should be 3; Apple: 3).
@@ -220,7 +227,10 @@ fn decimal(s: &str) -> Option<u64> {
 /// The multivariant playlist (`/live/<ch>/master.m3u8`).
 pub fn master_playlist(state: &ChannelState) -> String {
     let mut out = String::with_capacity(1024);
-    out.push_str("#EXTM3U\n#EXT-X-INDEPENDENT-SEGMENTS\n");
+    let _ = writeln!(
+        out,
+        "#EXTM3U\n#EXT-X-VERSION:{MULTIVARIANT_PLAYLIST_VERSION}\n#EXT-X-INDEPENDENT-SEGMENTS"
+    );
     let audio: Vec<&Track> = state
         .tracks
         .iter()
@@ -858,6 +868,7 @@ seg-1.m4s
         assert_eq!(
             master_playlist(&fx.st),
             "#EXTM3U
+#EXT-X-VERSION:9
 #EXT-X-INDEPENDENT-SEGMENTS
 #EXT-X-MEDIA:TYPE=AUDIO,GROUP-ID=\"audio\",NAME=\"audio\",DEFAULT=YES,AUTOSELECT=YES,CHANNELS=\"2\",URI=\"audio/index.m3u8\"
 #EXT-X-STREAM-INF:BANDWIDTH=3128000,AVERAGE-BANDWIDTH=3128000,CODECS=\"avc1.64001f,mp4a.40.2\",RESOLUTION=1280x720,FRAME-RATE=30.000,AUDIO=\"audio\"
@@ -893,7 +904,7 @@ seg-1.m4s
         });
         assert_eq!(
             master_playlist(&st),
-            "#EXTM3U\n#EXT-X-INDEPENDENT-SEGMENTS\n\
+            "#EXTM3U\n#EXT-X-VERSION:9\n#EXT-X-INDEPENDENT-SEGMENTS\n\
 #EXT-X-STREAM-INF:BANDWIDTH=128000,AVERAGE-BANDWIDTH=128000,CODECS=\"mp4a.40.2\"\naudio/index.m3u8\n"
         );
     }

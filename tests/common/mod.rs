@@ -8,6 +8,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+pub mod hls_rules;
 pub mod nginx;
 pub mod raw_rtmp;
 

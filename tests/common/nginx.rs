@@ -1,7 +1,9 @@
 //! nginx with the RTMP module (Debian's libnginx-mod-rtmp) as a real RTMP
 //! peer: the server the client tests publish to and play from, the restream
 //! destination that records what Ladder sends, the remote source a pull
-//! channel plays.
+//! channel plays. And nginx as an HTTP CDN edge in front of Ladder's origin
+//! ([`Edge`]: packaging/nginx-edge.conf as shipped), for tests that play
+//! through a cache.
 #![allow(dead_code)]
 
 use super::tempdir::Dir;
@@ -214,6 +216,232 @@ rtmp {{
 }
 
 impl Drop for Nginx {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// packaging/nginx-edge.conf: the example edge configuration the packages ship.
+pub const EDGE_CONF: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/packaging/nginx-edge.conf");
+
+/// What [`edge_config`] replaces in packaging/nginx-edge.conf, each exactly
+/// once: the origin, the listening address, the cache directory, the access
+/// log. If the example changes these lines, the edge tests say so here
+/// rather than run something else.
+pub const EDGE_TEMPLATE: [(&str, &str); 4] = [
+    ("origin", "server 127.0.0.1:8080;"),
+    ("listen", "listen 80;"),
+    ("cache", "/var/cache/nginx/ladder "),
+    (
+        "access log",
+        "access_log /var/log/nginx/ladder-edge.access.log ",
+    ),
+];
+
+/// packaging/nginx-edge.conf with the origin address, listening address,
+/// cache directory and access log replaced.
+pub fn edge_config(origin: &str, listen: &str, cache_dir: &Path, access_log: &Path) -> String {
+    let text = std::fs::read_to_string(EDGE_CONF).expect("read packaging/nginx-edge.conf");
+    let mut out = text.clone();
+    for (what, needle) in EDGE_TEMPLATE {
+        let n = text.matches(needle).count();
+        assert_eq!(
+            n, 1,
+            "packaging/nginx-edge.conf: the {what} line {needle:?} appears {n} times, not once"
+        );
+        let with = match what {
+            "origin" => format!("server {origin};"),
+            "listen" => format!("listen {listen};"),
+            "cache" => format!("{} ", cache_dir.display()),
+            _ => format!("access_log {} ", access_log.display()),
+        };
+        out = out.replace(needle, &with);
+    }
+    out
+}
+
+/// One line of the edge's access log (format `ladder_edge`).
+#[derive(Clone, Debug)]
+pub struct Access {
+    pub method: String,
+    /// Path and query, as requested.
+    pub target: String,
+    pub status: u16,
+    pub bytes: u64,
+    /// `$upstream_cache_status`: HIT, MISS, BYPASS, EXPIRED, UPDATING... or
+    /// `-` where the location does not cache.
+    pub cache: String,
+    /// `$upstream_addr`: the origin asked, `None` when nginx answered alone.
+    pub upstream: Option<String>,
+    /// `$request_time`: seconds from the request's first byte to the
+    /// answer's last.
+    pub seconds: f64,
+    /// `$msec`: when the answer ended, Unix time in seconds.
+    pub end: f64,
+}
+
+impl Access {
+    /// Whether this request made nginx ask the origin.
+    pub fn reached_origin(&self) -> bool {
+        self.upstream.is_some()
+    }
+
+    /// The path without the query.
+    pub fn path(&self) -> &str {
+        self.target.split('?').next().unwrap_or("")
+    }
+
+    /// Parse one `ladder_edge` line; `None` if it is not one.
+    pub fn parse(line: &str) -> Option<Access> {
+        let q1 = line.find('"')?;
+        let q2 = q1 + 1 + line[q1 + 1..].find('"')?;
+        let mut request = line[q1 + 1..q2].split(' ');
+        let method = request.next()?.to_string();
+        let target = request.next()?.to_string();
+        let mut rest = line[q2 + 1..].split_whitespace();
+        let status = rest.next()?.parse().ok()?;
+        let bytes = rest.next()?.parse().ok()?;
+        let field = |key: &str| -> Option<String> {
+            let start = line.find(&format!(" {key}="))? + key.len() + 2;
+            let v = &line[start..];
+            let v = match v.strip_prefix('"') {
+                Some(q) => &q[..q.find('"')?],
+                None => v.split(' ').next()?,
+            };
+            Some(v.to_string())
+        };
+        let upstream = field("up").filter(|u| !u.is_empty() && u != "-");
+        Some(Access {
+            method,
+            target,
+            status,
+            bytes,
+            cache: field("cache").unwrap_or_default(),
+            upstream,
+            seconds: field("rt").and_then(|v| v.parse().ok()).unwrap_or(f64::NAN),
+            end: field("t").and_then(|v| v.parse().ok()).unwrap_or(f64::NAN),
+        })
+    }
+}
+
+/// nginx as a CDN edge (HTTP, `packaging/nginx-edge.conf` as shipped) in front
+/// of an origin, on a loopback port, in a temporary directory. Killed on drop.
+///
+/// ```ignore
+/// let ladder = Ladder::start(&config(...));
+/// let edge = Edge::start(ladder.http);
+/// let master = edge.url("/live/cam/master.m3u8"); // players use this
+/// ```
+pub struct Edge {
+    child: Option<Child>,
+    pub port: u16,
+    pub dir: Dir,
+}
+
+impl Edge {
+    /// In front of the origin at `origin` (Ladder's `http_listen`).
+    pub fn start(origin: std::net::SocketAddr) -> Edge {
+        assert!(
+            Path::new(NGINX).exists(),
+            "nginx is required: apt-get install nginx"
+        );
+        let port = free_port();
+        let dir = Dir::new("edge");
+        let d = dir.path().display().to_string();
+        for sub in ["logs", "cache", "tmp"] {
+            std::fs::create_dir_all(dir.join(sub)).unwrap();
+        }
+        let edge = edge_config(
+            &origin.to_string(),
+            &format!("127.0.0.1:{port}"),
+            &dir.join("cache"),
+            &dir.join("logs/access.log"),
+        );
+        std::fs::write(dir.join("ladder-edge.conf"), edge).unwrap();
+        // the shipped file goes in `http`, as Debian's nginx.conf includes it
+        let conf = format!(
+            r#"daemon off;
+master_process off;
+worker_processes 1;
+error_log {d}/logs/error.log info;
+pid {d}/nginx.pid;
+events {{ worker_connections 4096; }}
+http {{
+    access_log off;
+    client_body_temp_path {d}/tmp/body;
+    proxy_temp_path {d}/tmp/proxy;
+    fastcgi_temp_path {d}/tmp/fastcgi;
+    uwsgi_temp_path {d}/tmp/uwsgi;
+    scgi_temp_path {d}/tmp/scgi;
+    include {d}/ladder-edge.conf;
+}}
+"#
+        );
+        std::fs::write(dir.join("nginx.conf"), conf).unwrap();
+        let mut child = Command::new(NGINX)
+            .arg("-p")
+            .arg(dir.path())
+            .arg("-c")
+            .arg(dir.join("nginx.conf"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn nginx");
+        let t = Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            if let Some(status) = child.try_wait().unwrap() {
+                let mut err = String::new();
+                if let Some(mut e) = child.stderr.take() {
+                    let _ = std::io::Read::read_to_string(&mut e, &mut err);
+                }
+                panic!(
+                    "nginx (edge) exited ({status}): {err}\n{}",
+                    std::fs::read_to_string(dir.join("logs/error.log")).unwrap_or_default()
+                );
+            }
+            assert!(
+                t.elapsed() < Duration::from_secs(20),
+                "nginx (edge) did not listen on {port}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Edge {
+            child: Some(child),
+            port,
+            dir,
+        }
+    }
+
+    /// `http://127.0.0.1:PORT`: the base URL players use instead of the origin's.
+    pub fn base_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// `http://127.0.0.1:PORT{path}`.
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base_url())
+    }
+
+    /// The access log so far, parsed (lines that are not ours are skipped).
+    pub fn access_log(&self) -> Vec<Access> {
+        std::fs::read_to_string(self.dir.join("logs/access.log"))
+            .unwrap_or_default()
+            .lines()
+            .filter_map(Access::parse)
+            .collect()
+    }
+
+    /// The error log (level info).
+    pub fn error_log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("logs/error.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Edge {
     fn drop(&mut self) {
         if let Some(mut c) = self.child.take() {
             let _ = c.kill();
