@@ -1216,30 +1216,6 @@ fn channel_config(key: &str, restream: &str) -> String {
     )
 }
 
-/// Packets of one kind: (pts, dts, keyframe, size); times in seconds.
-fn sized_packets(probe: &serde_json::Value, kind: &str) -> Vec<(f64, f64, bool, u64)> {
-    let index = stream(probe, kind)["index"].as_i64().unwrap();
-    probe["packets"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|p| p["stream_index"].as_i64() == Some(index))
-        .map(|p| {
-            let f = |k: &str| {
-                p[k].as_str()
-                    .and_then(|s| s.parse().ok())
-                    .unwrap_or(f64::NAN)
-            };
-            (
-                f("pts_time"),
-                f("dts_time"),
-                p["flags"].as_str().unwrap_or("").contains('K'),
-                p["size"].as_str().unwrap().parse().unwrap(),
-            )
-        })
-        .collect()
-}
-
 /// A recording as a player would take it: H.264 and AAC, starting with a
 /// keyframe, video decode times stepping by at most 3 frames (nothing
 /// dropped inside it). Returns its video span in seconds.

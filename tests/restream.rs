@@ -64,30 +64,6 @@ fn light(seconds: f64) -> Source {
     }
 }
 
-/// Packets of one kind: (pts, dts, keyframe, size); times in seconds.
-fn sized_packets(probe: &serde_json::Value, kind: &str) -> Vec<(f64, f64, bool, u64)> {
-    let index = stream(probe, kind)["index"].as_i64().unwrap();
-    probe["packets"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|p| p["stream_index"].as_i64() == Some(index))
-        .map(|p| {
-            let f = |k: &str| {
-                p[k].as_str()
-                    .and_then(|s| s.parse().ok())
-                    .unwrap_or(f64::NAN)
-            };
-            (
-                f("pts_time"),
-                f("dts_time"),
-                p["flags"].as_str().unwrap_or("").contains('K'),
-                p["size"].as_str().unwrap().parse().unwrap(),
-            )
-        })
-        .collect()
-}
-
 /// The one recording of `name` in `nginx`, probed.
 fn recording(nginx: &Nginx, name: &str) -> serde_json::Value {
     let files = nginx.recordings(name);

@@ -550,6 +550,30 @@ pub fn stream<'a>(probe: &'a serde_json::Value, kind: &str) -> &'a serde_json::V
         .unwrap_or_else(|| panic!("no {kind} stream"))
 }
 
+/// Packets of one kind: (pts, dts, keyframe, size); times in seconds.
+pub fn sized_packets(probe: &serde_json::Value, kind: &str) -> Vec<(f64, f64, bool, u64)> {
+    let index = stream(probe, kind)["index"].as_i64().unwrap();
+    probe["packets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["stream_index"].as_i64() == Some(index))
+        .map(|p| {
+            let f = |k: &str| {
+                p[k].as_str()
+                    .and_then(|s| s.parse().ok())
+                    .unwrap_or(f64::NAN)
+            };
+            (
+                f("pts_time"),
+                f("dts_time"),
+                p["flags"].as_str().unwrap_or("").contains('K'),
+                p["size"].as_str().unwrap().parse().unwrap(),
+            )
+        })
+        .collect()
+}
+
 /// Download a track's init + segments as listed and write them to one file.
 pub fn download_track(ladder: &Ladder, channel: &str, track: &str, out: &Path) -> MediaPlaylist {
     let (s, text) = get_text(&ladder.url(&format!("/live/{channel}/{track}/index.m3u8")));
