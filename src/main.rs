@@ -23,9 +23,11 @@ const EXIT_RUNTIME: u8 = 1;
 /// Bad usage or bad configuration.
 const EXIT_USAGE: u8 = 2;
 
-/// `ladder --version`: the version and the Cargo features built in. The build has no
-/// optional features yet; as the pipeline backends become features (`cpu`, `gpu`),
-/// list the enabled ones here.
+/// `ladder --version`: the version and the Cargo features built in (the same
+/// list as `ladder_build_info` and the API's `features`).
+#[cfg(feature = "ffmpeg")]
+const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (features: ffmpeg)");
+#[cfg(not(feature = "ffmpeg"))]
 const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (features: none)");
 
 /// `ladder --help`'s first line, and the man page's NAME.

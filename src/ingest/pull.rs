@@ -368,8 +368,15 @@ mod tests {
         };
         let (stop, shutdown) = watch::channel(false);
         let task = tokio::spawn(run_with(app.clone(), "feed".into(), url, options, shutdown));
+        // until the third connection got as far as its log line (its
+        // accept alone is not enough: under load the stop could win)
         let t = Instant::now();
-        while connections.load(Ordering::SeqCst) < 3 {
+        let again = || {
+            String::from_utf8_lossy(&capture.0.lock().unwrap())
+                .matches("pull connected again")
+                .count()
+        };
+        while connections.load(Ordering::SeqCst) < 3 || again() < 2 {
             assert!(t.elapsed() < Duration::from_secs(20), "no reconnection");
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
