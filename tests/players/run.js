@@ -142,10 +142,31 @@ async function main() {
     if (throttles[i].kbps > 0) windows.push([throttles[i].t, i + 1 < throttles.length ? throttles[i + 1].t : Infinity]);
   }
   const inThrottle = (s) => windows.some(([a0, b0]) => s.start < b0 && s.start + s.seconds > a0);
-  const lat = (k) => report.latency.map((x) => x[k]).filter((x) => x !== null && Number.isFinite(x));
-  // latency once settled: the first 10 s after the first frame are start-up
-  const settled = (k) => report.latency.filter((x) => x.t > (report.started || 0) + 10).map((x) => x[k])
+  // Latency phases. steady: from 5 s after the first frame to the first throttle
+  // step (the whole run when there is none): what a viewer on a good network sees.
+  // recovered: from 15 s after the throttle was lifted to the end.
+  const first = throttles.length ? throttles[0].t : Infinity;
+  const lift = throttles.length && throttles[throttles.length - 1].kbps === 0 ? throttles[throttles.length - 1].t : null;
+  const phase = (k, from, to) => report.latency.filter((x) => x.t >= from && x.t < to).map((x) => x[k])
     .filter((x) => x !== null && Number.isFinite(x));
+  const stats = (xs) => ({ p50: quantile(xs, 0.5), p90: quantile(xs, 0.9), n: xs.length });
+  const latency = {};
+  for (const k of ['player', 'wallclock']) {
+    latency[k] = {
+      steady: stats(phase(k, (report.started || 0) + 5, first)),
+      recovered: lift === null ? null : stats(phase(k, lift + 15, Infinity)),
+      all: stats(phase(k, 0, Infinity)),
+    };
+  }
+  // Back on the top rung after the throttle was lifted: when (seconds after the lift).
+  const top = Math.max(0, ...report.renditions.map((r) => r.height));
+  let current = null;
+  let topAfterLift = null;
+  for (const r of report.renditions) {
+    if (lift !== null && r.t >= lift && r.height === top && topAfterLift === null) topAfterLift = +(r.t - lift).toFixed(3);
+    if (lift !== null && r.t < lift) current = r.height;
+  }
+  if (lift !== null && topAfterLift === null && current === top && !report.renditions.some((r) => r.t >= lift)) topAfterLift = 0;
   const summary = {
     player: a.player,
     version: report.version,
@@ -158,10 +179,8 @@ async function main() {
     max_stall_outside_throttle: Math.max(0, ...report.stalls.filter((s) => !inThrottle(s)).map((s) => s.seconds)),
     heights: [...new Set(report.renditions.map((r) => r.height))],
     throttles,
-    latency: {
-      player: { p50: quantile(settled('player'), 0.5), p90: quantile(settled('player'), 0.9), n: settled('player').length, p50_all: quantile(lat('player'), 0.5) },
-      wallclock: { p50: quantile(settled('wallclock'), 0.5), p90: quantile(settled('wallclock'), 0.9), n: settled('wallclock').length, p50_all: quantile(lat('wallclock'), 0.5) },
-    },
+    top_after_lift: topAfterLift,
+    latency,
   };
   fs.writeFileSync(a.out, JSON.stringify({ summary, report, console: console_lines, requests }, null, 1));
   process.stdout.write(JSON.stringify(summary) + '\n');
