@@ -2,7 +2,12 @@
 // One real player in headless Chromium against a live Ladder channel.
 //
 //   node run.js --player hls|dash|shaka --src <manifest URL> --seconds 75 \
-//     --schedule 15:900,30:250,45:0 --out result.json [--chromium /usr/bin/chromium]
+//     --schedule 15:900,30:250,45:0 --out result.json [--chromium /usr/bin/chromium] \
+//     [--target SECONDS]
+//
+// --target overrides the latency the player aims for (dash.js: liveDelay, instead of
+// the MPD's ServiceDescription; hls.js: liveSyncDuration; Shaka: its liveSync target),
+// to see what the origin sustains below the latency it advertises.
 //
 // Serves player.html and node_modules/ over http on a loopback port of its own (a
 // different origin from Ladder's, as a real site would), opens the page in Debian's
@@ -19,7 +24,7 @@ const path = require('path');
 const puppeteer = require('puppeteer-core');
 
 function args() {
-  const a = { seconds: 75, schedule: '', chromium: '/usr/bin/chromium' };
+  const a = { seconds: 75, schedule: '', chromium: '/usr/bin/chromium', target: '' };
   const v = process.argv.slice(2);
   for (let i = 0; i < v.length; i += 2) a[v[i].replace(/^--/, '')] = v[i + 1];
   for (const k of ['player', 'src', 'out']) if (!a[k]) throw new Error(`--${k} is required`);
@@ -60,7 +65,7 @@ const sleep = (ms) => new Promise((ok) => setTimeout(ok, ms));
 async function main() {
   const a = args();
   const server = await serve(__dirname);
-  const page_url = `http://127.0.0.1:${server.address().port}/player.html?player=${a.player}&src=${encodeURIComponent(a.src)}`;
+  const page_url = `http://127.0.0.1:${server.address().port}/player.html?player=${a.player}&src=${encodeURIComponent(a.src)}${a.target ? `&target=${Number(a.target)}` : ''}`;
   const browser = await puppeteer.launch({
     executablePath: a.chromium,
     headless: true,
@@ -169,6 +174,7 @@ async function main() {
   if (lift !== null && topAfterLift === null && current === top && !report.renditions.some((r) => r.t >= lift)) topAfterLift = 0;
   const summary = {
     player: a.player,
+    target: a.target ? Number(a.target) : null,
     version: report.version,
     src: a.src,
     started: report.started,
