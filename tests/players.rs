@@ -44,6 +44,8 @@ pub const RUN_SLACK_SECONDS: u64 = 90;
 /// step: the players' bandwidth estimates on low-latency parts move slowly. Lifted
 /// at 48 s: 30 s left to climb back to the top.
 pub const SCHEDULE: &str = "12:700,30:250,48:0";
+/// The deepest step of [`SCHEDULE`], in kbit/s: only the lowest rung fits.
+const DEEPEST_KBPS: u64 = 250;
 
 /// The ladder: the source passed through (640x360, 1 Mbit/s), and two x264 rungs
 /// far apart in bitrate so each switch is unambiguous. Heights are what the test
@@ -273,6 +275,23 @@ fn hls_js_dash_js_and_shaka_play_the_live_ladder_and_switch_every_rung() {
                 ));
             }
         }
+        // the throttle did it: the lowest rung was on screen after the deepest step
+        // began (a player drifting down on its own would pass the check above)
+        if throttle {
+            let deepest = s["throttles"]
+                .as_array()
+                .and_then(|a| a.iter().find(|t| t["kbps"].as_u64() == Some(DEEPEST_KBPS)))
+                .and_then(|t| t["t"].as_f64());
+            let lowest = HEIGHTS[HEIGHTS.len() - 1];
+            let reached = deepest.is_some_and(|from| shown_since(&result["report"], lowest, from));
+            if !reached {
+                failures.push(format!(
+                    "{p}: not on the {lowest}p rung after the {DEEPEST_KBPS} kbit/s throttle \
+                     (at {deepest:?} s); renditions over time {}",
+                    result["report"]["renditions"]
+                ));
+            }
+        }
         summaries.push(s);
     }
 
@@ -286,6 +305,20 @@ fn hls_js_dash_js_and_shaka_play_the_live_ladder_and_switch_every_rung() {
     std::fs::write(&file, serde_json::to_string_pretty(&latency).unwrap()).unwrap();
     eprintln!("latency figures: {}", file.display());
     assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// Whether `height` was on screen at some time from `from` (page seconds) on: shown
+/// then already, or switched to later.
+fn shown_since(report: &serde_json::Value, height: u64, from: f64) -> bool {
+    let Some(changes) = report["renditions"].as_array() else {
+        return false;
+    };
+    let at = |c: &serde_json::Value| c["t"].as_f64().unwrap_or(0.0);
+    let before = changes.iter().rev().find(|c| at(c) <= from);
+    before.is_some_and(|c| c["height"].as_u64() == Some(height))
+        || changes
+            .iter()
+            .any(|c| at(c) > from && c["height"].as_u64() == Some(height))
 }
 
 fn have_node() -> bool {
