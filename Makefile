@@ -14,14 +14,19 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # serves) and curl; nginx with its RTMP module (the RTMP peer of the restream,
 # pull and client tests); chromium (the status page test loads it headless);
 # iproute2 (tc: tests/faults.rs impairs loopback with netem where the kernel
-# has it). python3 and pip: scripts/ptx.py (CUDA kernels, below).
+# has it). python3 and pip: scripts/ptx.py (CUDA kernels, below). nodejs: the
+# player tests (tests/players.rs) drive Chromium from node, with hls.js,
+# dash.js, Shaka Player and puppeteer-core installed, pinned, by `npm ci`
+# (players-deps, below; Debian's npm package is installed there when no npm is
+# found: NodeSource's nodejs, if that is the one installed, bundles npm and
+# conflicts with it).
 DEB_PACKAGES := pkg-config clang libclang-dev libavcodec-dev libavformat-dev libavutil-dev libswscale-dev \
 	libx264-dev nasm ffmpeg curl ca-certificates python3 python3-pip nginx libnginx-mod-rtmp \
-	chromium iproute2
+	chromium iproute2 nodejs
 RUST_MIN := 1.85
 PYTHON ?= python3
 
-.PHONY: all deps build release demo test bench lint fmt clean kernels test-gpu gpu-selftest-bundle check-selftest \
+.PHONY: all deps players-deps build release demo test bench lint fmt clean kernels test-gpu gpu-selftest-bundle check-selftest \
 	pkg-deps pkg-tools pkg-assets deb rpm test-package soak fuzz fuzz-seed
 
 all: build
@@ -38,6 +43,18 @@ deps:
 	@v=$$($(CARGO) --version | awk '{print $$2}'); \
 	if [ "$$(printf '%s\n%s\n' $(RUST_MIN) $$v | sort -V | head -1)" != "$(RUST_MIN)" ]; then \
 	  echo "Rust $$v is too old: $(RUST_MIN) or newer is needed (rustup update)." >&2; exit 1; fi
+
+# The players of tests/players.rs, exactly as pinned by package-lock.json
+# (npm ci; no install scripts: puppeteer-core downloads no browser, Debian's
+# chromium is used). Runs only when package-lock.json is newer than the last
+# install; node_modules is git-ignored.
+PLAYERS_STAMP := tests/players/node_modules/.ladder-npm-ci
+players-deps: deps $(PLAYERS_STAMP)
+	@:
+$(PLAYERS_STAMP): tests/players/package-lock.json tests/players/package.json
+	@command -v npm >/dev/null || { $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends npm; }
+	cd tests/players && npm ci --ignore-scripts --no-audit --no-fund
+	touch $@
 
 build: deps
 	$(CARGO) build --locked
@@ -67,7 +84,7 @@ kernels:
 # incremental caches are not written, and the debug build is removed once the
 # tests have passed, before the package's release build: with both builds on
 # its disk a CI machine ran out of space. Each step prints the build's size.
-test: deps
+test: deps players-deps
 	$(PYTHON) scripts/ptx.py --check
 	$(if $(filter true,$(CI)),CARGO_INCREMENTAL=0) $(CARGO) test --locked --all-targets
 	@if [ "$$CI" = true ]; then \
