@@ -147,6 +147,8 @@ async function main() {
     if (throttles[i].kbps > 0) windows.push([throttles[i].t, i + 1 < throttles.length ? throttles[i + 1].t : Infinity]);
   }
   const inThrottle = (s) => windows.some(([a0, b0]) => s.start < b0 && s.start + s.seconds > a0);
+  const STARTUP_SECONDS = 3;
+  const inStartup = (s) => report.started !== null && s.start < report.started + STARTUP_SECONDS;
   // Latency phases. steady: from 5 s after the first frame to the first throttle
   // step (the whole run when there is none): what a viewer on a good network sees.
   // recovered: from 15 s after the throttle was lifted to the end.
@@ -182,7 +184,10 @@ async function main() {
     fatal: report.fatal,
     stalls_total: report.stalls.length,
     max_stall: Math.max(0, ...report.stalls.map((s) => s.seconds)),
-    max_stall_outside_throttle: Math.max(0, ...report.stalls.filter((s) => !inThrottle(s)).map((s) => s.seconds)),
+    // start-up (the first STARTUP_SECONDS after the first frame, while the player
+    // settles at the live edge) is start-up time, not rebuffering: reported apart
+    max_stall_startup: Math.max(0, ...report.stalls.filter((s) => inStartup(s)).map((s) => s.seconds)),
+    max_stall_outside_throttle: Math.max(0, ...report.stalls.filter((s) => !inThrottle(s) && !inStartup(s)).map((s) => s.seconds)),
     heights: [...new Set(report.renditions.map((r) => r.height))],
     throttles,
     top_after_lift: topAfterLift,
