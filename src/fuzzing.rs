@@ -301,9 +301,8 @@ fn flv(data: &[u8]) {
 fn avc(data: &[u8]) {
     use crate::media::avc;
     let bytes = Bytes::copy_from_slice(data);
-    if let Ok(record) = avc::AvcDecoderConfig::parse(&bytes) {
-        let _ = avc::video_config(bytes.clone());
-        let _ = record;
+    if avc::AvcDecoderConfig::parse(&bytes).is_ok() {
+        let _ = avc::video_config(bytes);
     }
     if let Ok(sps) = avc::Sps::parse(data) {
         let _ = sps.frame_rate();
@@ -311,9 +310,7 @@ fn avc(data: &[u8]) {
     }
     let _ = avc::nal_to_rbsp(data);
     for length_size in [1u8, 2, 4] {
-        for nal in avc::nal_units(data, length_size) {
-            let _ = nal;
-        }
+        let _ = avc::nal_units(data, length_size).count();
         let _ = avc::avcc_to_annexb(data, length_size);
     }
     let _ = avc::annexb_nal_units(data).count();
@@ -327,7 +324,7 @@ fn hevc(data: &[u8]) {
         let _ = record.sample_entry();
         let _ = record.parameter_sets_complete();
         let _ = record.parameter_sets_annexb();
-        let _ = hevc::video_config(bytes.clone());
+        let _ = hevc::video_config(bytes);
     }
     if let Ok(sps) = hevc::Sps::parse(data) {
         let _ = sps.frame_rate();
@@ -341,9 +338,8 @@ fn hevc(data: &[u8]) {
 fn av1(data: &[u8]) {
     use crate::media::av1;
     let bytes = Bytes::copy_from_slice(data);
-    if let Ok(config) = av1::Av1Config::parse(&bytes) {
-        let _ = config;
-        let _ = av1::video_config(bytes.clone());
+    if av1::Av1Config::parse(&bytes).is_ok() {
+        let _ = av1::video_config(bytes);
     }
     if let Ok(header) = av1::SequenceHeader::parse(data) {
         let _ = header.codec_string();

@@ -517,79 +517,9 @@ fn live_figures_metrics_and_kick() {
 // Restream pause and resume, against nginx-rtmp
 // ---------------------------------------------------------------------------
 
-const NGINX: &str = "/usr/sbin/nginx";
-const NGINX_RTMP_MODULE: &str = "/usr/lib/nginx/modules/ngx_rtmp_module.so";
-
-/// nginx-rtmp on a free loopback port; `strict` refuses to play a stream
-/// nobody publishes, so ffprobe tells published from not.
-struct Nginx {
-    child: Child,
-    port: u16,
-    _dir: tempdir::Dir,
-}
-
-impl Nginx {
-    fn start() -> Nginx {
-        assert!(
-            Path::new(NGINX).exists() && Path::new(NGINX_RTMP_MODULE).exists(),
-            "nginx and its RTMP module are required: apt-get install nginx libnginx-mod-rtmp"
-        );
-        let dir = tempdir::Dir::new("admin-nginx");
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let d = dir.path().display();
-        std::fs::create_dir_all(dir.join("logs")).unwrap();
-        let conf = format!(
-            r#"load_module {NGINX_RTMP_MODULE};
-daemon off;
-master_process off;
-worker_processes 1;
-error_log {d}/logs/error.log info;
-pid {d}/nginx.pid;
-events {{ worker_connections 64; }}
-rtmp {{
-    server {{
-        listen 127.0.0.1:{port};
-        application strict {{ live on; record off; idle_streams off; }}
-    }}
-}}
-"#
-        );
-        std::fs::write(dir.join("nginx.conf"), conf).unwrap();
-        let child = Command::new(NGINX)
-            .arg("-p")
-            .arg(dir.path())
-            .arg("-c")
-            .arg(dir.join("nginx.conf"))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn nginx");
-        until("nginx to listen", Duration::from_secs(20), || {
-            std::net::TcpStream::connect(("127.0.0.1", port)).ok()
-        });
-        Nginx {
-            child,
-            port,
-            _dir: dir,
-        }
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("rtmp://127.0.0.1:{}/{path}", self.port)
-    }
-}
-
-impl Drop for Nginx {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+// nginx-rtmp: tests/common/nginx.rs (its `strict` application refuses to
+// play a stream nobody publishes, so ffprobe tells published from not).
+use common::nginx::Nginx;
 
 /// ffprobe's codec of the first video stream at `url`, or None if it cannot
 /// play it.

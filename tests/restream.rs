@@ -284,31 +284,6 @@ fn source_and_rung_to_nginx() {
     assert_no_secrets(&ladder.log(), &[PUBLISH_KEY, SOURCE_KEY, RUNG_KEY]);
 }
 
-/// A CA and a certificate for "localhost" signed by it: the CA as PEM, the
-/// leaf and its key as DER.
-fn certificates() -> (
-    String,
-    rustls_pki_types::CertificateDer<'static>,
-    rustls_pki_types::PrivateKeyDer<'static>,
-) {
-    let ca_key = rcgen::KeyPair::generate().unwrap();
-    let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    ca.distinguished_name
-        .push(rcgen::DnType::CommonName, "Ladder restream test CA");
-    let ca = ca.self_signed(&ca_key).unwrap();
-    let key = rcgen::KeyPair::generate().unwrap();
-    let leaf = rcgen::CertificateParams::new(vec!["localhost".to_owned()])
-        .unwrap()
-        .signed_by(&key, &ca, &ca_key)
-        .unwrap();
-    (
-        ca.pem(),
-        leaf.der().clone(),
-        rustls_pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
-    )
-}
-
 /// A TLS endpoint on a loopback port (tokio-rustls, in this process): each
 /// connection's decrypted bytes go to nginx's plain RTMP port and back, as
 /// an RTMPS front end (Facebook's, say) does. Stops when dropped.
@@ -387,7 +362,9 @@ fn rtmps_destination_trusted_through_ssl_cert_file() {
     const PUBLISH_KEY: &str = "pub-SECRET-3b9a";
     const TLS_KEY: &str = "tls-SECRET-c4d1";
     let nginx = Nginx::recording();
-    let (ca_pem, leaf, key) = certificates();
+    let TestPki {
+        ca_pem, leaf, key, ..
+    } = test_pki();
     let front = TlsFront::start(leaf, key, nginx.port);
     let dir = tempdir::Dir::new("restream-tls");
     let ca_file = dir.join("ca.pem");

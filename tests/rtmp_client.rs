@@ -12,6 +12,7 @@ mod common;
 use bytes::Bytes;
 use common::nginx::Nginx;
 use common::tempdir::Dir;
+use common::{test_pki, TestPki};
 use ladder::ingest::client::{connect, ClientError, ConnectOptions, ErrorKind, TlsOptions};
 use ladder::ingest::rtmp::amf0::Amf0Value;
 use ladder::ingest::rtmp::client::{status, ClientEvent, ClientMode, Stage};
@@ -361,30 +362,6 @@ fn nginx_refusals_are_typed() {
     });
 }
 
-/// A CA and a certificate for "localhost" signed by it.
-fn certificates() -> (
-    rustls_pki_types::CertificateDer<'static>,
-    rustls_pki_types::CertificateDer<'static>,
-    rustls_pki_types::PrivateKeyDer<'static>,
-) {
-    let ca_key = rcgen::KeyPair::generate().unwrap();
-    let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    ca.distinguished_name
-        .push(rcgen::DnType::CommonName, "Ladder test CA");
-    let ca = ca.self_signed(&ca_key).unwrap();
-    let key = rcgen::KeyPair::generate().unwrap();
-    let leaf = rcgen::CertificateParams::new(vec!["localhost".to_owned()])
-        .unwrap()
-        .signed_by(&key, &ca, &ca_key)
-        .unwrap();
-    (
-        ca.der().clone(),
-        leaf.der().clone(),
-        rustls_pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
-    )
-}
-
 /// A TLS listener in front of Ladder's `ServerSession` that accepts one
 /// publish and returns what the session reported, up to Unpublished.
 async fn tls_ladder_server(
@@ -469,7 +446,12 @@ async fn serve_ladder(
 /// name, the TLS handshake fails with a TLS error.
 #[test]
 fn rtmps_publish_to_ladders_server_session() {
-    let (ca, leaf, key) = certificates();
+    let TestPki {
+        ca_der: ca,
+        leaf,
+        key,
+        ..
+    } = test_pki();
     runtime().block_on(async {
         let (port, server) = tls_ladder_server(leaf, key).await;
         let options = ConnectOptions {

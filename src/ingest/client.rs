@@ -1024,6 +1024,16 @@ mod tests {
         assert_eq!(again.unwrap_err().kind(), ErrorKind::Io);
     }
 
+    /// Audio sends (yielding between them) until one fails, at most 10,000.
+    async fn send_until_error(conn: &mut RtmpClientConnection) -> Result<(), ClientError> {
+        for i in 0..10_000u32 {
+            conn.send_audio(RtmpTimestamp(i), Bytes::from_static(b"\xaf\x01\x00"))
+                .await?;
+            tokio::task::yield_now().await;
+        }
+        Ok(())
+    }
+
     #[tokio::test]
     async fn a_kick_or_a_close_is_noticed_at_the_next_send() {
         let addr = fake_server(Script::StartThenKick).await;
@@ -1031,16 +1041,7 @@ mod tests {
             .await
             .unwrap();
         // The kick arrives at some point; sends fail from then on.
-        let mut result = Ok(());
-        for i in 0..10_000u32 {
-            result = conn
-                .send_audio(RtmpTimestamp(i), Bytes::from_static(b"\xaf\x01\x00"))
-                .await;
-            if result.is_err() {
-                break;
-            }
-            tokio::task::yield_now().await;
-        }
+        let result = send_until_error(&mut conn).await;
         let e = result.unwrap_err();
         let r = e.refusal().expect("a refusal");
         assert_eq!(
@@ -1052,16 +1053,7 @@ mod tests {
         let mut conn = connect(&url(addr), ClientMode::Publish, &quick())
             .await
             .unwrap();
-        let mut result = Ok(());
-        for i in 0..10_000u32 {
-            result = conn
-                .send_audio(RtmpTimestamp(i), Bytes::from_static(b"\xaf\x01\x00"))
-                .await;
-            if result.is_err() {
-                break;
-            }
-            tokio::task::yield_now().await;
-        }
+        let result = send_until_error(&mut conn).await;
         // Closed when the EOF is read first, Io (reset, broken pipe) when a
         // write hits the closed socket first.
         let e = result.unwrap_err();

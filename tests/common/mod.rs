@@ -654,3 +654,37 @@ pub fn proc_figures(pid: u32) -> ProcFigures {
         threads: field("Threads:"),
     }
 }
+
+/// A test CA and a certificate for "localhost" signed by it (rcgen), for
+/// the TLS tests' own endpoints.
+pub struct TestPki {
+    /// The CA certificate, PEM (for `SSL_CERT_FILE`).
+    pub ca_pem: String,
+    /// The CA certificate, DER (for a rustls root store).
+    pub ca_der: rustls_pki_types::CertificateDer<'static>,
+    /// The "localhost" certificate.
+    pub leaf: rustls_pki_types::CertificateDer<'static>,
+    /// Its key.
+    pub key: rustls_pki_types::PrivateKeyDer<'static>,
+}
+
+/// A fresh [`TestPki`].
+pub fn test_pki() -> TestPki {
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca.distinguished_name
+        .push(rcgen::DnType::CommonName, "Ladder test CA");
+    let ca = ca.self_signed(&ca_key).unwrap();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let leaf = rcgen::CertificateParams::new(vec!["localhost".to_owned()])
+        .unwrap()
+        .signed_by(&key, &ca, &ca_key)
+        .unwrap();
+    TestPki {
+        ca_pem: ca.pem(),
+        ca_der: ca.der().clone(),
+        leaf: leaf.der().clone(),
+        key: rustls_pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
+    }
+}
