@@ -219,12 +219,20 @@ impl Track {
             .map(|(_, b)| b)
     }
 
+    /// The segment numbered `msn`, if held. Numbers are consecutive in the
+    /// usual case (found at `msn - first`), but a rung that missed a segment
+    /// cut has a hole, so the position is checked and the deque searched
+    /// (numbers only increase) otherwise: never another segment's bytes.
     pub fn segment(&self, msn: u64) -> Option<&Segment> {
         let first = self.segments.front()?.msn;
-        let idx = msn.checked_sub(first)?;
-        let seg = self.segments.get(usize::try_from(idx).ok()?)?;
-        debug_assert_eq!(seg.msn, msn);
-        Some(seg)
+        let idx = usize::try_from(msn.checked_sub(first)?).ok()?;
+        match self.segments.get(idx) {
+            Some(seg) if seg.msn == msn => Some(seg),
+            _ => {
+                let i = self.segments.binary_search_by_key(&msn, |s| s.msn).ok()?;
+                self.segments.get(i)
+            }
+        }
     }
 
     /// Find a part by its track-wide sequence number: (segment, index in segment).
@@ -744,6 +752,24 @@ mod tests {
 
     fn msns(t: &Track) -> Vec<u64> {
         t.segments.iter().map(|s| s.msn).collect()
+    }
+
+    #[test]
+    fn a_segment_is_found_by_its_number_across_a_hole() {
+        let mut fx = Fx::new(10);
+        for _ in 0..5 {
+            fx.segment(2);
+        }
+        // a rung that missed the cut of segment 2: its track has no seg-2
+        let t = &mut fx.st.tracks[0];
+        t.segments.retain(|s| s.msn != 2);
+        assert_eq!(msns(t), [0, 1, 3, 4]);
+        for msn in [0, 1, 3, 4] {
+            assert_eq!(t.segment(msn).map(|s| s.msn), Some(msn));
+        }
+        for msn in [2, 5, u64::MAX] {
+            assert!(t.segment(msn).is_none(), "{msn}");
+        }
     }
 
     #[test]

@@ -1620,21 +1620,8 @@ fn send_to_port(
     }
     let sent = match port.tx.try_send(item) {
         // RUNG_OVERFLOW: DropNewestKeepForced. A forced picture takes
-        // the oldest one's place (whose own force, if any, passes on).
-        Err(TrySendError::Full(item)) if forced => match port.oldest.try_recv() {
-            Ok(old) => {
-                if let Some((_, counters)) = shared.rungs.get(index) {
-                    add(&counters.dropped_queue_full, 1);
-                }
-                port.tx.try_send(RungItem {
-                    carried_force: item.carried_force
-                        || old.carried_force
-                        || old.picture.force_idr(),
-                    ..item
-                })
-            }
-            Err(_) => Err(TrySendError::Full(item)),
-        },
+        // the place of the oldest one that is not forced.
+        Err(TrySendError::Full(item)) if forced => make_room_for_forced(shared, index, port, item),
         other => other,
     };
     match sent {
@@ -1652,6 +1639,55 @@ fn send_to_port(
             tracing::error!(channel = %shared.channel, rung, "rung stage has stopped; its pictures are dropped");
         }
     }
+}
+
+/// [`RUNG_OVERFLOW`] for a forced picture that finds its rung's queue full:
+/// the oldest queued picture that is not forced is dropped to make room. A
+/// rung more than a segment behind holds earlier forced pictures in its queue;
+/// dropping one of those would cost its segment (the rung would have no IDR
+/// at that cut, and the packager no segment of that number for it). Only when
+/// every queued picture is forced (the rung is a queue's worth of segments
+/// behind) does the oldest go, its flag passing to the next.
+///
+/// The queue is emptied and refilled in order: the rung stage only takes from
+/// the front, so it still sees the pictures in order.
+fn make_room_for_forced(
+    shared: &Shared,
+    index: usize,
+    port: &mut RungPort,
+    item: RungItem,
+) -> Result<(), TrySendError<RungItem>> {
+    let mut held: VecDeque<RungItem> = std::iter::from_fn(|| port.oldest.try_recv().ok()).collect();
+    let is_forced = |i: &RungItem| i.carried_force || i.picture.force_idr();
+    if held.len() >= port.tx.capacity().unwrap_or(usize::MAX) {
+        let victim = held.iter().position(|i| !is_forced(i)).unwrap_or(0);
+        if let Some(dropped) = held.remove(victim) {
+            if let Some((_, counters)) = shared.rungs.get(index) {
+                add(&counters.dropped_queue_full, 1);
+            }
+            if is_forced(&dropped) {
+                // the next picture after it (in the queue, or this one) carries it
+                match held.get_mut(victim) {
+                    Some(next) => next.carried_force = true,
+                    None => port.pending_force = true,
+                }
+            }
+        }
+    }
+    let carried = std::mem::take(&mut port.pending_force);
+    held.push_back(RungItem {
+        carried_force: item.carried_force || carried,
+        ..item
+    });
+    let mut result = Ok(());
+    for i in held {
+        if let Err(e) = port.tx.try_send(i) {
+            // cannot happen (one producer, and room was made); the caller
+            // counts the newest as dropped and carries its force
+            result = Err(e);
+        }
+    }
+    result
 }
 
 /// Encoder errors, as the graph needs them: a kind (to log once) and a
@@ -3300,6 +3336,53 @@ mod tests {
         // Every forced picture reached the slow rung (older ones made room
         // for it) and is an IDR there; nothing else is.
         assert_eq!(keyframe_pts(&slow), forced);
+    }
+
+    /// A rung more than a segment behind (its queue holds an earlier forced
+    /// picture when the next arrives) still gets every forced picture: the
+    /// newcomer takes a plain picture's place, not the earlier forced one's
+    /// (which cost the rung that segment: CI, tests/ladder.rs).
+    #[test]
+    fn a_rung_a_segment_behind_keeps_every_forced_picture() {
+        if !have_ffmpeg() {
+            return;
+        }
+        let dir = TempDir::new("graph-behind");
+        let source = stream(
+            &dir,
+            "src",
+            (320, 180),
+            30,
+            60,
+            "keyint=60:scenecut=0:bframes=0",
+        );
+        // 150 ms a picture: the 12-picture queue is 1.8 s deep, so a forced
+        // picture (every 5th, 6 a second: fewer than the rung encodes) is
+        // still queued, often at the front, when the next ones arrive
+        let sink = Arc::new(Collect {
+            slow: Some(("slow".to_owned(), Duration::from_millis(150))),
+            ..Collect::default()
+        });
+        let pipeline = ChannelPipeline::start(
+            "behind",
+            vec![plan("fast", None), plan("slow", Some(90))],
+            sink.clone(),
+        );
+        pipeline.video_config(source.config.clone());
+        let forced_at = |i: usize| i % 5 == 0;
+        feed_paced(&pipeline, &source.frames, forced_at, &[0]);
+        let stats = pipeline.finish();
+
+        let forced: BTreeSet<Timestamp> = (0..60)
+            .filter(|&i| forced_at(i))
+            .map(|i| source.frames[i].pts)
+            .collect();
+        let slow = sink.frames("slow");
+        let s = &stats.rungs[1];
+        assert!(s.dropped_queue_full > 0, "{s:?}");
+        assert_eq!(s.pictures_in + s.dropped_queue_full, 60, "{s:?}");
+        assert_timing(&slow);
+        assert_eq!(keyframe_pts(&slow), forced, "{s:?}");
     }
 
     #[test]
