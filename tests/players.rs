@@ -2,7 +2,9 @@
 //! Player, pinned in tests/players/package-lock.json (`make players-deps` runs
 //! `npm ci`), each play a live channel for more than 60 s from a page served over
 //! http by tests/players/run.js (a different origin from Ladder's, so the origin's
-//! CORS headers are what the browser checks). Mid-run, DevTools network emulation
+//! CORS headers are what the browser checks), through nginx as a CDN edge with the
+//! shipped packaging/nginx-edge.conf in front of the origin (issue 9 §3), as
+//! viewers play in production. Mid-run, DevTools network emulation
 //! throttles the page twice (below the top rung, then below the middle one) and lifts
 //! the throttle, so the player must go down the ladder and climb back.
 //!
@@ -12,7 +14,9 @@
 //! the first 3 s after the first frame, while the player settles at the live edge,
 //! is start-up time, reported as `max_stall_startup`; on a loaded 2-core machine
 //! Shaka once stalled 0.501 s there); every rung of the ladder was
-//! shown (the decoded picture's height). The live latency each player reports, and
+//! shown (the decoded picture's height); every request went to the edge, and the
+//! edge asked the origin about once per object (the ratio is printed and written
+//! to the figures). The live latency each player reports, and
 //! the latency of the frame shown against the wall clock (EXT-X-PROGRAM-DATE-TIME,
 //! DASH availabilityStartTime), are written with p50/p90 to
 //! `target/tmp/players-latency.json`: latency is a performance target, reported in
@@ -197,11 +201,19 @@ fn hls_js_dash_js_and_shaka_play_the_live_ladder_and_switch_every_rung() {
         Duration::from_secs(30),
     );
 
+    // the players play through a CDN edge, as in production
+    let edge = nginx::Edge::start(ladder.http);
+    wait_200(
+        &edge.url("/live/players/144p/index.m3u8"),
+        Duration::from_secs(10),
+    );
+
     let tmp = Path::new(env!("CARGO_TARGET_TMPDIR"));
     let mut summaries = Vec::new();
     let mut failures = Vec::new();
     for run in &runs {
-        let src = ladder.url(&format!("/live/players/{}", run.manifest));
+        let src = edge.url(&format!("/live/players/{}", run.manifest));
+        let seen_before = edge.access_log().len();
         let out = tmp.join(format!("players-{}.json", run.player));
         let _ = std::fs::remove_file(&out);
         let node = Command::new("node")
@@ -223,8 +235,20 @@ fn hls_js_dash_js_and_shaka_play_the_live_ladder_and_switch_every_rung() {
         assert_eq!(code, Some(0), "{}: run.js failed or timed out", run.player);
         let result: serde_json::Value =
             serde_json::from_slice(&std::fs::read(&out).expect("run.js output")).unwrap();
-        let s = result["summary"].clone();
+        let mut s = result["summary"].clone();
         let p = run.player;
+        let through_edge = EdgeCounts::of(&edge.access_log()[seen_before..]);
+        eprintln!("{p} through the edge: {through_edge:?}");
+        if through_edge.requests == 0 {
+            failures.push(format!("{p}: no request reached the edge"));
+        }
+        s["edge"] = serde_json::json!({
+            "requests": through_edge.requests,
+            "objects": through_edge.objects,
+            "origin_requests": through_edge.origin_requests,
+            "origin_requests_per_object": through_edge.per_object(),
+            "errors": through_edge.errors,
+        });
         let (lp, lw) = (&s["latency"]["player"], &s["latency"]["wallclock"]);
         eprintln!(
             "{p}: played {}s, {} stalls (longest {}s, {}s outside the throttle and start-up, {}s in start-up), heights {}, \
@@ -309,6 +333,48 @@ fn hls_js_dash_js_and_shaka_play_the_live_ladder_and_switch_every_rung() {
     std::fs::write(&file, serde_json::to_string_pretty(&latency).unwrap()).unwrap();
     eprintln!("latency figures: {}", file.display());
     assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// What one player's requests did at the edge.
+#[derive(Debug, Default)]
+struct EdgeCounts {
+    /// Requests the player made (all through the edge).
+    requests: usize,
+    /// Distinct media objects (init, part, segment: path and part query) asked for.
+    objects: usize,
+    /// Of those objects' requests, how many nginx passed to the origin.
+    origin_requests: usize,
+    /// Answers of 5xx, or 4xx other than 404 (a 404 for a part the player asked
+    /// ahead of time is normal).
+    errors: usize,
+}
+
+impl EdgeCounts {
+    fn of(log: &[nginx::Access]) -> EdgeCounts {
+        let media: Vec<&nginx::Access> = log
+            .iter()
+            .filter(|a| a.path().ends_with(".m4s") || a.path().ends_with(".mp4"))
+            .collect();
+        let objects: std::collections::HashSet<&str> =
+            media.iter().map(|a| a.target.as_str()).collect();
+        EdgeCounts {
+            requests: log.len(),
+            objects: objects.len(),
+            origin_requests: media.iter().filter(|a| a.reached_origin()).count(),
+            errors: log
+                .iter()
+                .filter(|a| a.status >= 500 || (a.status >= 400 && a.status != 404))
+                .count(),
+        }
+    }
+
+    fn per_object(&self) -> f64 {
+        if self.objects == 0 {
+            0.0
+        } else {
+            self.origin_requests as f64 / self.objects as f64
+        }
+    }
 }
 
 /// Whether `height` was on screen at some time from `from` (page seconds) on: shown
