@@ -220,8 +220,8 @@ struct TrackState {
     last_msn: Option<u64>,
     /// A segment opened here and not yet in the store: it is published with
     /// its first part, so playlists never list an empty segment.
-    /// (msn, init_id, discontinuity, start, wall)
-    unpublished: Option<(u64, u32, bool, u64, SystemTime)>,
+    /// (msn, init_id, discontinuity, start)
+    unpublished: Option<(u64, u32, bool, u64)>,
     /// mfhd sequence number.
     chunk_seq: u32,
     /// End of the last sample written (ticks).
@@ -610,7 +610,7 @@ impl Packager {
         t.part_start = dts;
         t.part_wall = m.wall;
         t.part_is_segment_start = true;
-        t.unpublished = Some((m.msn, init_id, m.discontinuity, dts.max(0) as u64, m.wall));
+        t.unpublished = Some((m.msn, init_id, m.discontinuity, dts.max(0) as u64));
         let id = t.id.clone();
         self.store.write(|s| {
             if let Some(i) = s.track_index(&id) {
@@ -1005,7 +1005,7 @@ impl Packager {
             // audio follows at its first frame at or after `dts`
             self.open_segment(TrackKind::Video, dts, wall);
             let v = self.video.as_ref().expect("video track");
-            if let Some((msn, init_id, discontinuity, _, _)) = v.unpublished {
+            if let Some((msn, init_id, discontinuity, _)) = v.unpublished {
                 let offset = if hidden { 0 } else { i64::from(cts).max(0) };
                 self.add_cut(SegmentMark {
                     pts: pts_ticks,
@@ -1208,7 +1208,7 @@ impl Packager {
         t.part_wall = wall;
         t.part_is_segment_start = true;
         let (id, init_id) = (t.id.clone(), t.init_id);
-        t.unpublished = Some((msn, init_id, discontinuity, dts.max(0) as u64, wall));
+        t.unpublished = Some((msn, init_id, discontinuity, dts.max(0) as u64));
         self.stats.segments += u64::from(leader);
         // The previous segment is complete now; this one enters the store with
         // its first part (write_part).
@@ -1270,8 +1270,9 @@ impl Packager {
         self.stats.parts += 1;
         self.store.write(|s| {
             if let Some(i) = s.track_index(&id) {
-                if let Some((msn, init_id, discontinuity, start, wall)) = unpublished {
-                    s.open_segment(i, msn, init_id, discontinuity, start, wall);
+                if let Some((msn, init_id, discontinuity, start)) = unpublished {
+                    let date = media_date(s.availability_start, start, s.tracks[i].info.timescale);
+                    s.open_segment(i, msn, init_id, discontinuity, start, date);
                 }
                 s.add_part(i, duration, independent, data);
                 // Until a segment is complete, estimate the bitrate from what we have.
@@ -1322,6 +1323,18 @@ fn video_track(id: &str, c: &VideoConfig, nominal_bandwidth: u64) -> (TrackSetup
 /// so a rung segment's tfdt equals the source's); AV1 rungs take none, since
 /// AV1 has no reordering between temporal units and AV1-ISOBMFF §2.4 has
 /// every sample presented at its decode time.
+/// A segment's EXT-X-PROGRAM-DATE-TIME: its start on the channel's media
+/// clock (`availabilityStartTime` + media time, as DASH maps it), not the wall
+/// clock at which its first frame arrived. Consecutive segments' dates then
+/// differ by exactly their durations, on every rendition and after every
+/// playlist reload: players that place segments by their dates (Shaka) saw
+/// each reload move them by the arrival jitter. The session re-anchoring in
+/// `start_session` keeps the media clock on the wall clock.
+fn media_date(availability_start: SystemTime, start: u64, timescale: u32) -> SystemTime {
+    let nanos = u128::from(start) * 1_000_000_000 / u128::from(timescale.max(1));
+    availability_start + Duration::from_nanos(u64::try_from(nanos).unwrap_or(u64::MAX))
+}
+
 fn rung_offset(setup: &TrackSetup, mark_offset: i64) -> i64 {
     match setup.codec {
         CodecSetup::Av1 { .. } => 0,

@@ -3,7 +3,10 @@
 //
 //   node run.js --player hls|dash|shaka --src <manifest URL> --seconds 75 \
 //     --schedule 15:900,30:250,45:0 --out result.json [--chromium /usr/bin/chromium] \
-//     [--target SECONDS]
+//     [--target SECONDS] [--shaka '<JSON of Shaka configuration>'] [--query 'k=v&...']
+//
+// --shaka adds Shaka configuration (player.configure). --query adds page parameters:
+// shakadebug=1 loads Shaka's debug build with V1 logging (the console is in --out).
 //
 // --target overrides the latency the player aims for (dash.js: liveDelay, instead of
 // the MPD's ServiceDescription; hls.js: liveSyncDuration; Shaka: its liveSync target),
@@ -24,7 +27,7 @@ const path = require('path');
 const puppeteer = require('puppeteer-core');
 
 function args() {
-  const a = { seconds: 75, schedule: '', chromium: '/usr/bin/chromium', target: '' };
+  const a = { seconds: 75, schedule: '', chromium: '/usr/bin/chromium', target: '', shaka: '' };
   const v = process.argv.slice(2);
   for (let i = 0; i < v.length; i += 2) a[v[i].replace(/^--/, '')] = v[i + 1];
   for (const k of ['player', 'src', 'out']) if (!a[k]) throw new Error(`--${k} is required`);
@@ -65,7 +68,7 @@ const sleep = (ms) => new Promise((ok) => setTimeout(ok, ms));
 async function main() {
   const a = args();
   const server = await serve(__dirname);
-  const page_url = `http://127.0.0.1:${server.address().port}/player.html?player=${a.player}&src=${encodeURIComponent(a.src)}${a.target ? `&target=${Number(a.target)}` : ''}`;
+  const page_url = `http://127.0.0.1:${server.address().port}/player.html?player=${a.player}&src=${encodeURIComponent(a.src)}${a.target ? `&target=${Number(a.target)}` : ''}${a.shaka ? `&shaka=${encodeURIComponent(a.shaka)}` : ''}${a.query ? '&' + a.query : ''}`;
   const browser = await puppeteer.launch({
     executablePath: a.chromium,
     headless: true,

@@ -1104,3 +1104,67 @@ fn audio_held_before_the_first_keyframe_is_capped_in_bytes() {
         300 - MAX_AUDIO_PREROLL as u64
     );
 }
+
+/// Segments are dated on the media clock: consecutive dates differ by exactly
+/// the segment's duration whatever the arrival jitter, on every track, and a
+/// date is availabilityStartTime + the segment's start (as DASH maps it).
+#[test]
+fn segment_dates_follow_the_media_clock_not_the_arrival_jitter() {
+    let (store, mut p) = setup();
+    let mut events: Vec<(i64, MediaEvent)> = Vec::new();
+    for i in 0..300i64 {
+        let dts = i * 1000 / 30;
+        events.push((
+            dts,
+            MediaEvent::Video(VideoFrame {
+                dts: Timestamp::from_millis(dts),
+                pts: Timestamp::from_millis(dts),
+                keyframe: i % 60 == 0,
+                data: Bytes::from(vec![0u8; 1000]),
+            }),
+        ));
+    }
+    for i in 0..(10 * 48_000 / 1024) {
+        let dts = i * 1024 * 1000 / 48_000;
+        events.push((
+            dts,
+            MediaEvent::Audio(AudioFrame {
+                dts: Timestamp::from_millis(dts),
+                data: Bytes::from(vec![1u8; 300]),
+            }),
+        ));
+    }
+    events.sort_by_key(|(t, _)| *t);
+    for (n, (t, e)) in events.into_iter().enumerate() {
+        // frames arrive in bursts: up to 90 ms late, never in step
+        let late = (n as i64 * 37) % 90;
+        p.push(e, wall(t + late)).unwrap();
+    }
+    let s = store.read();
+    for id in ["source", "audio"] {
+        let t = s.track(id).unwrap();
+        let ts = u128::from(t.info.timescale);
+        assert!(t.segments.len() >= 4, "{id}");
+        for seg in &t.segments {
+            let nanos = u128::from(seg.start) * 1_000_000_000 / ts;
+            let expected = s.availability_start + Duration::from_nanos(nanos as u64);
+            assert_eq!(seg.program_date_time, expected, "{id} seg {}", seg.msn);
+        }
+        for w in t.segments.iter().collect::<Vec<_>>().windows(2) {
+            if !w[0].complete {
+                continue;
+            }
+            let step = w[1]
+                .program_date_time
+                .duration_since(w[0].program_date_time)
+                .unwrap();
+            let duration = u128::from(w[0].duration) * 1_000_000_000 / ts;
+            assert!(
+                step.as_nanos().abs_diff(duration) <= 1,
+                "{id}: seg {} dated {step:?} after seg {}, which lasts {duration} ns",
+                w[1].msn,
+                w[0].msn
+            );
+        }
+    }
+}
