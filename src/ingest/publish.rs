@@ -806,6 +806,15 @@ impl Publish {
                 PackagerNotice::Discontinuity { msn, reason } => {
                     info!(channel = %channel.name, msn, reason, "discontinuity")
                 }
+                PackagerNotice::RungMissedSegment { rung, msn } => {
+                    if self.warnings < MAX_MEDIA_WARNINGS {
+                        self.warnings += 1;
+                        warn!(
+                            channel = %channel.name, rung, msn,
+                            "rung missed a segment: no keyframe between two cuts, its encoder is far behind; its playlist skips that number (give the rung a faster preset, or the machine more CPU)"
+                        );
+                    }
+                }
             }
         }
         drop(p);

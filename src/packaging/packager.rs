@@ -102,7 +102,15 @@ pub enum PackagerNotice {
     LongGop { gop_secs: f64, target_secs: f64 },
     /// A discontinuity starts at this msn.
     Discontinuity { msn: u64, reason: &'static str },
+    /// A rung had no IDR between two segment cuts (its encoder is more than
+    /// its input queue behind): it has no segment `msn` (`None`: a number
+    /// already forgotten), and its playlist skips that number.
+    RungMissedSegment { rung: String, msn: Option<u64> },
 }
+
+/// Most notices held between two [`Packager::take_notices`]; more are dropped
+/// (the counters in [`PackagerStats`] still count them).
+const MAX_NOTICES: usize = 64;
 
 /// Which track a fragmenter operation is about.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -504,8 +512,10 @@ impl Packager {
             .max(1);
         let r = &mut self.rungs[i];
         let mut idx = r.next_cut.max(self.plan_base);
+        let mut missed: Vec<Option<u64>> = Vec::new();
         if idx > r.next_cut {
             self.stats.rung_missed_segments += 1;
+            missed.push(None);
         }
         let mut segment_cut = false;
         while idx < end {
@@ -513,14 +523,24 @@ impl Packager {
             if b.pts > pts {
                 break;
             }
-            if r.pending_segment.is_some() {
+            if let Some(old) = &r.pending_segment {
                 self.stats.rung_missed_segments += 1;
+                missed.push(Some(old.msn));
             }
             r.pending_segment = Some(b.clone());
             segment_cut = true;
             idx += 1;
         }
         r.next_cut = idx;
+        for msn in missed {
+            if self.notices.len() < MAX_NOTICES {
+                self.notices.push(PackagerNotice::RungMissedSegment {
+                    rung: rung.to_owned(),
+                    msn,
+                });
+            }
+        }
+        let r = &mut self.rungs[i];
         let mut part_cut = segment_cut;
         if r.track.open_msn.is_some() && pts >= r.next_part {
             part_cut = true;

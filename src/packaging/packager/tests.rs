@@ -1168,3 +1168,64 @@ fn segment_dates_follow_the_media_clock_not_the_arrival_jitter() {
         }
     }
 }
+
+/// A rung whose encoder never made the IDR of one segment cut (its picture
+/// lost) has no segment of that number: counted, and a notice for the log
+/// names the rung and the number.
+#[test]
+fn a_rung_without_the_idr_of_a_cut_misses_that_segment_and_says_so() {
+    let (store, mut p) = setup_ladder(Some("source"), &[("720p", 1000)]);
+    let ladder = Ladder::new(&["720p"], 0);
+    ladder.config(&mut p, 1280);
+    for (t, f) in source_frames(8.0, 60, false) {
+        let pts = f.pts.as_millis();
+        let pushed = p.push(MediaEvent::Video(f), wall(t)).unwrap();
+        assert!(pushed.accepted);
+        // the rung's picture for the cut at 2.1 s came out as a P-frame, and
+        // so did every other until the next cut
+        let idr = pushed.segment_start && !(2000..4000).contains(&(pts - 100));
+        p.push_rung(
+            p.session(),
+            "720p",
+            VideoFrame {
+                dts: Timestamp::from_millis(pts),
+                pts: Timestamp::from_millis(pts),
+                keyframe: idr,
+                data: Bytes::from(vec![2u8; 400]),
+            },
+        );
+    }
+    let s = store.read();
+    let source: Vec<u64> = s
+        .track("source")
+        .unwrap()
+        .segments
+        .iter()
+        .map(|s| s.msn)
+        .collect();
+    let rung: Vec<u64> = s
+        .track("720p")
+        .unwrap()
+        .segments
+        .iter()
+        .map(|s| s.msn)
+        .collect();
+    assert_eq!(source.len(), 4, "{source:?}");
+    let missing = source[1];
+    assert_eq!(rung, [source[0], source[2], source[3]]);
+    assert_eq!(p.stats().rung_missed_segments, 1);
+    assert!(
+        p.take_notices()
+            .contains(&PackagerNotice::RungMissedSegment {
+                rung: "720p".to_owned(),
+                msn: Some(missing),
+            }),
+        "no notice for seg-{missing}"
+    );
+    // the origin's lookup finds each of the rung's segments by its number
+    let t = s.track("720p").unwrap();
+    for msn in &rung {
+        assert_eq!(t.segment(*msn).map(|s| s.msn), Some(*msn));
+    }
+    assert!(t.segment(missing).is_none());
+}
