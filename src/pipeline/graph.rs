@@ -3284,12 +3284,23 @@ mod tests {
         assert_eq!(sink.configs("all")[0].frame_rate, Some(60.0));
     }
 
-    #[test]
-    fn slow_rung_drops_pictures_and_keeps_forced_idrs_while_the_other_gets_all() {
+    /// A fast rung and a slow one fed a 60-picture 320x180 source paced on
+    /// the fast rung (the slow one's queue fills), every `every`th picture
+    /// forced.
+    struct SlowRun {
+        sink: Arc<Collect>,
+        stats: PipelineStats,
+        source_pts: Vec<Timestamp>,
+        forced: BTreeSet<Timestamp>,
+    }
+
+    /// [`SlowRun`] with the slow rung taking `slow` a picture; `None` without
+    /// ffmpeg.
+    fn slow_run(name: &str, slow: Duration, every: usize) -> Option<SlowRun> {
         if !have_ffmpeg() {
-            return;
+            return None;
         }
-        let dir = TempDir::new("graph-slow");
+        let dir = TempDir::new(name);
         let source = stream(
             &dir,
             "src",
@@ -3299,35 +3310,46 @@ mod tests {
             "keyint=60:scenecut=0:bframes=0",
         );
         let sink = Arc::new(Collect {
-            slow: Some(("slow".to_owned(), Duration::from_millis(50))),
+            slow: Some(("slow".to_owned(), slow)),
             ..Collect::default()
         });
         let pipeline = ChannelPipeline::start(
-            "slow",
+            name,
             vec![plan("fast", None), plan("slow", Some(90))],
             sink.clone(),
         );
         pipeline.video_config(source.config.clone());
-        let forced_at = |i: usize| i % 15 == 0;
-        // Paced on the fast rung only: the slow one's queue fills.
+        let forced_at = |i: usize| i % every == 0;
         feed_paced(&pipeline, &source.frames, forced_at, &[0]);
         let stats = pipeline.finish();
-
-        let fast = sink.frames("fast");
-        assert_eq!(
-            sorted_pts(&fast),
-            sorted_pts(&source.frames),
-            "the fast rung got everything"
-        );
-        assert_eq!(stats.rungs[0].dropped_queue_full, 0);
-        let forced: BTreeSet<Timestamp> = (0..60)
+        let forced = (0..60)
             .filter(|&i| forced_at(i))
             .map(|i| source.frames[i].pts)
             .collect();
-        assert_eq!(keyframe_pts(&fast), forced);
+        Some(SlowRun {
+            sink,
+            stats,
+            source_pts: sorted_pts(&source.frames),
+            forced,
+        })
+    }
 
-        let slow = sink.frames("slow");
-        let s = &stats.rungs[1];
+    #[test]
+    fn slow_rung_drops_pictures_and_keeps_forced_idrs_while_the_other_gets_all() {
+        let Some(run) = slow_run("graph-slow", Duration::from_millis(50), 15) else {
+            return;
+        };
+        let fast = run.sink.frames("fast");
+        assert_eq!(
+            sorted_pts(&fast),
+            run.source_pts,
+            "the fast rung got everything"
+        );
+        assert_eq!(run.stats.rungs[0].dropped_queue_full, 0);
+        assert_eq!(keyframe_pts(&fast), run.forced);
+
+        let slow = run.sink.frames("slow");
+        let s = &run.stats.rungs[1];
         assert!(s.dropped_queue_full > 0, "{s:?}");
         assert_eq!(s.pictures_in + s.dropped_queue_full, 60, "{s:?}");
         assert_eq!(s.encoded as usize, slow.len());
@@ -3335,7 +3357,7 @@ mod tests {
         assert_timing(&slow);
         // Every forced picture reached the slow rung (older ones made room
         // for it) and is an IDR there; nothing else is.
-        assert_eq!(keyframe_pts(&slow), forced);
+        assert_eq!(keyframe_pts(&slow), run.forced);
     }
 
     /// A rung more than a segment behind (its queue holds an earlier forced
@@ -3344,45 +3366,18 @@ mod tests {
     /// (which cost the rung that segment: CI, tests/ladder.rs).
     #[test]
     fn a_rung_a_segment_behind_keeps_every_forced_picture() {
-        if !have_ffmpeg() {
-            return;
-        }
-        let dir = TempDir::new("graph-behind");
-        let source = stream(
-            &dir,
-            "src",
-            (320, 180),
-            30,
-            60,
-            "keyint=60:scenecut=0:bframes=0",
-        );
         // 150 ms a picture: the 12-picture queue is 1.8 s deep, so a forced
         // picture (every 5th, 6 a second: fewer than the rung encodes) is
         // still queued, often at the front, when the next ones arrive
-        let sink = Arc::new(Collect {
-            slow: Some(("slow".to_owned(), Duration::from_millis(150))),
-            ..Collect::default()
-        });
-        let pipeline = ChannelPipeline::start(
-            "behind",
-            vec![plan("fast", None), plan("slow", Some(90))],
-            sink.clone(),
-        );
-        pipeline.video_config(source.config.clone());
-        let forced_at = |i: usize| i % 5 == 0;
-        feed_paced(&pipeline, &source.frames, forced_at, &[0]);
-        let stats = pipeline.finish();
-
-        let forced: BTreeSet<Timestamp> = (0..60)
-            .filter(|&i| forced_at(i))
-            .map(|i| source.frames[i].pts)
-            .collect();
-        let slow = sink.frames("slow");
-        let s = &stats.rungs[1];
+        let Some(run) = slow_run("graph-behind", Duration::from_millis(150), 5) else {
+            return;
+        };
+        let slow = run.sink.frames("slow");
+        let s = &run.stats.rungs[1];
         assert!(s.dropped_queue_full > 0, "{s:?}");
         assert_eq!(s.pictures_in + s.dropped_queue_full, 60, "{s:?}");
         assert_timing(&slow);
-        assert_eq!(keyframe_pts(&slow), forced, "{s:?}");
+        assert_eq!(keyframe_pts(&slow), run.forced, "{s:?}");
     }
 
     #[test]

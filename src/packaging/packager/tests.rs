@@ -43,6 +43,18 @@ fn audio_config() -> Arc<AudioConfig> {
 /// Feed `secs` of 30 fps video (IDR every `gop` frames, ms timestamps as RTMP
 /// has them) and 48 kHz AAC, interleaved by time, starting at media `start_ms`.
 fn feed(p: &mut Packager, start_ms: i64, secs: f64, gop: u32, with_bframes: bool) {
+    feed_arriving(p, start_ms, secs, gop, with_bframes, |_| 0);
+}
+
+/// [`feed`], the `n`th event arriving `late(n)` ms after its timestamp.
+fn feed_arriving(
+    p: &mut Packager,
+    start_ms: i64,
+    secs: f64,
+    gop: u32,
+    with_bframes: bool,
+    late: impl Fn(usize) -> i64,
+) {
     let frames = (secs * 30.0) as i64;
     let audio_frames = (secs * 48_000.0 / 1024.0) as i64;
     let mut events: Vec<(i64, MediaEvent)> = Vec::new();
@@ -70,8 +82,8 @@ fn feed(p: &mut Packager, start_ms: i64, secs: f64, gop: u32, with_bframes: bool
         ));
     }
     events.sort_by_key(|(t, _)| *t);
-    for (t, e) in events {
-        p.push(e, wall(t)).unwrap();
+    for (n, (t, e)) in events.into_iter().enumerate() {
+        p.push(e, wall(t + late(n))).unwrap();
     }
 }
 
@@ -1111,35 +1123,8 @@ fn audio_held_before_the_first_keyframe_is_capped_in_bytes() {
 #[test]
 fn segment_dates_follow_the_media_clock_not_the_arrival_jitter() {
     let (store, mut p) = setup();
-    let mut events: Vec<(i64, MediaEvent)> = Vec::new();
-    for i in 0..300i64 {
-        let dts = i * 1000 / 30;
-        events.push((
-            dts,
-            MediaEvent::Video(VideoFrame {
-                dts: Timestamp::from_millis(dts),
-                pts: Timestamp::from_millis(dts),
-                keyframe: i % 60 == 0,
-                data: Bytes::from(vec![0u8; 1000]),
-            }),
-        ));
-    }
-    for i in 0..(10 * 48_000 / 1024) {
-        let dts = i * 1024 * 1000 / 48_000;
-        events.push((
-            dts,
-            MediaEvent::Audio(AudioFrame {
-                dts: Timestamp::from_millis(dts),
-                data: Bytes::from(vec![1u8; 300]),
-            }),
-        ));
-    }
-    events.sort_by_key(|(t, _)| *t);
-    for (n, (t, e)) in events.into_iter().enumerate() {
-        // frames arrive in bursts: up to 90 ms late, never in step
-        let late = (n as i64 * 37) % 90;
-        p.push(e, wall(t + late)).unwrap();
-    }
+    // frames arrive in bursts: up to 90 ms late, never in step
+    feed_arriving(&mut p, 0, 10.0, 60, false, |n| (n as i64 * 37) % 90);
     let s = store.read();
     for id in ["source", "audio"] {
         let t = s.track(id).unwrap();
