@@ -23,16 +23,6 @@
 //! parsers are written as for network input: every read is checked, nothing
 //! allocates from a length field, and bad data is an error, never a panic.
 
-// Fed from the network: no panic may be reachable (issue 8 §5).
-#![deny(
-    clippy::indexing_slicing,
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::unreachable,
-    clippy::arithmetic_side_effects
-)]
-
 use bytes::{BufMut, Bytes, BytesMut};
 use thiserror::Error;
 
@@ -1064,14 +1054,6 @@ pub(crate) const RAV1E_SEQUENCE_HEADER_360P: &[u8] = &[
 ];
 
 #[cfg(test)]
-#[allow(
-    clippy::indexing_slicing,
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::unreachable,
-    clippy::arithmetic_side_effects
-)]
 mod tests {
     use super::*;
     use proptest::prelude::*;

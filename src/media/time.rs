@@ -5,16 +5,6 @@
 //! 64-bit tick count with the timescale it is counted in. CMAF tracks use 90 kHz
 //! for video and the sample rate for audio.
 
-// Fed from the network: no panic may be reachable (issue 8 §5).
-#![deny(
-    clippy::indexing_slicing,
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::unreachable,
-    clippy::arithmetic_side_effects
-)]
-
 use std::cmp::Ordering;
 
 /// Milliseconds: the timescale of RTMP and FLV.
@@ -136,14 +126,6 @@ impl Ord for Timestamp {
 }
 
 #[cfg(test)]
-#[allow(
-    clippy::indexing_slicing,
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::unreachable,
-    clippy::arithmetic_side_effects
-)]
 mod tests {
     use super::*;
 

@@ -12,16 +12,6 @@
 //! ECMA arrays: the count is only a hint (encoders get it wrong), so properties
 //! are read up to the object-end marker, as FFmpeg does.
 
-// Fed from the network: no panic may be reachable (issue 8 §5).
-#![deny(
-    clippy::indexing_slicing,
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::unreachable,
-    clippy::arithmetic_side_effects
-)]
-
 use bytes::{BufMut, BytesMut};
 use thiserror::Error;
 
@@ -391,14 +381,6 @@ impl<'a> Reader<'a> {
 }
 
 #[cfg(test)]
-#[allow(
-    clippy::indexing_slicing,
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::unreachable,
-    clippy::arithmetic_side_effects
-)]
 mod tests {
     use super::*;
     use proptest::prelude::*;

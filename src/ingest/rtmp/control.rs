@@ -5,16 +5,6 @@
 //! Set Chunk Size and Abort are also acted on by [`super::chunk::ChunkDecoder`];
 //! their payload rules live in [`super::chunk::parse_chunk_size`].
 
-// Fed from the network: no panic may be reachable (issue 8 §5).
-#![deny(
-    clippy::indexing_slicing,
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::unreachable,
-    clippy::arithmetic_side_effects
-)]
-
 use super::chunk::{msg_type, RtmpMessage};
 use crate::media::RtmpTimestamp;
 use bytes::{BufMut, Bytes, BytesMut};
@@ -149,14 +139,6 @@ pub fn parse_u32(payload: &[u8]) -> Option<u32> {
 }
 
 #[cfg(test)]
-#[allow(
-    clippy::indexing_slicing,
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::unreachable,
-    clippy::arithmetic_side_effects
-)]
 mod tests {
     use super::*;
 

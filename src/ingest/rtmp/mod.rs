@@ -20,6 +20,20 @@
 //! AMF depth), no panic reachable from network input, and one chunk codec shared
 //! by the ingest server and, later, by the restream and pull clients.
 
+// Fed from the network, every module here: no panic may be reachable (issue 8
+// §5). Denied in the library as built (tests may index and unwrap).
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::indexing_slicing,
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::panic,
+        clippy::unreachable,
+        clippy::arithmetic_side_effects
+    )
+)]
+
 pub mod amf0;
 pub mod chunk;
 pub mod client;
