@@ -2,8 +2,8 @@
 //! to the real `ladder` binary, and what the origin serves read with ffprobe.
 //!
 //! Debian 12's ffmpeg (5.1) cannot send Enhanced RTMP, so this file carries a
-//! small publisher built on Ladder's own RTMP pieces (`ClientHandshake`,
-//! `ChunkEncoder`/`ChunkDecoder`, `amf0`): connect, createStream, publish, then
+//! small publisher on the tests' raw RTMP client (`common::raw_rtmp`, built on
+//! Ladder's own RTMP pieces): connect, createStream, publish, then
 //! FLV tags in the Enhanced RTMP form (veovera enhanced-rtmp v1). The video is
 //! real: libx265 and libsvtav1 bitstreams made by ffmpeg in an MP4, whose
 //! `hvcC` / `av1C` becomes the SequenceStart and whose samples become the
@@ -11,16 +11,13 @@
 
 mod common;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
+use common::raw_rtmp::RawRtmp;
 use common::*;
-use ladder::ingest::rtmp::amf0::{object, Amf0Value};
-use ladder::ingest::rtmp::chunk::{msg_type, parse_chunk_size};
-use ladder::ingest::rtmp::{
-    control, ChunkDecoder, ChunkEncoder, ClientHandshake, HandshakeProgress, RtmpMessage,
-};
-use ladder::media::RtmpTimestamp;
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use ladder::ingest::rtmp::amf0::Amf0Value;
+use ladder::ingest::rtmp::chunk::msg_type;
+use std::io::Read;
+use std::net::SocketAddr;
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -253,186 +250,61 @@ fn audio_tags(asc: &[u8], frames: &[Vec<u8>]) -> Vec<Tag> {
 // A minimal publisher
 // ---------------------------------------------------------------------------
 
-/// Chunk stream ids as ffmpeg uses them.
-const CSID_COMMAND: u32 = 3;
-const CSID_AUDIO: u32 = 4;
-const CSID_VIDEO: u32 = 6;
 /// The chunk size we send with after connect.
 const OUT_CHUNK_SIZE: u32 = 4096;
 
-struct Publisher {
-    socket: TcpStream,
-    encoder: ChunkEncoder,
-    decoder: ChunkDecoder,
+/// Handshake, `connect(app=live)` announcing the Enhanced RTMP codecs,
+/// `createStream`, `publish(key)`: a publisher on its stream.
+fn start_publisher(addr: SocketAddr, key: &str) -> (RawRtmp, u32) {
+    let mut c = RawRtmp::handshaken(addr);
+    // Enhanced RTMP: the codecs this client speaks.
+    let four_cc = Amf0Value::StrictArray(vec![
+        Amf0Value::String("hvc1".into()),
+        Amf0Value::String("av01".into()),
+    ]);
+    let reply = c.connect_with("live", [("fourCcList", four_cc)]);
+    let reply = reply.expect("connect answered");
+    assert_eq!(reply[0].as_str(), Some("_result"), "{reply:?}");
+    c.set_chunk_size(OUT_CHUNK_SIZE).expect("connected");
+    let stream_id = c.create_stream().expect("createStream");
+    let code = c.publish(stream_id, key);
+    assert_eq!(code.as_deref(), Some("NetStream.Publish.Start"));
+    (c, stream_id)
 }
 
-impl Publisher {
-    /// Connect, handshake, `connect(app=live)`, `createStream`,
-    /// `publish(key)`, and wait for NetStream.Publish.Start.
-    fn start(addr: SocketAddr, key: &str) -> (Publisher, u32) {
-        let mut socket = TcpStream::connect(addr).unwrap();
-        socket
-            .set_read_timeout(Some(Duration::from_secs(15)))
-            .unwrap();
-        let mut handshake = ClientHandshake::new(0, 7);
-        let mut buf = [0u8; 4096];
-        let mut leftover = Bytes::new();
-        loop {
-            if let Some(out) = handshake.take_output() {
-                socket.write_all(&out).unwrap();
-            }
-            if handshake.is_done() {
-                break;
-            }
-            let n = socket.read(&mut buf).unwrap();
-            assert!(n > 0, "server closed during the handshake");
-            if let HandshakeProgress::Done { remaining } = handshake.feed(&buf[..n]).unwrap() {
-                leftover = remaining;
-            }
+/// Send `tags` in timestamp order, in real time (as a live encoder would),
+/// then deleteStream. Sequence headers (the first tag of each kind) go
+/// first, as encoders send them.
+fn publish_tags(mut c: RawRtmp, stream_id: u32, mut tags: Vec<Tag>) {
+    let headers = |t: &Tag| {
+        t.1 == msg_type::VIDEO && t.2[0] & 0x0f == 0 || t.1 == msg_type::AUDIO && t.2[1] == 0
+    };
+    tags.sort_by_key(|t| (!headers(t), t.0));
+    let start = Instant::now();
+    for (ts, type_id, payload) in tags {
+        let due = start + Duration::from_millis(u64::from(ts));
+        if let Some(wait) = due.checked_duration_since(Instant::now()) {
+            std::thread::sleep(wait);
         }
-        let mut p = Publisher {
-            socket,
-            encoder: ChunkEncoder::new(),
-            decoder: ChunkDecoder::new(),
-        };
-        p.decoder.feed(&leftover).unwrap();
-
-        let tc_url = format!("rtmp://{addr}/live");
-        p.command(
-            0,
-            &[
-                Amf0Value::String("connect".into()),
-                Amf0Value::Number(1.0),
-                object([
-                    ("app", Amf0Value::String("live".into())),
-                    ("type", Amf0Value::String("nonprivate".into())),
-                    ("tcUrl", Amf0Value::String(tc_url)),
-                    // Enhanced RTMP: the codecs this client speaks.
-                    (
-                        "fourCcList",
-                        Amf0Value::StrictArray(vec![
-                            Amf0Value::String("hvc1".into()),
-                            Amf0Value::String("av01".into()),
-                        ]),
-                    ),
-                ]),
-            ],
-        );
-        p.wait_command(|v| v[0].as_str() == Some("_result") && v[1].as_number() == Some(1.0));
-        p.send(&control::set_chunk_size(OUT_CHUNK_SIZE));
-        p.encoder.set_chunk_size(OUT_CHUNK_SIZE).unwrap();
-        p.command(
-            0,
-            &[
-                Amf0Value::String("createStream".into()),
-                Amf0Value::Number(2.0),
-                Amf0Value::Null,
-            ],
-        );
-        let result =
-            p.wait_command(|v| v[0].as_str() == Some("_result") && v[1].as_number() == Some(2.0));
-        let stream_id = result[3].as_number().expect("stream id") as u32;
-        p.command(
-            stream_id,
-            &[
-                Amf0Value::String("publish".into()),
-                Amf0Value::Number(3.0),
-                Amf0Value::Null,
-                Amf0Value::String(key.into()),
-                Amf0Value::String("live".into()),
-            ],
-        );
-        let status = p.wait_command(|v| v[0].as_str() == Some("onStatus"));
-        let code = status[3].get("code").and_then(Amf0Value::as_str);
-        assert_eq!(code, Some("NetStream.Publish.Start"), "{status:?}");
-        (p, stream_id)
+        c.media(stream_id, type_id, ts, payload)
+            .expect("ladder closed the connection");
     }
-
-    fn send(&mut self, msg: &RtmpMessage) {
-        let mut out = BytesMut::new();
-        self.encoder.encode(msg, &mut out).unwrap();
-        self.socket.write_all(&out).unwrap();
-    }
-
-    fn command(&mut self, stream_id: u32, values: &[Amf0Value]) {
-        let mut payload = BytesMut::new();
-        Amf0Value::encode_all(values, &mut payload).unwrap();
-        self.send(&RtmpMessage {
-            csid: CSID_COMMAND,
-            timestamp: RtmpTimestamp(0),
-            type_id: msg_type::COMMAND_AMF0,
-            stream_id,
-            payload: payload.freeze(),
-        });
-    }
-
-    /// Read until an AMF0 command `matches`; Set Chunk Size is applied on
-    /// the way, everything else skipped.
-    fn wait_command(&mut self, matches: impl Fn(&[Amf0Value]) -> bool) -> Vec<Amf0Value> {
-        let mut buf = [0u8; 4096];
-        loop {
-            while let Some(msg) = self.decoder.next_message() {
-                match msg.type_id {
-                    msg_type::SET_CHUNK_SIZE => {
-                        let size = parse_chunk_size(&msg.payload).unwrap();
-                        self.decoder.set_chunk_size(size).unwrap();
-                    }
-                    msg_type::COMMAND_AMF0 => {
-                        let values = Amf0Value::decode_all(&msg.payload).unwrap();
-                        if values.len() >= 2 && matches(&values) {
-                            return values;
-                        }
-                    }
-                    _ => {}
-                }
-            }
-            let n = self.socket.read(&mut buf).expect("read from ladder");
-            assert!(n > 0, "ladder closed the connection");
-            self.decoder.feed(&buf[..n]).unwrap();
-        }
-    }
-
-    /// Send `tags` in timestamp order, in real time (as a live encoder
-    /// would), then deleteStream. Sequence headers (the first tag of each
-    /// kind) go first, as encoders send them.
-    fn media(mut self, stream_id: u32, mut tags: Vec<Tag>) {
-        let headers = |t: &Tag| {
-            t.1 == msg_type::VIDEO && t.2[0] & 0x0f == 0 || t.1 == msg_type::AUDIO && t.2[1] == 0
-        };
-        tags.sort_by_key(|t| (!headers(t), t.0));
-        let start = Instant::now();
-        for (ts, type_id, payload) in tags {
-            let due = start + Duration::from_millis(u64::from(ts));
-            if let Some(wait) = due.checked_duration_since(Instant::now()) {
-                std::thread::sleep(wait);
-            }
-            let csid = if type_id == msg_type::VIDEO {
-                CSID_VIDEO
-            } else {
-                CSID_AUDIO
-            };
-            self.send(&RtmpMessage {
-                csid,
-                timestamp: RtmpTimestamp(ts),
-                type_id,
-                stream_id,
-                payload,
-            });
-        }
-        self.command(
-            0,
-            &[
-                Amf0Value::String("deleteStream".into()),
-                Amf0Value::Number(4.0),
-                Amf0Value::Null,
-                Amf0Value::Number(f64::from(stream_id)),
-            ],
-        );
-        let _ = self.socket.shutdown(std::net::Shutdown::Write);
-        // Let the server read to the end before the socket goes.
-        let mut sink = [0u8; 1024];
-        while matches!(self.socket.read(&mut sink), Ok(n) if n > 0) {}
-    }
+    c.command(
+        0,
+        &[
+            Amf0Value::String("deleteStream".into()),
+            Amf0Value::Number(4.0),
+            Amf0Value::Null,
+            Amf0Value::Number(f64::from(stream_id)),
+        ],
+    );
+    let _ = c.socket.shutdown(std::net::Shutdown::Write);
+    // Let the server read to the end before the socket goes.
+    c.socket
+        .set_read_timeout(Some(Duration::from_secs(15)))
+        .unwrap();
+    let mut sink = [0u8; 1024];
+    while matches!(c.socket.read(&mut sink), Ok(n) if n > 0) {}
 }
 
 // ---------------------------------------------------------------------------
@@ -516,8 +388,8 @@ fn publish_and_check(
     tags.extend(audio_tags(&asc, &aac));
 
     let ladder = Ladder::start(&config_with_ladder(true, PACKAGING, RENDITIONS, ""));
-    let (publisher, stream_id) = Publisher::start(ladder.rtmp, "cam");
-    publisher.media(stream_id, tags);
+    let (publisher, stream_id) = start_publisher(ladder.rtmp, "cam");
+    publish_tags(publisher, stream_id, tags);
     assert!(
         ladder.wait_log("publish ended", Duration::from_secs(15)),
         "{}",

@@ -96,18 +96,29 @@ impl RawRtmp {
 
     /// `connect(app)`; the `_result` or `_error` values, `None` if closed.
     pub fn connect(&mut self, app: &str) -> Option<Vec<Amf0Value>> {
+        self.connect_with(app, [])
+    }
+
+    /// `connect(app)` with more properties in its command object (Enhanced
+    /// RTMP's `fourCcList`, say).
+    pub fn connect_with<'a>(
+        &mut self,
+        app: &str,
+        more: impl IntoIterator<Item = (&'a str, Amf0Value)>,
+    ) -> Option<Vec<Amf0Value>> {
         let txn = self.transaction();
         let tc_url = format!("rtmp://{}/{app}", self.socket.peer_addr().unwrap());
+        let properties = [
+            ("app", Amf0Value::String(app.into())),
+            ("type", Amf0Value::String("nonprivate".into())),
+            ("tcUrl", Amf0Value::String(tc_url)),
+        ];
         self.command(
             0,
             &[
                 Amf0Value::String("connect".into()),
                 Amf0Value::Number(txn),
-                object([
-                    ("app", Amf0Value::String(app.into())),
-                    ("type", Amf0Value::String("nonprivate".into())),
-                    ("tcUrl", Amf0Value::String(tc_url)),
-                ]),
+                object(properties.into_iter().chain(more)),
             ],
         );
         self.reply(txn)
