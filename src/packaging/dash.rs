@@ -798,12 +798,7 @@ mod tests {
         for _ in 0..3 {
             fx.segment(4);
         }
-        fx.new_init();
-        fx.open(true);
-        for _ in 0..4 {
-            fx.part();
-        }
-        fx.close();
+        fx.discontinuity(4);
         fx.segment(4);
         fx.open(false);
         fx.part();
@@ -902,12 +897,7 @@ mod tests {
         let mut fx = Fx::new(4);
         fx.segment(4);
         fx.segment(4);
-        fx.new_init();
-        fx.open(true);
-        for _ in 0..4 {
-            fx.part();
-        }
-        fx.close();
+        fx.discontinuity(4);
         fx.segment(4);
         fx.segment(4);
         let listed = |fx: &Fx| {

@@ -783,6 +783,16 @@ pub(crate) mod tests {
             self.close();
         }
 
+        /// A whole segment of `parts` parts after a discontinuity (a new init).
+        pub fn discontinuity(&mut self, parts: usize) {
+            self.new_init();
+            self.open(true);
+            for _ in 0..parts {
+                self.part();
+            }
+            self.close();
+        }
+
         /// Start a new init id; the next segment opened is a discontinuity.
         pub fn new_init(&mut self) {
             self.init += 1;
@@ -1077,12 +1087,7 @@ seg-1.m4s
     fn delta_update_keeps_discontinuity_and_map_state() {
         let mut fx = Fx::new(8);
         fx.segment(4);
-        fx.new_init();
-        fx.open(true);
-        for _ in 0..4 {
-            fx.part();
-        }
-        fx.close();
+        fx.discontinuity(4);
         for _ in 0..6 {
             fx.segment(4);
         }
@@ -1100,12 +1105,7 @@ seg-1.m4s
         let mut fx = Fx::new(3);
         fx.segment(4);
         fx.segment(4);
-        fx.new_init();
-        fx.open(true);
-        for _ in 0..4 {
-            fx.part();
-        }
-        fx.close();
+        fx.discontinuity(4);
         let p = media_playlist(&fx.st, 0, Skip::No);
         assert!(p.contains("#EXT-X-DISCONTINUITY-SEQUENCE:0\n"));
         assert!(p.contains(
@@ -1142,12 +1142,7 @@ seg-1.m4s
         let mut fx = Fx::new(3);
         fx.segment(4);
         fx.segment(4);
-        fx.new_init();
-        fx.open(true);
-        for _ in 0..4 {
-            fx.part();
-        }
-        fx.close();
+        fx.discontinuity(4);
         fx.segment(4); // window seg-1..seg-3, seg-2 flagged
                        // video moves on first: seg-4 closes on video only, seg-2 becomes its
                        // first listed segment and the channel sequence becomes 1

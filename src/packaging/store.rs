@@ -777,12 +777,7 @@ mod tests {
         // a segment is 4 parts of 1000 bytes on each of two tracks: 8000 bytes
         let mut fx = capped(30_000);
         fx.segment(4);
-        fx.new_init();
-        fx.open(true);
-        for _ in 0..4 {
-            fx.part();
-        }
-        fx.close();
+        fx.discontinuity(4);
         fx.segment(4);
         assert_eq!(fx.st.cap, CapStats::default());
         assert_eq!(msns(&fx.st.tracks[0]), [0, 1, 2]);
