@@ -68,15 +68,9 @@ fn request(
     url: &str,
     token: Option<&str>,
 ) -> (u16, reqwest::header::HeaderMap, String) {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = runtime();
     rt.block_on(async {
-        let client = reqwest::Client::builder()
-            .timeout(Duration::from_secs(15))
-            .build()
-            .unwrap();
+        let client = http_client(Duration::from_secs(15));
         let mut req = client.request(method.parse().unwrap(), url);
         if let Some(t) = token {
             req = req.header("authorization", format!("Bearer {t}"));

@@ -335,10 +335,7 @@ fn blocking_reload_and_chunked_segments_on_a_live_stream() {
     // the segment after the open one: not begun yet, so the request is parked,
     // then streamed as it is written
     let next = pl.segments.last().unwrap().0 + 2;
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = runtime();
     let arrivals = rt.block_on(async {
         let mut r = reqwest::get(ladder.url(&format!("/live/ll/source/seg-{next}.m4s")))
             .await

@@ -23,7 +23,7 @@ mod common;
 
 use common::hls_rules::{number_plus, parse_media, resolve, validate_live, Fetch, LiveOptions};
 use common::nginx::{edge_config, Access, Edge, NGINX};
-use common::{config, publish, wait_200, Ladder, Source};
+use common::{config, http_client, publish, runtime, wait_200, Ladder, Source};
 use std::collections::{BTreeMap, BTreeSet};
 use std::process::{Child, Command};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -524,15 +524,9 @@ fn an_nginx_edge_sends_about_one_request_per_object_to_the_origin() {
 /// Reads the first body chunk of `url`, then GETs `meanwhile` (its body), then
 /// reads the rest of `url`: (first chunk, whole body, `meanwhile`'s body).
 fn first_chunk_then(url: &str, meanwhile: &str) -> (Vec<u8>, Vec<u8>, String) {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = runtime();
     rt.block_on(async {
-        let client = reqwest::Client::builder()
-            .timeout(Duration::from_secs(20))
-            .build()
-            .unwrap();
+        let client = http_client(Duration::from_secs(20));
         let mut r = client.get(url).send().await.expect("GET");
         assert_eq!(r.status().as_u16(), 200, "{url}");
         let first = r

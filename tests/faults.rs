@@ -196,10 +196,7 @@ type Answer = (u16, Result<Vec<u8>, String>);
 impl Http {
     fn new() -> Http {
         Http {
-            rt: tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap(),
+            rt: runtime(),
             client: reqwest::Client::builder()
                 .timeout(Duration::from_secs(20))
                 // the origin closes idle connections: never reuse a stale one

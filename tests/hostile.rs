@@ -1034,10 +1034,7 @@ fn slow_connections_are_closed_and_the_connection_cap_holds() {
 /// The body of a 200 from `url`, retried while the origin refuses the
 /// connection (at its connection cap, until it sees other viewers leave).
 fn admitted(url: &str) -> String {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = runtime();
     let started = Instant::now();
     loop {
         if let Ok((200, body)) = rt.block_on(async {

@@ -1280,14 +1280,8 @@ impl Default for Fetch {
 impl Fetch {
     pub fn new() -> Fetch {
         Fetch {
-            rt: tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap(),
-            client: reqwest::Client::builder()
-                .timeout(Duration::from_secs(20))
-                .build()
-                .unwrap(),
+            rt: super::runtime(),
+            client: super::http_client(Duration::from_secs(20)),
         }
     }
 

@@ -396,17 +396,24 @@ pub fn wait(mut child: Child, timeout: Duration) -> (Option<i32>, String) {
     }
 }
 
-/// Blocking HTTP GET: (status, headers, body).
-pub fn get(url: &str) -> (u16, reqwest::header::HeaderMap, Vec<u8>) {
-    let rt = tokio::runtime::Builder::new_current_thread()
+/// A single-threaded runtime for a test's blocking HTTP calls.
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .unwrap();
+        .unwrap()
+}
+
+/// An HTTP client whose requests give up after `timeout`.
+pub fn http_client(timeout: Duration) -> reqwest::Client {
+    reqwest::Client::builder().timeout(timeout).build().unwrap()
+}
+
+/// Blocking HTTP GET: (status, headers, body).
+pub fn get(url: &str) -> (u16, reqwest::header::HeaderMap, Vec<u8>) {
+    let rt = runtime();
     rt.block_on(async {
-        let client = reqwest::Client::builder()
-            .timeout(Duration::from_secs(15))
-            .build()
-            .unwrap();
+        let client = http_client(Duration::from_secs(15));
         let r = client.get(url).send().await.expect("GET");
         let status = r.status().as_u16();
         let headers = r.headers().clone();
