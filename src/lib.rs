@@ -38,6 +38,30 @@
 //! - [`bench`] — `ladder bench`: channels per GPU and per box on the real
 //!   pipeline (packager, pipeline and rung sink per channel, fed in real time).
 
+/// Items fed from the network (RTMP, FLV and codec records, request paths and
+/// queries, signed tokens): no panic may be reachable from them (issue 8 §5),
+/// so indexing, `unwrap`/`expect`, `panic!`/`unreachable!` and unchecked
+/// arithmetic are denied in the library as built (test builds may use them).
+/// Wraps module declarations and functions.
+macro_rules! network_input {
+    ($($item:item)*) => {
+        $(
+            #[cfg_attr(
+                not(test),
+                deny(
+                    clippy::indexing_slicing,
+                    clippy::unwrap_used,
+                    clippy::expect_used,
+                    clippy::panic,
+                    clippy::unreachable,
+                    clippy::arithmetic_side_effects
+                )
+            )]
+            $item
+        )*
+    };
+}
+
 #[cfg(feature = "ffmpeg")]
 pub mod app;
 #[cfg(feature = "ffmpeg")]

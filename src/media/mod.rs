@@ -14,27 +14,15 @@
 //! - [`timeline`]: 32-bit RTMP timestamps into one 64-bit timeline.
 //! - [`time`]: the timestamp newtype.
 
-// Fed from the network, every module here: no panic may be reachable (issue 8
-// §5). Denied in the library as built (tests may index and unwrap).
-#![cfg_attr(
-    not(test),
-    deny(
-        clippy::indexing_slicing,
-        clippy::unwrap_used,
-        clippy::expect_used,
-        clippy::panic,
-        clippy::unreachable,
-        clippy::arithmetic_side_effects
-    )
-)]
-
-pub mod aac;
-pub mod av1;
-pub mod avc;
-pub mod flv;
-pub mod hevc;
-pub mod time;
-pub mod timeline;
+network_input! {
+    pub mod aac;
+    pub mod av1;
+    pub mod avc;
+    pub mod flv;
+    pub mod hevc;
+    pub mod time;
+    pub mod timeline;
+}
 
 use bytes::Bytes;
 use std::sync::Arc;

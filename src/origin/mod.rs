@@ -36,8 +36,10 @@
 //! shutdown signal that stops accepting, answers parked requests with 503, cuts
 //! growing bodies and lets connections finish for at most [`DRAIN_TIMEOUT`].
 
-pub mod route;
-pub mod signed;
+network_input! {
+    pub mod route;
+    pub mod signed;
+}
 
 mod body;
 mod handler;

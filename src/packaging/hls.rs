@@ -151,77 +151,62 @@ pub enum SegmentAvailability {
     NotFound,
 }
 
-/// Parse the delivery directives out of a playlist request's query string.
-///
-/// Unknown parameters are ignored (players add cache busters); known ones are
-/// parsed strictly: decimal digits only, at most 20, no sign, each given once.
-// Fed from the network (a playlist request's query): no panic may be
-// reachable (issue 8 §5).
-#[deny(
-    clippy::indexing_slicing,
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::unreachable,
-    clippy::arithmetic_side_effects
-)]
-pub fn parse_directives(query: Option<&str>) -> Result<Directives, DirectiveError> {
-    let mut d = Directives::default();
-    let Some(q) = query else {
-        return Ok(d);
-    };
-    if q.len() > MAX_QUERY_LEN {
-        return Err(DirectiveError::TooLong(q.len()));
-    }
-    let mut skip_seen = false;
-    for pair in q.split('&') {
-        let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
-        match name {
-            "_HLS_msn" => {
-                if d.msn.is_some() {
-                    return Err(DirectiveError::Repeated("_HLS_msn"));
-                }
-                d.msn = Some(decimal(value).ok_or(DirectiveError::NotANumber("_HLS_msn"))?);
-            }
-            "_HLS_part" => {
-                if d.part.is_some() {
-                    return Err(DirectiveError::Repeated("_HLS_part"));
-                }
-                d.part = Some(decimal(value).ok_or(DirectiveError::NotANumber("_HLS_part"))?);
-            }
-            "_HLS_skip" => {
-                if skip_seen {
-                    return Err(DirectiveError::Repeated("_HLS_skip"));
-                }
-                skip_seen = true;
-                d.skip = match value {
-                    "YES" | "v2" => Skip::Yes,
-                    _ => return Err(DirectiveError::BadSkip),
-                };
-            }
-            _ => {}
+// A playlist request's query is fed from the network.
+network_input! {
+    /// Parse the delivery directives out of a playlist request's query string.
+    ///
+    /// Unknown parameters are ignored (players add cache busters); known ones are
+    /// parsed strictly: decimal digits only, at most 20, no sign, each given once.
+    pub fn parse_directives(query: Option<&str>) -> Result<Directives, DirectiveError> {
+        let mut d = Directives::default();
+        let Some(q) = query else {
+            return Ok(d);
+        };
+        if q.len() > MAX_QUERY_LEN {
+            return Err(DirectiveError::TooLong(q.len()));
         }
+        let mut skip_seen = false;
+        for pair in q.split('&') {
+            let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+            match name {
+                "_HLS_msn" => {
+                    if d.msn.is_some() {
+                        return Err(DirectiveError::Repeated("_HLS_msn"));
+                    }
+                    d.msn = Some(decimal(value).ok_or(DirectiveError::NotANumber("_HLS_msn"))?);
+                }
+                "_HLS_part" => {
+                    if d.part.is_some() {
+                        return Err(DirectiveError::Repeated("_HLS_part"));
+                    }
+                    d.part = Some(decimal(value).ok_or(DirectiveError::NotANumber("_HLS_part"))?);
+                }
+                "_HLS_skip" => {
+                    if skip_seen {
+                        return Err(DirectiveError::Repeated("_HLS_skip"));
+                    }
+                    skip_seen = true;
+                    d.skip = match value {
+                        "YES" | "v2" => Skip::Yes,
+                        _ => return Err(DirectiveError::BadSkip),
+                    };
+                }
+                _ => {}
+            }
+        }
+        if d.part.is_some() && d.msn.is_none() {
+            return Err(DirectiveError::PartWithoutMsn);
+        }
+        Ok(d)
     }
-    if d.part.is_some() && d.msn.is_none() {
-        return Err(DirectiveError::PartWithoutMsn);
-    }
-    Ok(d)
-}
 
-/// RFC 8216bis §4.2 decimal-integer: `[0-9]+`, within u64.
-#[deny(
-    clippy::indexing_slicing,
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::unreachable,
-    clippy::arithmetic_side_effects
-)]
-fn decimal(s: &str) -> Option<u64> {
-    if s.is_empty() || s.len() > MAX_DECIMAL_DIGITS || !s.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
+    /// RFC 8216bis §4.2 decimal-integer: `[0-9]+`, within u64.
+    fn decimal(s: &str) -> Option<u64> {
+        if s.is_empty() || s.len() > MAX_DECIMAL_DIGITS || !s.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        s.parse().ok()
     }
-    s.parse().ok()
 }
 
 /// The multivariant playlist (`/live/<ch>/master.m3u8`).

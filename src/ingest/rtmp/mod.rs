@@ -20,27 +20,15 @@
 //! AMF depth), no panic reachable from network input, and one chunk codec shared
 //! by the ingest server and, later, by the restream and pull clients.
 
-// Fed from the network, every module here: no panic may be reachable (issue 8
-// §5). Denied in the library as built (tests may index and unwrap).
-#![cfg_attr(
-    not(test),
-    deny(
-        clippy::indexing_slicing,
-        clippy::unwrap_used,
-        clippy::expect_used,
-        clippy::panic,
-        clippy::unreachable,
-        clippy::arithmetic_side_effects
-    )
-)]
-
-pub mod amf0;
-pub mod chunk;
-pub mod client;
-pub mod control;
-pub mod handshake;
-pub mod session;
-pub mod url;
+network_input! {
+    pub mod amf0;
+    pub mod chunk;
+    pub mod client;
+    pub mod control;
+    pub mod handshake;
+    pub mod session;
+    pub mod url;
+}
 
 pub use amf0::{Amf0Error, Amf0Value};
 pub use chunk::{ChunkDecoder, ChunkEncoder, ChunkError, RtmpMessage};
