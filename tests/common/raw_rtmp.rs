@@ -162,13 +162,7 @@ impl RawRtmp {
     /// A publish command with a payload written by the caller (names that
     /// `Amf0Value` cannot hold): the onStatus code, `None` if closed.
     pub fn publish_raw(&mut self, stream_id: u32, payload: Bytes) -> Option<String> {
-        self.send(&RtmpMessage {
-            csid: CSID_COMMAND,
-            timestamp: RtmpTimestamp(0),
-            type_id: msg_type::COMMAND_AMF0,
-            stream_id,
-            payload,
-        })?;
+        self.command_raw(stream_id, payload)?;
         let status = self.wait_command(|v| v[0].as_str() == Some("onStatus"))?;
         status
             .get(3)
