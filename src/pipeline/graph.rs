@@ -37,8 +37,9 @@
 //!   a slow rung loses whole pictures at its own input (counted in
 //!   [`RungStats::dropped_queue_full`]) and never holds back the decoder or the
 //!   other rungs. A picture that must be an IDR (a segment starts there) is
-//!   not the one lost: the oldest queued picture makes room for it, so the
-//!   rung's IDR stays on the source's even when the rung is behind.
+//!   not the one lost: the oldest queued picture that is not forced makes room
+//!   for it, so the rung's IDRs stay on the source's, one per segment, even
+//!   when the rung is a segment or more behind.
 //!
 //! Pictures come from one [`PicturePool`] per channel, sized for every queue
 //! of every rung ([`pool_capacity`]), and are fanned out as [`PictureRef`]s:
@@ -235,8 +236,9 @@ pub enum OverflowPolicy {
     /// (a decoder cannot skip a reference picture).
     DropUntilKeyframe,
     /// Drop the picture that does not fit (the queue keeps the older ones),
-    /// except a picture that must be an IDR: the oldest queued picture is
-    /// dropped to make room for it.
+    /// except a picture that must be an IDR: the oldest queued picture that
+    /// is not forced is dropped to make room for it (the oldest forced one
+    /// only when every queued picture is forced; its flag passes on).
     DropNewestKeepForced,
 }
 
