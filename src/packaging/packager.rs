@@ -112,6 +112,13 @@ pub enum PackagerNotice {
 /// (the counters in [`PackagerStats`] still count them).
 const MAX_NOTICES: usize = 64;
 
+/// Queue a notice for the log, unless [`MAX_NOTICES`] already wait.
+fn push_notice(notices: &mut Vec<PackagerNotice>, notice: PackagerNotice) {
+    if notices.len() < MAX_NOTICES {
+        notices.push(notice);
+    }
+}
+
 /// Which track a fragmenter operation is about.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Slot {
@@ -512,10 +519,15 @@ impl Packager {
             .max(1);
         let r = &mut self.rungs[i];
         let mut idx = r.next_cut.max(self.plan_base);
-        let mut missed: Vec<Option<u64>> = Vec::new();
         if idx > r.next_cut {
             self.stats.rung_missed_segments += 1;
-            missed.push(None);
+            push_notice(
+                &mut self.notices,
+                PackagerNotice::RungMissedSegment {
+                    rung: rung.to_owned(),
+                    msn: None,
+                },
+            );
         }
         let mut segment_cut = false;
         while idx < end {
@@ -525,22 +537,19 @@ impl Packager {
             }
             if let Some(old) = &r.pending_segment {
                 self.stats.rung_missed_segments += 1;
-                missed.push(Some(old.msn));
+                push_notice(
+                    &mut self.notices,
+                    PackagerNotice::RungMissedSegment {
+                        rung: rung.to_owned(),
+                        msn: Some(old.msn),
+                    },
+                );
             }
             r.pending_segment = Some(b.clone());
             segment_cut = true;
             idx += 1;
         }
         r.next_cut = idx;
-        for msn in missed {
-            if self.notices.len() < MAX_NOTICES {
-                self.notices.push(PackagerNotice::RungMissedSegment {
-                    rung: rung.to_owned(),
-                    msn,
-                });
-            }
-        }
-        let r = &mut self.rungs[i];
         let mut part_cut = segment_cut;
         if r.track.open_msn.is_some() && pts >= r.next_part {
             part_cut = true;
@@ -881,10 +890,13 @@ impl Packager {
             return;
         }
         if self.video_config.is_some() {
-            self.notices.push(PackagerNotice::Discontinuity {
-                msn: self.next_msn,
-                reason: "video configuration changed",
-            });
+            push_notice(
+                &mut self.notices,
+                PackagerNotice::Discontinuity {
+                    msn: self.next_msn,
+                    reason: "video configuration changed",
+                },
+            );
         }
         // What the old configuration produced ends here; the next IDR starts a
         // segment with the new init.
@@ -915,10 +927,13 @@ impl Packager {
             return;
         }
         if self.audio_config.is_some() {
-            self.notices.push(PackagerNotice::Discontinuity {
-                msn: self.next_msn,
-                reason: "audio configuration changed",
-            });
+            push_notice(
+                &mut self.notices,
+                PackagerNotice::Discontinuity {
+                    msn: self.next_msn,
+                    reason: "audio configuration changed",
+                },
+            );
         }
         self.end_track_segment(TrackKind::Audio);
         self.audio_config = Some(c.clone());
@@ -1017,10 +1032,13 @@ impl Packager {
         if cut_segment {
             if open && elapsed > seg_target + seg_target / 2 && !self.long_gop_logged {
                 self.long_gop_logged = true;
-                self.notices.push(PackagerNotice::LongGop {
-                    gop_secs: elapsed as f64 / t.timescale as f64,
-                    target_secs: self.config.segment_target,
-                });
+                push_notice(
+                    &mut self.notices,
+                    PackagerNotice::LongGop {
+                        gop_secs: elapsed as f64 / t.timescale as f64,
+                        target_secs: self.config.segment_target,
+                    },
+                );
             }
             // audio follows at its first frame at or after `dts`
             self.open_segment(TrackKind::Video, dts, wall);
@@ -1338,11 +1356,6 @@ fn video_track(id: &str, c: &VideoConfig, nominal_bandwidth: u64) -> (TrackSetup
     (setup, info)
 }
 
-/// The composition offset a rung's samples take in the leader's segment
-/// `mark_offset`: H.264 rungs take the source IDR's (`dts = pts - offset`,
-/// so a rung segment's tfdt equals the source's); AV1 rungs take none, since
-/// AV1 has no reordering between temporal units and AV1-ISOBMFF §2.4 has
-/// every sample presented at its decode time.
 /// A segment's EXT-X-PROGRAM-DATE-TIME: its start on the channel's media
 /// clock (`availabilityStartTime` + media time, as DASH maps it), not the wall
 /// clock at which its first frame arrived. Consecutive segments' dates then
@@ -1355,6 +1368,11 @@ fn media_date(availability_start: SystemTime, start: u64, timescale: u32) -> Sys
     availability_start + Duration::from_nanos(u64::try_from(nanos).unwrap_or(u64::MAX))
 }
 
+/// The composition offset a rung's samples take in the leader's segment
+/// `mark_offset`: H.264 rungs take the source IDR's (`dts = pts - offset`,
+/// so a rung segment's tfdt equals the source's); AV1 rungs take none, since
+/// AV1 has no reordering between temporal units and AV1-ISOBMFF §2.4 has
+/// every sample presented at its decode time.
 fn rung_offset(setup: &TrackSetup, mark_offset: i64) -> i64 {
     match setup.codec {
         CodecSetup::Av1 { .. } => 0,
